@@ -1,0 +1,177 @@
+"""Asynq's Redis key schema: one function per key name (spec §1), shared by model and broker.
+
+Every per-queue key carries the hash tag ``{queue}`` so that one queue's keys share a Redis
+Cluster slot. Nothing else in the project spells a key name.
+
+>>> task("default", "abc")
+'asynq:{default}:t:abc'
+>>> group_set("q", "g1", "5f0c")
+'asynq:{q}:g:g1:5f0c'
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from model.states import TaskState
+
+#: Global set of queue names (no hash tag; written outside per-queue scripts).
+ALL_QUEUES = "asynq:queues"
+
+
+def queue_prefix(queue: str) -> str:
+    """``asynq:{<queue>}:`` — the prefix of every per-queue key."""
+    return f"asynq:{{{queue}}}:"
+
+
+def task_prefix(queue: str) -> str:
+    """Prefix of task hashes; append an id to get :func:`task`."""
+    return queue_prefix(queue) + "t:"
+
+
+def task(queue: str, task_id: str) -> str:
+    """The task hash ``asynq:{q}:t:<id>`` (fields msg, state, pending_since, unique_key, group, result)."""
+    return task_prefix(queue) + task_id
+
+
+def pending(queue: str) -> str:
+    """LIST of pending ids; new ids are pushed at the head, dequeue pops the tail."""
+    return queue_prefix(queue) + "pending"
+
+
+def active(queue: str) -> str:
+    """LIST of ids being processed."""
+    return queue_prefix(queue) + "active"
+
+
+def lease(queue: str) -> str:
+    """ZSET id → lease expiry (Unix seconds) for every active id."""
+    return queue_prefix(queue) + "lease"
+
+
+def scheduled(queue: str) -> str:
+    """ZSET id → process-at time."""
+    return queue_prefix(queue) + "scheduled"
+
+
+def retry(queue: str) -> str:
+    """ZSET id → retry-at time."""
+    return queue_prefix(queue) + "retry"
+
+
+def archived(queue: str) -> str:
+    """ZSET id → time of archiving."""
+    return queue_prefix(queue) + "archived"
+
+
+def completed(queue: str) -> str:
+    """ZSET id → expiry (completion time + retention)."""
+    return queue_prefix(queue) + "completed"
+
+
+def paused(queue: str) -> str:
+    """STRING holding the pause time; present while the queue is paused."""
+    return queue_prefix(queue) + "paused"
+
+
+def groups(queue: str) -> str:
+    """SET of group names with a non-empty group zset."""
+    return queue_prefix(queue) + "groups"
+
+
+def group_prefix(queue: str) -> str:
+    """Prefix of group zsets; append a group name to get :func:`group`."""
+    return queue_prefix(queue) + "g:"
+
+
+def group(queue: str, group_name: str) -> str:
+    """ZSET id → time added, the tasks waiting in one group."""
+    return group_prefix(queue) + group_name
+
+
+def group_set(queue: str, group_name: str, set_id: str) -> str:
+    """ZSET of ids staged for one aggregation (``g:<group>:<setID>``)."""
+    return f"{group(queue, group_name)}:{set_id}"
+
+
+def aggregation_sets(queue: str) -> str:
+    """ZSET aggregation-set key → its deadline."""
+    return queue_prefix(queue) + "aggregation_sets"
+
+
+def unique_prefix(queue: str) -> str:
+    """Prefix of unique-lock keys."""
+    return queue_prefix(queue) + "unique:"
+
+
+def unique(queue: str, task_type: str, payload: bytes | None) -> str:
+    """STRING lock ``unique:<type>:<md5hex(payload)>`` holding the owner id; always has a TTL.
+
+    A nil payload gives an empty checksum; an empty payload hashes to d41d8….
+    """
+    checksum = "" if payload is None else hashlib.md5(payload).hexdigest()
+    return f"{unique_prefix(queue)}{task_type}:{checksum}"
+
+
+def processed_total(queue: str) -> str:
+    """STRING counter of processed tasks (no TTL)."""
+    return queue_prefix(queue) + "processed"
+
+
+def failed_total(queue: str) -> str:
+    """STRING counter of failed tasks (no TTL)."""
+    return queue_prefix(queue) + "failed"
+
+
+def processed_daily(queue: str, date: str) -> str:
+    """STRING counter of one UTC day (``YYYY-MM-DD``); TTL set at its first increment."""
+    return f"{processed_total(queue)}:{date}"
+
+
+def failed_daily(queue: str, date: str) -> str:
+    """STRING counter of failures on one UTC day; TTL set at its first increment."""
+    return f"{failed_total(queue)}:{date}"
+
+
+def state_index(queue: str, state: TaskState) -> str:
+    """The list or zset named after a state (pending, active, scheduled, retry, archived, completed)."""
+    by_state = {
+        TaskState.PENDING: pending,
+        TaskState.ACTIVE: active,
+        TaskState.SCHEDULED: scheduled,
+        TaskState.RETRY: retry,
+        TaskState.ARCHIVED: archived,
+        TaskState.COMPLETED: completed,
+    }
+    if state not in by_state:
+        raise ValueError(f"state {state.value!r} has no single index key")
+    return by_state[state](queue)
+
+
+def queue_of(key: str) -> str | None:
+    """The queue name inside a per-queue key's hash tag, or None for global keys."""
+    if not key.startswith("asynq:{"):
+        return None
+    end = key.find("}:", 7)
+    return key[7:end] if end >= 0 else None
+
+
+#: Characters that may not appear in queue names or task ids because they would break the layout:
+#: braces change the Cluster hash tag; whitespace and control characters are never intended.
+FORBIDDEN_CHARS = frozenset("{}") | frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+
+
+def validate_name(what: str, value: object) -> str:
+    """Return ``value`` if it is a usable queue name, task id or group name, else raise ValueError.
+
+    >>> validate_name("queue", "")
+    Traceback (most recent call last):
+    ...
+    ValueError: queue must be a non-blank string, got ''
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-blank string, got {value!r}")
+    bad = sorted({c for c in value if c in FORBIDDEN_CHARS})
+    if bad:
+        raise ValueError(f"{what} {value!r} contains characters that break the key layout: {bad!r}")
+    return value
