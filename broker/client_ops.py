@@ -7,6 +7,7 @@ from dataclasses import replace
 from broker.base import BrokerBase
 from model import keys
 from model.message import TaskMessage
+from model.validation import check_int, check_unique_key
 
 
 class ClientOps(BrokerBase):
@@ -24,14 +25,93 @@ class ClientOps(BrokerBase):
         """
         self.check_message(msg)
         self.check_ttl(ttl)
+        check_unique_key(msg)
         lock = msg.unique_key or keys.unique(msg.queue, msg.type, msg.payload)
         self._enqueue(replace(msg, unique_key=lock), lock=lock, ttl=ttl)
 
     def _enqueue(self, msg: TaskMessage, lock: str | None, ttl: int) -> None:
+        encoded = self.encode(msg)  # may raise on bad field values: before any write
         self.register(msg.queue)
         task_keys = [keys.task(msg.queue, msg.id), keys.pending(msg.queue)]
-        args: list[str | bytes | int] = [self.encode(msg), msg.id, self.clock.now_ns, self.now_ms]
+        args: list[str | bytes | int] = [encoded, msg.id, self.clock.now_ns, self.now_ms]
         if lock is not None:
             task_keys.append(lock)
             args.append(self.now_ms + ttl * 1000)
         self.call("enqueue", task_keys, args)
+
+    def schedule(self, msg: TaskMessage, process_at: int) -> None:
+        """T3: a new task, scheduled for ``process_at`` (Unix seconds).
+
+        The hash gets ``group`` when msg.group_key is set (Asynq never writes it), so the
+        forwarder later moves the task into its group. Raises TaskIdConflictError.
+
+        >>> import fakeredis
+        >>> from broker import Broker
+        >>> b = Broker(fakeredis.FakeRedis())
+        >>> b.schedule(TaskMessage(type="t", payload=b"", id="s1", queue="q"), b.now_s + 60)
+        >>> b.snapshot("q").members("asynq:{q}:scheduled")
+        ('s1',)
+        """
+        self._check_schedule(msg, process_at)
+        self._schedule(msg, process_at, lock=None, ttl=0)
+
+    def schedule_unique(self, msg: TaskMessage, process_at: int, ttl: int) -> None:
+        """T4: as :meth:`schedule`, holding the unique lock for ``ttl`` seconds from now.
+
+        Raises DuplicateTaskError while another task holds the lock.
+        """
+        self._check_schedule(msg, process_at)
+        self.check_ttl(ttl)
+        check_unique_key(msg)
+        lock = msg.unique_key or keys.unique(msg.queue, msg.type, msg.payload)
+        self._schedule(replace(msg, unique_key=lock), process_at, lock=lock, ttl=ttl)
+
+    def add_to_group(self, msg: TaskMessage, group: str) -> None:
+        """T5: a new task waiting in ``group`` (msg.group_key is set to it).
+
+        Raises TaskIdConflictError when the id is taken.
+        """
+        self.check_message(msg)
+        self.check_group(group)
+        self._add_to_group(replace(msg, group_key=group), lock=None, ttl=0)
+
+    def add_to_group_unique(self, msg: TaskMessage, group: str, ttl: int) -> None:
+        """T6: as :meth:`add_to_group`, holding the unique lock for ``ttl`` seconds.
+
+        Raises DuplicateTaskError while another task holds the lock.
+        """
+        self.check_message(msg)
+        self.check_group(group)
+        self.check_ttl(ttl)
+        check_unique_key(msg)
+        lock = msg.unique_key or keys.unique(msg.queue, msg.type, msg.payload)
+        self._add_to_group(replace(msg, group_key=group, unique_key=lock), lock=lock, ttl=ttl)
+
+    def _check_schedule(self, msg: TaskMessage, process_at: int) -> None:
+        self.check_message(msg)
+        check_int("process_at", process_at)
+        if msg.group_key:
+            self.check_group(msg.group_key)
+
+    def _schedule(self, msg: TaskMessage, process_at: int, lock: str | None, ttl: int) -> None:
+        encoded = self.encode(msg)
+        self.register(msg.queue)
+        task_keys = [keys.task(msg.queue, msg.id), keys.scheduled(msg.queue)]
+        args: list[str | bytes | int] = [encoded, msg.id, process_at, msg.group_key, self.now_ms]
+        self._call_unique("schedule", task_keys, args, lock, ttl)
+
+    def _add_to_group(self, msg: TaskMessage, lock: str | None, ttl: int) -> None:
+        encoded = self.encode(msg)
+        self.register(msg.queue)
+        task_keys = [keys.task(msg.queue, msg.id), keys.group(msg.queue, msg.group_key),
+                     keys.groups(msg.queue)]
+        args: list[str | bytes | int] = [encoded, msg.id, self.now_s, msg.group_key, self.now_ms]
+        self._call_unique("add_to_group", task_keys, args, lock, ttl)
+
+    def _call_unique(self, script: str, task_keys: list[str], args: list[str | bytes | int],
+                     lock: str | None, ttl: int) -> None:
+        """Run a client script, appending the lock key and its deadline when unique."""
+        if lock is not None:
+            task_keys.append(lock)
+            args.append(self.now_ms + ttl * 1000)
+        self.call(script, task_keys, args)

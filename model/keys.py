@@ -17,6 +17,11 @@ from model.states import TaskState
 
 #: Global set of queue names (no hash tag; written outside per-queue scripts).
 ALL_QUEUES = "asynq:queues"
+#: Global registries (spec §1.5): zsets whose members are the names of per-process keys, scored
+#: by expiry. Not modelled per queue; only a snapshot's ``extra`` mapping may carry them.
+SERVERS = "asynq:servers"
+WORKERS = "asynq:workers"
+SCHEDULERS = "asynq:schedulers"
 
 
 def queue_prefix(queue: str) -> str:

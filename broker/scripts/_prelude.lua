@@ -99,3 +99,105 @@ end
 local function refuse(status)
     return {status}
 end
+
+-- Inspector helpers (delete_task, archive_task, run_task and the bulk ops).
+
+-- The ids of an index in index order: list order for pending, (score, id) for zsets.
+local function index_ids(index_key, state)
+    if state == "pending" then
+        return redis.call("LRANGE", index_key, 0, -1)
+    end
+    return redis.call("ZRANGE", index_key, 0, -1)
+end
+
+-- Locate task `id` for a per-task inspector op, writing nothing. `indexes` maps a state to its
+-- index key; the group zset is group_prefix .. <hash's group>; `already` is the op's target
+-- state (nil for delete). Returns state, source key, group; or nil and the refusal status.
+-- An id missing from its index (staged in an aggregation set, or a zombie) is NOT_FOUND.
+local function find_task(task_key, id, indexes, group_prefix, already)
+    if redis.call("EXISTS", task_key) == 0 then
+        return nil, "NOT_FOUND"
+    end
+    local fields = redis.call("HMGET", task_key, "state", "group")
+    local state, group = fields[1], fields[2]
+    if state == "active" then
+        return nil, "TASK_ACTIVE"
+    end
+    if already ~= nil and state == already then
+        return nil, "ALREADY"
+    end
+    local source = indexes[state]
+    if state == "aggregating" and group and group ~= "" then
+        source = group_prefix .. group
+    end
+    if not source then
+        return nil, "NOT_FOUND"
+    end
+    local found
+    if state == "pending" then
+        found = redis.call("LPOS", source, id)
+    else
+        found = redis.call("ZSCORE", source, id)
+    end
+    if not found then
+        return nil, "NOT_FOUND"
+    end
+    return state, source, group
+end
+
+-- Take `id` out of the index find_task returned; SREM an emptied group from `groups`.
+local function leave_source(state, source, id, groups_key, group)
+    if state == "pending" then
+        redis.call("LREM", source, 0, id)
+        return
+    end
+    redis.call("ZREM", source, id)
+    if state == "aggregating" and redis.call("ZCARD", source) == 0 then
+        redis.call("SREM", groups_key, group)
+    end
+end
+
+-- The trim after an inspector archive op. Asynq (bz2) trims by score, then by rank down to
+-- `capacity`, new ids included, and keeps every trimmed hash; the reference runs archive_trim.
+local function inspector_trim(archived_key, task_prefix, new, cutoff_s, capacity, now_ms)
+    if Q.bz2 then
+        redis.call("ZREMRANGEBYSCORE", archived_key, "-inf", cutoff_s)
+        redis.call("ZREMRANGEBYRANK", archived_key, 0, -(tonumber(capacity) + 1))
+        return
+    end
+    archive_trim(archived_key, task_prefix, new, cutoff_s, capacity, now_ms, false)
+end
+
+-- Client and server helpers (schedule, add_to_group, done, mark_as_complete, requeue, retry,
+-- archive).
+
+-- SET the unique lock `lock_key` to `id` with a virtual deadline unless another task holds it
+-- (after lazy expiry). Returns false when the lock is held.
+local function take_lock(lock_key, id, now_ms, deadline_ms)
+    expire_due(lock_key, now_ms)
+    if not redis.call("SET", lock_key, id, "NX") then
+        return false
+    end
+    set_deadline(lock_key, deadline_ms)
+    return true
+end
+
+-- Take `id` out of active and lease (T9–T16). Returns nil, or the refusal reply.
+-- Reference: every guard before any write — in lease and hash exists are checked first, and
+-- "in active" is the LREM's own answer, which comes before any write too.
+-- Q.late_guards (Asynq): LREM, then ZREM, each NOT_FOUND on a miss (the ZREM one after the LREM
+-- already happened); no hash check here — Asynq's done checks its own DEL.
+local function leave_active(active_key, lease_key, task_key, id)
+    if not Q.late_guards then
+        if not redis.call("ZSCORE", lease_key, id) or redis.call("EXISTS", task_key) == 0 then
+            return refuse("NOT_FOUND")
+        end
+    end
+    if redis.call("LREM", active_key, 0, id) == 0 then
+        return refuse("NOT_FOUND")
+    end
+    if redis.call("ZREM", lease_key, id) == 0 then
+        return refuse("NOT_FOUND")
+    end
+    return nil
+end

