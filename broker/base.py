@@ -12,7 +12,7 @@ import redis
 from broker.codec import decode_message, encode_message
 from broker.scripting import TTL_SHIFT_MS, Arg, ScriptRunner
 from broker.variants import Quirk, Variant, variant
-from model import keys
+from model import keys, validation
 from model.clock import NS, VirtualClock, utc_date
 from model.errors import ERROR_FOR, ScriptError
 from model.message import TaskMessage
@@ -90,31 +90,13 @@ class BrokerBase:
         return list(reply[1:])
 
     # --- validation ------------------------------------------------------------------------
-    @staticmethod
-    def check_message(msg: TaskMessage) -> None:
-        """Reject a message that would break the key layout, before anything is written."""
-        if not isinstance(msg, TaskMessage):
-            raise TypeError(f"msg must be a TaskMessage, got {type(msg).__name__}")
-        keys.validate_name("queue", msg.queue)
-        keys.validate_name("task id", msg.id)
-        if not isinstance(msg.type, str) or not msg.type:
-            raise ValueError(f"task type must be a non-empty string, got {msg.type!r}")
-        if msg.payload is not None and not isinstance(msg.payload, bytes):
-            raise TypeError(f"payload must be bytes or None, got {type(msg.payload).__name__}")
+    # The rules live in model.validation, shared with the reference model; these bind policy.
+    check_message = staticmethod(validation.check_message)
+    check_group = staticmethod(validation.check_group)
 
-    def check_ttl(self, ttl: int) -> None:
+    def check_ttl(self, ttl: int) -> int:
         """A unique lock needs a whole-second TTL of at least ``policy.min_unique_ttl``."""
-        if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < self.policy.min_unique_ttl:
-            raise ValueError(
-                f"unique ttl must be an int >= {self.policy.min_unique_ttl} s, got {ttl!r}")
-
-    @staticmethod
-    def check_group(group: str) -> str:
-        """Group names may not contain ':' (it separates a group from its aggregation set id)."""
-        keys.validate_name("group", group)
-        if ":" in group:
-            raise ValueError(f"group {group!r} contains ':', which the aggregation-set layout uses")
-        return group
+        return validation.check_ttl(ttl, self.policy.min_unique_ttl)
 
     # --- codec -----------------------------------------------------------------------------
     @staticmethod

@@ -22,7 +22,7 @@ from __future__ import annotations
 from broker.base import BrokerBase, glob_escape, text
 from broker.scripting import Arg
 from broker.variants import Quirk
-from model import keys
+from model import keys, validation
 from model.states import TaskState
 from model.transitions import bulk_states
 
@@ -94,7 +94,7 @@ pending, scheduled, retry, archived, completed, aggregating
         Raises QueueNotEmptyError (non-force, the queue holds tasks) or TaskActiveError (force,
         an active task). Asynq (BZ-12) deletes only the five task indexes, lease and their hashes.
         """
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         if not isinstance(force, bool):
             raise TypeError(f"force must be a bool, got {force!r}")
         fixed = [keys.pending(queue), keys.active(queue), keys.scheduled(queue), keys.retry(queue),
@@ -110,8 +110,8 @@ pending, scheduled, retry, archived, completed, aggregating
     @staticmethod
     def _task_keys(queue: str, task_id: str) -> list[str]:
         """KEYS of the per-task scripts: the hash, every state index but active, and groups."""
-        keys.validate_name("queue", queue)
-        keys.validate_name("task id", task_id)
+        validation.check_queue(queue)
+        validation.check_task_id(task_id)
         return [keys.task(queue, task_id), keys.pending(queue), keys.scheduled(queue),
                 keys.retry(queue), keys.archived(queue), keys.completed(queue), keys.groups(queue)]
 
@@ -124,7 +124,7 @@ pending, scheduled, retry, archived, completed, aggregating
         self, kind: str, queue: str, state: object, group: str | None
     ) -> tuple[TaskState, str, str]:
         """Validate a bulk call; return the state, its source index key and the group name."""
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         accepted = bulk_states(kind)
         parsed = _as_state(state)
         if parsed not in accepted:

@@ -7,13 +7,13 @@ from typing import Any
 
 from broker.base import BrokerBase
 from broker.variants import Quirk
-from model import keys
-from model.errors import ScriptError, TaskNotFoundError
+from model import keys, validation
+from model.errors import QueueNotFoundError, ScriptError, TaskNotFoundError
 from model.message import TaskMessage
+from model.reference import LEASE_EXPIRED
 from model.validation import check_bool, check_bytes, check_int, check_set_id, check_text
 
-#: The error the recoverer records on a task whose lease expired (Asynq's ErrLeaseExpired).
-LEASE_EXPIRED = "asynq: task lease expired"
+__all__ = ["LEASE_EXPIRED", "ServerOps"]
 
 
 class ServerOps(BrokerBase):
@@ -32,7 +32,7 @@ class ServerOps(BrokerBase):
     # --- processor (T8–T16) ------------------------------------------------------------------
     def dequeue(self, queue: str) -> TaskMessage | None:
         """T8: the oldest pending task, now active with a lease; None when empty or paused."""
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         reply = self.call(
             "dequeue",
             [keys.pending(queue), keys.paused(queue), keys.active(queue), keys.lease(queue)],
@@ -105,8 +105,10 @@ class ServerOps(BrokerBase):
                    self.stats_deadline_ms()])
 
     def _msg_lock(self, msg: TaskMessage) -> list[str]:
-        """Asynq (BZ-4 variants) releases the lock the message names, so it goes in KEYS."""
-        return [msg.unique_key] if msg.unique_key and self.quirk(Quirk.BZ4) else []
+        """Asynq (BZ-4 variants) releases the lock the message names, so it goes in KEYS —
+        only when it is a lock of the message's queue (a foreign key would leave the slot)."""
+        own = msg.unique_key.startswith(keys.unique_prefix(msg.queue))
+        return [msg.unique_key] if own and self.quirk(Quirk.BZ4) else []
 
     # --- forwarder and janitor (T17, T25) ------------------------------------------------------
     def forward_if_ready(self, queue: str) -> int:
@@ -114,7 +116,7 @@ class ServerOps(BrokerBase):
 
         Runs batches of ``policy.forward_batch`` until one is empty; returns how many moved.
         """
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         moved = 0
         for source in (keys.scheduled(queue), keys.retry(queue)):
             while True:
@@ -129,7 +131,7 @@ class ServerOps(BrokerBase):
 
     def delete_expired_completed_tasks(self, queue: str) -> int:
         """T25: delete completed tasks whose retention ended; return how many."""
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         return self._batches("delete_expired_completed", [keys.completed(queue)],
                              [self.now_s, keys.task_prefix(queue), self.policy.janitor_batch_size])
 
@@ -137,7 +139,7 @@ class ServerOps(BrokerBase):
         """The reference janitor's archive cutoff: delete archived tasks older than
         ``policy.archive_cutoff`` (hash and lock too); return how many. Asynq variants
         (lazy_cutoff) do nothing and return 0."""
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         if self.quirk(Quirk.LAZY_CUTOFF):
             return 0
         return self._batches("delete_expired_archived", [keys.archived(queue)],
@@ -156,7 +158,7 @@ class ServerOps(BrokerBase):
     def list_lease_expired(self, queue: str, cutoff: int) -> list[TaskMessage]:
         """T18: messages of tasks whose lease ended at or before ``cutoff`` (Unix seconds), in
         lease order; ids without a hash (or without a msg) are skipped."""
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         check_int("cutoff", cutoff)
         reply = self.call("list_lease_expired", [keys.lease(queue)],
                           [cutoff, keys.task_prefix(queue)])
@@ -186,9 +188,9 @@ class ServerOps(BrokerBase):
     def extend_lease(self, queue: str, *task_ids: str) -> int:
         """T20: renew the leases of ``task_ids`` to now + lease_duration; return how many of
         them still had a lease (the others are not added)."""
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         for task_id in task_ids:
-            keys.validate_name("task id", task_id)
+            validation.check_task_id(task_id)
         (n,) = self.call("extend_lease", [keys.lease(queue)],
                          [self.now_s + self.policy.lease_duration, *task_ids])
         return int(n)
@@ -198,7 +200,7 @@ class ServerOps(BrokerBase):
         """T21: when ``group`` is ready (max size, max delay or grace period), stage its tasks
         in aggregation set ``set_id`` (a new uuid4 hex when None) and return the set id; else
         return None."""
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         self.check_group(group)
         set_id = uuid.uuid4().hex if set_id is None else check_set_id(set_id)
         p = self.policy
@@ -216,7 +218,7 @@ class ServerOps(BrokerBase):
 
         Raises TaskNotFoundError when the set is not in ``aggregation_sets``.
         """
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         self.check_group(group)
         check_set_id(set_id)
         deadline, *msgs = self.call(
@@ -227,7 +229,7 @@ class ServerOps(BrokerBase):
 
     def delete_aggregation_set(self, queue: str, group: str, set_id: str) -> None:
         """T23: delete the set's member tasks (releasing their locks) and the set itself."""
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         self.check_group(group)
         check_set_id(set_id)
         self.call("delete_aggregation_set",
@@ -237,7 +239,7 @@ class ServerOps(BrokerBase):
     def reclaim_stale_aggregation_sets(self, queue: str) -> int:
         """T24: put the members of every set whose deadline passed back into its group;
         return how many sets."""
-        keys.validate_name("queue", queue)
+        validation.check_queue(queue)
         (n,) = self.call("reclaim_stale_aggregation_sets",
                          [keys.aggregation_sets(queue), keys.groups(queue)],
                          [self.now_s, keys.group_prefix(queue)])
@@ -249,18 +251,32 @@ class ServerOps(BrokerBase):
 
         Raises TaskNotFoundError when the task has no hash (Asynq, BZ-18: re-creates it).
         """
-        keys.validate_name("queue", queue)
-        keys.validate_name("task id", task_id)
+        validation.check_queue(queue)
+        validation.check_task_id(task_id)
         check_bytes("data", data)
         self.call("write_result", [keys.task(queue, task_id)], [data])
         return len(data)
 
     def pause(self, queue: str) -> None:
-        """T27: stop dequeuing ``queue``. Raises AlreadyInStateError when already paused."""
-        keys.validate_name("queue", queue)
+        """T27: stop dequeuing ``queue``.
+
+        Raises QueueNotFoundError when the queue is not in ``asynq:queues`` and
+        AlreadyInStateError when it is already paused.
+        """
+        validation.check_queue(queue)
+        if not self.quirk(Quirk.PAUSE_UNREGISTERED):
+            self._require_registered(queue)
         self.call("pause", [keys.paused(queue)], [self.now_s])
 
     def unpause(self, queue: str) -> None:
-        """T27: resume ``queue``. Raises AlreadyInStateError when not paused."""
-        keys.validate_name("queue", queue)
+        """T27: resume ``queue``. Raises QueueNotFoundError (unregistered queue) or
+        AlreadyInStateError (not paused)."""
+        validation.check_queue(queue)
+        if not self.quirk(Quirk.PAUSE_UNREGISTERED):
+            self._require_registered(queue)
         self.call("unpause", [keys.paused(queue)])
+
+    def _require_registered(self, queue: str) -> None:
+        # asynq:queues is a global key, so it is read by its own command, not in the script.
+        if not self.client.sismember(keys.ALL_QUEUES, queue):
+            raise QueueNotFoundError(f"queue {queue!r} is not in {keys.ALL_QUEUES}")

@@ -25,7 +25,9 @@ class Quirk(StrEnum):
     BZ1 = "bz1"  # server Archive trims the archive index but keeps the trimmed hashes
     BZ2 = "bz2"  # inspector archive ops (task, all-*) trim the index but keep the trimmed hashes
     BZ3 = "bz3"  # inspector delete_task / delete_all never release the unique lock
-    BZ4 = "bz4"  # locks never released by delete_all pending/aggregating or set deletion; group-unique hashes lack unique_key
+    # locks never released by delete_all pending/aggregating or by set deletion; group-unique
+    # hashes lack unique_key
+    BZ4 = "bz4"
     BZ5 = "bz5"  # unique scripts take the lock before the id-conflict check (lock left on conflict)
     BZ8 = "bz8"  # delete_aggregation_set leaves the set key in aggregation_sets
     BZ9 = "bz9"  # aggregation_check never removes an emptied group from groups
@@ -40,6 +42,7 @@ class Quirk(StrEnum):
     SCHEDULE_NO_GROUP = "schedule_no_group"  # schedule(_unique) never writes the group field
     LAZY_CUTOFF = "lazy_cutoff"  # the janitor does not apply the archive cutoff
     LATE_GUARDS = "late_guards"  # done/retry/...: NOT FOUND checks interleaved with writes
+    PAUSE_UNREGISTERED = "pause_unregistered"  # pause/unpause accept a queue not in asynq:queues
 
 
 #: Bug-zoo ids (spec §4) that have a mutant of the reference.
@@ -48,7 +51,7 @@ MUTANTS: dict[str, Quirk] = {f"BZ-{q.name[2:]}": q for q in Quirk if q.name.star
 _V026 = frozenset({
     Quirk.BZ2, Quirk.BZ4, Quirk.BZ5, Quirk.BZ10, Quirk.BZ11, Quirk.BZ12, Quirk.BZ15,
     Quirk.BZ16, Quirk.BZ17, Quirk.BZ18, Quirk.SCHEDULE_NO_GROUP, Quirk.LAZY_CUTOFF,
-    Quirk.LATE_GUARDS,
+    Quirk.LATE_GUARDS, Quirk.PAUSE_UNREGISTERED,
 })
 #: v0.24.0: the server archive trim leaked hashes (BZ-1) and had no unpack overflow (BZ-15).
 _V024 = (_V026 | {Quirk.BZ1}) - {Quirk.BZ15}

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import fakeredis
 import redis
-from hypothesis import HealthCheck, event, note, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -37,7 +37,7 @@ from model.policy import Policy
 from model.reference import ReferenceModel
 from model.snapshot import KeyspaceSnapshot
 from model.states import TaskState
-from model.transitions import TRANSITIONS, Outcome, by_operation
+from model.transitions import TRANSITIONS, Outcome, bulk_states, by_operation
 
 #: Outcomes recorded by every machine in this process: (transition name, outcome) -> count.
 COVERAGE: Counter[tuple[str, str]] = Counter()
@@ -67,17 +67,29 @@ class LeakFound(AssertionError):
         self.detail = detail
 
 
+#: Alphabets, small on purpose so that ids, unique locks and groups collide often.
+QUEUES = ("default",)
+TASK_IDS = ("t0", "t1", "t2")
+GROUPS = ("g0", "g1")
+PAYLOADS = (b"a", b"b", None)
+
+queues = st.sampled_from(QUEUES)
+task_ids = st.sampled_from(TASK_IDS)
+groups = st.sampled_from(GROUPS)
+payloads = st.sampled_from(PAYLOADS)
+picks = st.integers(0, 3)
+#: How a worker's run of a task ends (weighted toward the usual outcomes by repetition).
+outcomes = st.sampled_from(
+    ["succeed", "succeed", "fail", "fail", "fail_uncounted", "skip_retry", "requeue", "crash"])
+
+
 @dataclass(frozen=True)
 class MachineConfig:
-    """What to test and with which alphabets (small on purpose, so ids and locks collide)."""
+    """What to test: the broker variant, the backend, the policy, whether to drain at the end."""
 
     variant: str = "reference"
     backend: str = "fakeredis"  # "fakeredis", "server" (private real Redis) or a redis:// URL
     policy: Policy = MACHINE_POLICY
-    queues: tuple[str, ...] = ("default",)
-    task_ids: tuple[str, ...] = ("t0", "t1", "t2")
-    groups: tuple[str, ...] = ("g0", "g1")
-    payloads: tuple[bytes | None, ...] = (b"a", b"b", None)
     drain: bool = True
 
 
@@ -103,8 +115,11 @@ def _server_url() -> str:
     return str(_SERVER[0].url)
 
 
-def transition_for(operation: str, **args: Any) -> str:
-    """The table row an operation call performs (``retry`` has two, bulk ops one per state)."""
+def transition_for(operation: str, **args: Any) -> str | None:
+    """The table row an operation call performs (``retry`` has two, bulk ops one per state);
+    None for read-only operations such as ``read_aggregation_set``."""
+    if operation in _READ_ONLY:
+        return None
     if operation == "retry":
         return "retry_failure" if args.get("is_failure", True) else "retry_nonfailure"
     if operation in ("delete_all_tasks", "archive_all_tasks", "run_all_tasks"):
@@ -151,8 +166,9 @@ class KeyMachine(RuleBasedStateMachine):
         actual = _attempt(getattr(self.sut, operation), args, kwargs)
         name = transition_for(operation, **_named(operation, args, kwargs))
         outcome = self._outcome(operation, expected)
-        COVERAGE[(name, outcome)] += 1
-        event(f"{name}: {outcome}")
+        if name is not None:  # read-only operations have no row
+            COVERAGE[(name, outcome)] += 1
+        event(f"{name or operation}: {outcome}")
         if expected != actual:
             raise LeakFound("agreement", f"{operation} answered differently",
                             f"  model : {expected!r}\n  broker: {actual!r}")
@@ -177,60 +193,59 @@ class KeyMachine(RuleBasedStateMachine):
                            retention=retention)
 
     # --- client ---------------------------------------------------------------------------
-    @rule(data=st.data(), retry=st.integers(0, 2), retention=st.sampled_from([0, 0, 30]),
-          unique=st.booleans(), ttl=st.sampled_from([1, 30]))
-    def enqueue(self, data: st.DataObject, retry: int, retention: int, unique: bool,
-                ttl: int) -> None:
-        msg = self._draw_message(data, retry, retention)
+    @rule(task_id=task_ids, queue=queues, payload=payloads, retry=st.integers(0, 2),
+          retention=st.sampled_from([0, 0, 30]), unique=st.sampled_from([None, 1, 30]))
+    def enqueue(self, task_id: str, queue: str, payload: bytes | None, retry: int,
+                retention: int, unique: int | None) -> None:
+        msg = self.message(task_id, queue, payload, retry, retention)
         if unique:
-            self.both("enqueue_unique", msg, ttl)
+            self.both("enqueue_unique", msg, unique)
         else:
             self.both("enqueue", msg)
 
-    @rule(data=st.data(), delay=st.sampled_from([1, 10, 120]), unique=st.booleans(),
-          ttl=st.sampled_from([1, 30]), grouped=st.booleans())
-    def schedule(self, data: st.DataObject, delay: int, unique: bool, ttl: int,
-                 grouped: bool) -> None:
-        msg = self._draw_message(data, 1, 0)
-        if grouped:
-            msg = replace(msg, group_key=data.draw(st.sampled_from(self.config.groups)))
+    @rule(task_id=task_ids, queue=queues, payload=payloads, delay=st.sampled_from([1, 10, 120]),
+          unique=st.sampled_from([None, 1, 30]), group=st.sampled_from((None, *GROUPS)))
+    def schedule(self, task_id: str, queue: str, payload: bytes | None, delay: int,
+                 unique: int | None, group: str | None) -> None:
+        msg = replace(self.message(task_id, queue, payload, 1, 0), group_key=group or "")
         process_at = self.clock.seconds + delay
         if unique:
-            self.both("schedule_unique", msg, process_at, delay + ttl)
+            self.both("schedule_unique", msg, process_at, delay + unique)
         else:
             self.both("schedule", msg, process_at)
 
-    @rule(data=st.data(), unique=st.booleans(), ttl=st.sampled_from([1, 30]))
-    def add_to_group(self, data: st.DataObject, unique: bool, ttl: int) -> None:
-        msg = self._draw_message(data, 1, 0)
-        group = data.draw(st.sampled_from(self.config.groups))
+    @rule(task_id=task_ids, queue=queues, payload=payloads, group=groups,
+          unique=st.sampled_from([None, 1, 30]))
+    def add_to_group(self, task_id: str, queue: str, payload: bytes | None, group: str,
+                     unique: int | None) -> None:
+        msg = self.message(task_id, queue, payload, 1, 0)
         if unique:
-            self.both("add_to_group_unique", msg, group, ttl)
+            self.both("add_to_group_unique", msg, group, unique)
         else:
             self.both("add_to_group", msg, group)
 
-    def _draw_message(self, data: st.DataObject, retry: int, retention: int) -> TaskMessage:
-        cfg = self.config
-        return self.message(data.draw(st.sampled_from(cfg.task_ids)),
-                            data.draw(st.sampled_from(cfg.queues)),
-                            data.draw(st.sampled_from(cfg.payloads)), retry, retention)
-
     # --- server: processing ---------------------------------------------------------------
-    @rule(data=st.data())
-    def dequeue(self, data: st.DataObject) -> None:
-        queue = data.draw(st.sampled_from(self.config.queues))
+    @rule(queue=queues)
+    def dequeue(self, queue: str) -> None:
         self._paused_seen = self.model.snapshot(queue).get(keys.paused(queue)) is not None
         msg = self.both("dequeue", queue)
         if isinstance(msg, TaskMessage):
             self.in_hand[msg.id] = msg
             self.stale.pop(msg.id, None)
 
+    @rule(queue=queues, how=outcomes)
+    def work(self, queue: str, how: str) -> None:
+        """A worker dequeues one task and runs it to its end in one step (the common path)."""
+        self.dequeue(queue)
+        fresh = [i for i, m in self.in_hand.items() if m.queue == queue]
+        if fresh:
+            self.finish(sorted(self.in_hand).index(fresh[-1]), how)
+
     @precondition(lambda self: bool(self.in_hand))
-    @rule(data=st.data(), how=st.sampled_from(
-        ["succeed", "succeed", "fail", "fail_uncounted", "skip_retry", "requeue", "crash"]))
-    def finish(self, data: st.DataObject, how: str) -> None:
-        """A worker ends its task the way Asynq's processor would."""
-        task_id = data.draw(st.sampled_from(sorted(self.in_hand)))
+    @rule(pick=picks, how=outcomes)
+    def finish(self, pick: int, how: str) -> None:
+        """The ``pick``-th task in hand ends the way Asynq's processor would end it."""
+        task_id = sorted(self.in_hand)[pick % len(self.in_hand)]
         msg = self.in_hand.pop(task_id)
         if how == "crash":
             self.stale[task_id] = msg
@@ -239,10 +254,10 @@ class KeyMachine(RuleBasedStateMachine):
         self._process(msg, how)
 
     @precondition(lambda self: bool(self.stale))
-    @rule(data=st.data(), how=st.sampled_from(["succeed", "fail", "skip_retry"]))
-    def late_worker(self, data: st.DataObject, how: str) -> None:
-        """A worker that lost its lease still reports (its write must be refused or harmless)."""
-        task_id = data.draw(st.sampled_from(sorted(self.stale)))
+    @rule(pick=picks, how=st.sampled_from(["succeed", "fail", "skip_retry"]))
+    def late_worker(self, pick: int, how: str) -> None:
+        """A worker that crashed or lost its lease still reports (refused, or harmless)."""
+        task_id = sorted(self.stale)[pick % len(self.stale)]
         self._process(self.stale.pop(task_id), how)
 
     def _process(self, msg: TaskMessage, how: str) -> None:
@@ -260,46 +275,48 @@ class KeyMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.in_hand))
     @rule()
     def heartbeat(self) -> None:
-        for queue in self.config.queues:
+        for queue in QUEUES:
             ids = sorted(i for i, m in self.in_hand.items() if m.queue == queue)
             if ids:
                 self.both("extend_lease", queue, *ids)
 
-    @rule(data=st.data())
-    def extend_lease_of_any(self, data: st.DataObject) -> None:
+    @rule(queue=queues, task_id=task_ids)
+    def extend_lease_of_any(self, queue: str, task_id: str) -> None:
         """A heartbeat for an id that may no longer hold a lease (must not re-create one)."""
-        task_id = data.draw(st.sampled_from(self.config.task_ids))
-        self.both("extend_lease", data.draw(st.sampled_from(self.config.queues)), task_id)
+        self.both("extend_lease", queue, task_id)
 
-    @rule(data=st.data(), payload=st.sampled_from([b"r1", b"r2"]))
-    def write_result(self, data: st.DataObject, payload: bytes) -> None:
+    @rule(queue=queues, task_id=task_ids, data=st.sampled_from([b"r1", b"r2"]))
+    def write_result(self, queue: str, task_id: str, data: bytes) -> None:
         """ResultWriter.Write, possibly late (after the task finished)."""
-        task_id = data.draw(st.sampled_from(self.config.task_ids))
-        self.both("write_result", data.draw(st.sampled_from(self.config.queues)), task_id,
-                  payload)
+        self.both("write_result", queue, task_id, data)
 
     # --- server: background loops ---------------------------------------------------------
-    @rule(data=st.data(), loop=st.sampled_from(
-        ["forward_if_ready", "delete_expired_completed_tasks", "delete_expired_archived_tasks",
-         "recover", "reclaim_stale_aggregation_sets"]))
-    def background(self, data: st.DataObject, loop: str) -> None:
-        self.both(loop, data.draw(st.sampled_from(self.config.queues)))
+    @rule(queue=queues)
+    def forwarder(self, queue: str) -> None:
+        self.both("forward_if_ready", queue)
 
-    @rule(data=st.data())
-    def aggregation_check(self, data: st.DataObject) -> None:
-        queue = data.draw(st.sampled_from(self.config.queues))
-        group = data.draw(st.sampled_from(self.config.groups))
+    @rule(queue=queues)
+    def janitor(self, queue: str) -> None:
+        self.both("delete_expired_completed_tasks", queue)
+        self.both("delete_expired_archived_tasks", queue)
+
+    @rule(queue=queues)
+    def recoverer(self, queue: str) -> None:
+        self.both("recover", queue)
+        self.both("reclaim_stale_aggregation_sets", queue)
+
+    @rule(queue=queues, group=groups)
+    def aggregation_check(self, queue: str, group: str) -> None:
         self.counter += 1
         set_id = f"s{self.counter}"
         if self.both("aggregation_check", queue, group, set_id) == set_id:
             self.staged.append((queue, group, set_id))
 
     @precondition(lambda self: bool(self.staged))
-    @rule(data=st.data(), crash=st.booleans())
-    def aggregate(self, data: st.DataObject, crash: bool) -> None:
+    @rule(pick=picks, crash=st.booleans())
+    def aggregate(self, pick: int, crash: bool) -> None:
         """The aggregator reads a staged set, enqueues the aggregated task, deletes the set."""
-        queue, group, set_id = data.draw(st.sampled_from(self.staged))
-        self.staged.remove((queue, group, set_id))
+        queue, group, set_id = self.staged.pop(pick % len(self.staged))
         self.both("read_aggregation_set", queue, group, set_id)
         if crash:  # the set stays until the recoverer reclaims it
             self.steps.append(f"aggregator crash({set_id})")
@@ -308,9 +325,14 @@ class KeyMachine(RuleBasedStateMachine):
         self.both("enqueue", self.message(f"agg{self.counter}", queue, b"agg", 0, 0))
         self.both("delete_aggregation_set", queue, group, set_id)
 
-    @rule(data=st.data(), pause=st.booleans())
-    def pause(self, data: st.DataObject, pause: bool) -> None:
-        self.both("pause" if pause else "unpause", data.draw(st.sampled_from(self.config.queues)))
+    @rule(queue=queues, action=st.sampled_from(
+        ["pause", "unpause", "remove_queue", "remove_queue_force"]))
+    def queue_admin(self, queue: str, action: str) -> None:
+        """The operator pauses, resumes or removes a queue."""
+        if action.startswith("remove_queue"):
+            self.both("remove_queue", queue, action.endswith("force"))
+        else:
+            self.both(action, queue)
 
     # --- time ------------------------------------------------------------------------------
     @rule(seconds=st.sampled_from([1, 5, 10, 31]))
@@ -333,37 +355,40 @@ class KeyMachine(RuleBasedStateMachine):
         self.clock.advance(seconds)
 
     # --- inspector -------------------------------------------------------------------------
-    @rule(data=st.data(), op=st.sampled_from(["delete_task", "archive_task", "run_task"]))
-    def inspect_task(self, data: st.DataObject, op: str) -> None:
-        self.both(op, data.draw(st.sampled_from(self.config.queues)),
-                  data.draw(st.sampled_from(self.config.task_ids)))
+    @rule(queue=queues, task_id=task_ids,
+          op=st.sampled_from(["delete_task", "archive_task", "run_task"]))
+    def inspect_task(self, queue: str, task_id: str, op: str) -> None:
+        self.both(op, queue, task_id)
 
-    @rule(data=st.data(), kind=st.sampled_from(["delete_all", "archive_all", "run_all"]))
-    def inspect_all(self, data: st.DataObject, kind: str) -> None:
-        states = [t.sources[0] for t in TRANSITIONS.values() if t.operation == f"{kind}_tasks"]
-        state = data.draw(st.sampled_from(states))
-        group = data.draw(st.sampled_from(self.config.groups)) if state is TaskState.AGGREGATING \
-            else None
-        self.both(f"{kind}_tasks", data.draw(st.sampled_from(self.config.queues)), state, group)
+    @rule(queue=queues, state=st.sampled_from(bulk_states("delete_all")), group=groups)
+    def delete_all(self, queue: str, state: TaskState, group: str) -> None:
+        self._bulk("delete_all", queue, state, group)
 
-    @rule(data=st.data(), size=st.integers(2, 5))
-    def archive_pressure(self, data: st.DataObject, size: int) -> None:
+    @rule(queue=queues, state=st.sampled_from(bulk_states("archive_all")), group=groups)
+    def archive_all(self, queue: str, state: TaskState, group: str) -> None:
+        self._bulk("archive_all", queue, state, group)
+
+    @rule(queue=queues, state=st.sampled_from(bulk_states("run_all")), group=groups)
+    def run_all(self, queue: str, state: TaskState, group: str) -> None:
+        self._bulk("run_all", queue, state, group)
+
+    def _bulk(self, kind: str, queue: str, state: TaskState, group: str) -> None:
+        self.both(f"{kind}_tasks", queue, state,
+                  group if state is TaskState.AGGREGATING else None)
+
+    @rule(queue=queues, size=st.integers(2, 5))
+    def archive_pressure(self, queue: str, size: int) -> None:
         """Many archived tasks at once, so the cap and cutoff trims run."""
-        queue = data.draw(st.sampled_from(self.config.queues))
         for _ in range(size):
             self.counter += 1
             self.both("enqueue", self.message(f"p{self.counter}", queue, b"p", 0, 0))
         self.both("archive_all_tasks", queue, TaskState.PENDING, None)
 
-    @rule(data=st.data(), force=st.booleans())
-    def remove_queue(self, data: st.DataObject, force: bool) -> None:
-        self.both("remove_queue", data.draw(st.sampled_from(self.config.queues)), force)
-
     # --- checks ----------------------------------------------------------------------------
     @invariant()
     def keyspace_is_sound(self) -> None:
         """Invariants on the real keyspace, then exact agreement with the model."""
-        for queue in self.config.queues:
+        for queue in QUEUES:
             actual = self.sut.snapshot(queue)
             violations = check_all(actual, self.config.policy)
             if violations:
@@ -386,10 +411,10 @@ class KeyMachine(RuleBasedStateMachine):
         self.in_hand.clear()
         self.stale.clear()
         p = self.config.policy
-        for queue in self.config.queues:
+        for queue in QUEUES:
             self._drain_queue(queue, p)
         self._advance(max(p.stats_ttl, p.archive_cutoff) + 3600)
-        for queue in self.config.queues:
+        for queue in QUEUES:
             self.sut.expire_due(queue)
             self.keyspace_is_sound()
             self._check_leftovers(queue)
@@ -409,7 +434,7 @@ class KeyMachine(RuleBasedStateMachine):
         for state in (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY,
                       TaskState.ARCHIVED, TaskState.COMPLETED):
             self.both("delete_all_tasks", queue, state, None)
-        for group in self.config.groups:
+        for group in GROUPS:
             self.both("delete_all_tasks", queue, TaskState.AGGREGATING, group)
 
     def _check_leftovers(self, queue: str) -> None:
@@ -421,6 +446,7 @@ class KeyMachine(RuleBasedStateMachine):
                             detail)
 
 
+_READ_ONLY = frozenset({"read_aggregation_set", "list_lease_expired"})
 _BULK_COUNTS = frozenset({
     "forward_if_ready", "delete_expired_completed_tasks", "delete_expired_archived_tasks",
     "recover", "reclaim_stale_aggregation_sets", "aggregation_check", "delete_all_tasks",

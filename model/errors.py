@@ -51,6 +51,12 @@ class QueueNotEmptyError(KeysimError):
     outcome = Outcome.QUEUE_NOT_EMPTY
 
 
+class QueueNotFoundError(KeysimError):
+    """ErrQueueNotFound: the queue is not in ``asynq:queues``."""
+
+    outcome = Outcome.QUEUE_NOT_FOUND
+
+
 class ScriptError(KeysimError):
     """A script failed part-way (an Asynq defect reproduced by a variant); writes may remain."""
 
@@ -59,5 +65,5 @@ class ScriptError(KeysimError):
 ERROR_FOR: dict[Outcome, type[KeysimError]] = {
     cls.outcome: cls
     for cls in (TaskIdConflictError, DuplicateTaskError, TaskNotFoundError, TaskActiveError,
-                AlreadyInStateError, QueueNotEmptyError)
+                AlreadyInStateError, QueueNotEmptyError, QueueNotFoundError)
 }

@@ -26,6 +26,7 @@ from model.errors import (
     AlreadyInStateError,
     DuplicateTaskError,
     QueueNotEmptyError,
+    QueueNotFoundError,
     TaskActiveError,
     TaskIdConflictError,
     TaskNotFoundError,
@@ -541,6 +542,7 @@ class ReferenceModel:
         """T27: pause the queue (dequeue returns None until unpaused)."""
         check_queue(queue)
         store = self._begin(queue)
+        self._require_registered(queue)
         if store.paused is not None:
             raise AlreadyInStateError(f"queue {queue!r} is already paused")
         store.paused = self.now_s
@@ -549,9 +551,14 @@ class ReferenceModel:
         """T27: resume the queue."""
         check_queue(queue)
         store = self._begin(queue)
+        self._require_registered(queue)
         if store.paused is None:
             raise AlreadyInStateError(f"queue {queue!r} is not paused")
         store.paused = None
+
+    def _require_registered(self, queue: str) -> None:
+        if queue not in self._registered:
+            raise QueueNotFoundError(f"queue {queue!r} is not in asynq:queues")
 
     # --- inspector: one task (T28–T30) ---------------------------------------------------------
     def delete_task(self, queue: str, task_id: str) -> None:

@@ -37,6 +37,7 @@ class Outcome(StrEnum):
     ALREADY = "already"  # already in the target state (archive archived, run pending, pause paused)
     PAUSED = "paused"  # dequeue skips a paused queue
     QUEUE_NOT_EMPTY = "queue_not_empty"  # non-force RemoveQueue on a queue with tasks
+    QUEUE_NOT_FOUND = "queue_not_found"  # pause/unpause of a queue not in asynq:queues
 
 
 class Scope(StrEnum):
@@ -113,6 +114,8 @@ _LOCKED = ("unique lock held by another task", Outcome.DUPLICATE)
 _NOT_ACTIVE = ("id not in active, not in lease or hash missing", Outcome.NOT_FOUND)
 _NO_TASK = ("no task hash with this id", Outcome.NOT_FOUND)
 _IS_ACTIVE = ("task is active", Outcome.TASK_ACTIVE)
+_UNKNOWN_QUEUE = ("queue not in asynq:queues (as Asynq's inspector checks)",
+                  Outcome.QUEUE_NOT_FOUND)
 _IN_SET = ("task is staged in an aggregation set", Outcome.NOT_FOUND)
 _STATS = ("INCR", "processed_daily", "EXPIREAT now+stats_ttl on first increment; total too")
 _FSTATS = ("INCR", "failed_daily", "EXPIREAT now+stats_ttl on first increment; total too")
@@ -241,10 +244,11 @@ _ROWS: tuple[Transition, ...] = (
                _e(("HSET", "task", "result")),
                summary="ResultWriter.Write; never recreates a deleted hash"),
     Transition("pause", "T27", Actor.SERVER, "pause", Scope.QUEUE, (), (),
-               _g(("queue already paused", Outcome.ALREADY)),
+               _g(_UNKNOWN_QUEUE, ("queue already paused", Outcome.ALREADY)),
                _e(("SETNX", "paused", "now, no TTL"))),
     Transition("unpause", "T27", Actor.SERVER, "unpause", Scope.QUEUE, (), (),
-               _g(("queue not paused", Outcome.ALREADY)), _e(("DEL", "paused"))),
+               _g(_UNKNOWN_QUEUE, ("queue not paused", Outcome.ALREADY)),
+               _e(("DEL", "paused"))),
     # --- inspector ----------------------------------------------------------------------------
     Transition("delete_task", "T28", Actor.INSPECTOR, "delete_task", Scope.TASK,
                (P, S, R, AR, C, AG), (D,), _g(_NO_TASK, _IS_ACTIVE, _IN_SET),

@@ -37,7 +37,7 @@ from broker.scripting import TTL_SHIFT_MS
 from broker.server_ops import LEASE_EXPIRED
 from model import keys
 from model.clock import VirtualClock
-from model.errors import AlreadyInStateError, ScriptError, TaskNotFoundError
+from model.errors import AlreadyInStateError, QueueNotFoundError, ScriptError, TaskNotFoundError
 from model.message import TaskMessage
 from model.policy import ASYNQ_POLICY, DAY, Policy
 from model.snapshot import KeyEntry
@@ -173,6 +173,19 @@ def test_done_keeps_a_lock_another_task_owns(make: Callable[..., Broker],
     redis_client.set(lock_key("t1"), "t9", keepttl=True)  # t1's lock expired, t9 took it
     b.done(msg)
     assert_keyspace(b, Q, *counters(b, 1), string(lock_key("t1"), "t9", b.now_ms + 3_600_000))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_done_of_a_group_unique_task_releases_the_lock_its_message_names(
+        make: Callable[..., Broker], variant: str) -> None:
+    """Asynq's hash has no unique_key (BZ-4), but done releases msg.unique_key's lock."""
+    b = make(variant)
+    b.add_to_group_unique(message("a1"), "g1", ttl=3600)
+    b.run_task(Q, "a1")
+    msg = b.dequeue(Q)
+    assert msg is not None and msg.unique_key == lock_key("a1")
+    b.done(msg)
+    assert_keyspace(b, Q, *counters(b, 1))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -729,16 +742,30 @@ def test_write_result_after_deletion(make: Callable[..., Broker], variant: str) 
 def test_pause_and_unpause(make: Callable[..., Broker], clock: VirtualClock, variant: str
                            ) -> None:
     b = make(variant)
+    b.enqueue(message("t1"))
+    pending = [lst(keys.pending(Q), "t1"),
+               thash(Q, "t1", msg=message("t1"), state="pending", pending_since=str(b.clock.now_ns))]
     b.pause(Q)
     paused_at = b.now_s
     clock.advance(7)
     with pytest.raises(AlreadyInStateError):
         b.pause(Q)
-    assert_keyspace(b, Q, string(keys.paused(Q), paused_at), registered=False)
+    assert_keyspace(b, Q, *pending, string(keys.paused(Q), paused_at))
     b.unpause(Q)
-    assert_keyspace(b, Q, registered=False)
+    assert_keyspace(b, Q, *pending)
     with pytest.raises(AlreadyInStateError):
         b.unpause(Q)
+
+
+@pytest.mark.parametrize("op", ["pause", "unpause"])
+def test_pause_of_an_unregistered_queue_is_refused(make: Callable[..., Broker],
+                                                   redis_client: redis.Redis, op: str) -> None:
+    b = make()
+    redis_client.set(keys.paused(Q), 1)  # even a leftover flag cannot be cleared this way
+    before = b.snapshot(Q)
+    with pytest.raises(QueueNotFoundError, match="asynq:queues"):
+        getattr(b, op)(Q)
+    assert b.snapshot(Q) == before
 
 
 # --- daily counters on the virtual clock -----------------------------------------------------------
