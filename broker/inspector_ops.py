@@ -23,6 +23,7 @@ from broker.base import BrokerBase, glob_escape, text
 from broker.scripting import Arg
 from broker.variants import Quirk
 from model import keys, validation
+from model.errors import QueueNotFoundError
 from model.states import TaskState
 from model.transitions import bulk_states
 
@@ -37,7 +38,9 @@ class InspectorOps(BrokerBase):
         Raises TaskNotFoundError (no hash, or not in its index — e.g. staged in an aggregation
         set), TaskActiveError.
         """
-        self.call("delete_task", self._task_keys(queue, task_id),
+        task_keys = self._task_keys(queue, task_id)
+        self._require_queue(queue)
+        self.call("delete_task", task_keys,
                   [task_id, keys.group_prefix(queue), self.now_ms])
 
     def archive_task(self, queue: str, task_id: str) -> None:
@@ -45,7 +48,9 @@ class InspectorOps(BrokerBase):
 
         Raises TaskNotFoundError, TaskActiveError, AlreadyInStateError (already archived).
         """
-        self.call("archive_task", self._task_keys(queue, task_id),
+        task_keys = self._task_keys(queue, task_id)
+        self._require_queue(queue)
+        self.call("archive_task", task_keys,
                   [task_id, keys.group_prefix(queue), self.now_ms, *self._trim_args(queue)])
 
     def run_task(self, queue: str, task_id: str) -> None:
@@ -53,7 +58,9 @@ class InspectorOps(BrokerBase):
 
         Raises TaskNotFoundError, TaskActiveError, AlreadyInStateError (already pending).
         """
-        self.call("run_task", self._task_keys(queue, task_id), [task_id, keys.group_prefix(queue)])
+        task_keys = self._task_keys(queue, task_id)
+        self._require_queue(queue)
+        self.call("run_task", task_keys, [task_id, keys.group_prefix(queue)])
 
     # --- bulk (T31–T38) -----------------------------------------------------------------------
     def delete_all_tasks(self, queue: str, state: TaskState, group: str | None = None) -> int:
@@ -97,6 +104,7 @@ pending, scheduled, retry, archived, completed, aggregating
         validation.check_queue(queue)
         if not isinstance(force, bool):
             raise TypeError(f"force must be a bool, got {force!r}")
+        self._require_queue(queue)
         fixed = [keys.pending(queue), keys.active(queue), keys.scheduled(queue), keys.retry(queue),
                  keys.archived(queue), keys.lease(queue), keys.completed(queue), keys.groups(queue),
                  keys.aggregation_sets(queue)]
@@ -107,6 +115,12 @@ pending, scheduled, retry, archived, completed, aggregating
         self.client.srem(keys.ALL_QUEUES, queue)
 
     # --- helpers ------------------------------------------------------------------------------
+    def _require_queue(self, queue: str) -> None:
+        """Asynq's inspector (checkQueueExists) refuses a queue missing from asynq:queues."""
+        if self.quirk(Quirk.INSPECTOR_REQUIRES_QUEUE) and not self.client.sismember(
+                keys.ALL_QUEUES, queue):
+            raise QueueNotFoundError(f"queue {queue!r} is not in {keys.ALL_QUEUES}")
+
     @staticmethod
     def _task_keys(queue: str, task_id: str) -> list[str]:
         """KEYS of the per-task scripts: the hash, every state index but active, and groups."""
@@ -137,9 +151,11 @@ pending, scheduled, retry, archived, completed, aggregating
             if group is None:
                 raise ValueError(f"group is required when state is {parsed.value!r}")
             self.check_group(group)
+            self._require_queue(queue)
             return parsed, keys.group(queue, group), group
         if group is not None:
             raise ValueError(f"group must be None unless state is 'aggregating', got {group!r}")
+        self._require_queue(queue)
         return parsed, keys.state_index(queue, parsed), ""
 
     def _scan_queue(self, queue: str, exclude: list[str]) -> list[str]:

@@ -43,6 +43,9 @@ class Quirk(StrEnum):
     LAZY_CUTOFF = "lazy_cutoff"  # the janitor does not apply the archive cutoff
     LATE_GUARDS = "late_guards"  # done/retry/...: NOT FOUND checks interleaved with writes
     PAUSE_UNREGISTERED = "pause_unregistered"  # pause/unpause accept a queue not in asynq:queues
+    # inspector ops (per-task, bulk, remove_queue) refuse a queue not in asynq:queues
+    # (QueueNotFoundError), as Asynq's checkQueueExists does
+    INSPECTOR_REQUIRES_QUEUE = "inspector_requires_queue"
 
 
 #: Bug-zoo ids (spec §4) that have a mutant of the reference.
@@ -51,7 +54,7 @@ MUTANTS: dict[str, Quirk] = {f"BZ-{q.name[2:]}": q for q in Quirk if q.name.star
 _V026 = frozenset({
     Quirk.BZ2, Quirk.BZ4, Quirk.BZ5, Quirk.BZ10, Quirk.BZ11, Quirk.BZ12, Quirk.BZ15,
     Quirk.BZ16, Quirk.BZ17, Quirk.BZ18, Quirk.SCHEDULE_NO_GROUP, Quirk.LAZY_CUTOFF,
-    Quirk.LATE_GUARDS, Quirk.PAUSE_UNREGISTERED,
+    Quirk.LATE_GUARDS, Quirk.PAUSE_UNREGISTERED, Quirk.INSPECTOR_REQUIRES_QUEUE,
 })
 #: v0.24.0: the server archive trim leaked hashes (BZ-1) and had no unpack overflow (BZ-15).
 _V024 = (_V026 | {Quirk.BZ1}) - {Quirk.BZ15}

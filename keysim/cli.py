@@ -106,10 +106,174 @@ def _run_explore(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keysim audit``: read-only audit of a live Redis for leaked Asynq keys (keysim.audit)."""
+    parser = subparsers.add_parser(
+        "audit",
+        help="audit a live Redis for leaked Asynq keys (read-only)",
+        description="Read-only audit of a live Redis: task counts and exact bytes per queue, every "
+                    "violation of I1-I14 (zombies, stubs, dangling ids, orphan locks/groups, ...) "
+                    "and Asynq's own sampled memory figure. Exit 0 clean, 1 findings, 2 cannot "
+                    "connect / not permitted. Password: URL, KEYSIM_REDIS_PASSWORD or REDISCLI_AUTH.",
+    )
+    parser.add_argument("url", metavar="REDIS_URL", help="redis://[user[:pass]@]host:port/db, rediss://, unix://")
+    parser.add_argument("--queue", action="append", default=[], metavar="Q",
+                        help="audit only this queue (repeatable; default: every queue found)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--scan-count", type=_positive(1), default=1000, metavar="N",
+                        help="SCAN COUNT hint and page size (default: 1000)")
+    parser.add_argument("--pause-ms", type=_positive(0), default=0, metavar="M",
+                        help="sleep between SCAN round trips (default: 0)")
+    parser.add_argument("--fix-plan", type=_output_path, default=None, metavar="FILE",
+                        help="write (never run) a redis-cli script deleting exactly the leaked keys")
+    parser.add_argument("--clock", choices=("auto", "real"), default="auto",
+                        help="auto: un-shift keysim-broker TTL deadlines (> TTL_SHIFT_MS); real: as is")
+    parser.add_argument("--now-ms", type=_positive(0), default=None, metavar="MS",
+                        help="judge TTLs at this time (virtual clock of a keysim broker) instead of now")
+    parser.set_defaults(handler=_run_audit)
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from keysim.audit import AuditOptions
+    from keysim.audit.command import run_audit
+
+    try:
+        options = AuditOptions(queues=tuple(args.queue), scan_count=args.scan_count,
+                               pause_ms=args.pause_ms, chunk=min(args.scan_count, 1000),
+                               clock=args.clock, now_ms=args.now_ms)
+    except ValueError as err:
+        print(f"keysim audit: {err}", file=sys.stderr)
+        return 2
+    return run_audit(args.url, options, as_json=args.json, fix_plan_path=args.fix_plan)
+
+
+def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keysim simulate``: a workload in virtual time, with memory curves (simulations.cli)."""
+    from simulations.cli import add_simulate
+
+    add_simulate(subparsers)
+
+
+def _add_plot(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keysim plot RUN``: redraw a simulation run's PNGs (simulations.cli)."""
+    from simulations.cli import add_plot
+
+    add_plot(subparsers)
+
+
+def _add_compare(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keysim compare RUN…``: overlay simulation runs (simulations.cli)."""
+    from simulations.cli import add_compare
+
+    add_compare(subparsers)
+
+
+def _add_check(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keysim check``: run the stateful machine (model vs broker, invariants, drain)."""
+    from broker.variants import all_names
+
+    parser = subparsers.add_parser(
+        "check", help="hunt for key leaks: the model drives a broker variant step by step",
+        description="Run the Hypothesis stateful machine: the reference model drives a broker "
+                    "variant; after every step the invariants I1-I14 are checked on the real "
+                    "keyspace and compared key by key with the model; every run ends with a drain "
+                    "that must leave only the documented baseline. Exit 0 when nothing is found, "
+                    "1 with the minimal failing program otherwise.")
+    parser.add_argument("--variant", default="reference", choices=all_names(), metavar="V",
+                        help="broker variant (default: reference; e.g. asynq-v0.26.0, "
+                             "reference+BZ-1)")
+    parser.add_argument("--backend", default="fakeredis", type=_backend, metavar="B",
+                        help="fakeredis (default), server (a private real Redis) or a redis:// URL")
+    parser.add_argument("--max-examples", type=_positive(1), default=None, metavar="N")
+    parser.add_argument("--steps", type=_positive(1), default=None, metavar="N",
+                        help="steps per example (stateful_step_count)")
+    parser.add_argument("--seed", type=int, default=None, metavar="S")
+    parser.add_argument("--profile", choices=("dev", "ci", "deep"), default="dev")
+    parser.add_argument("--coverage", action="store_true",
+                        help="also print every transition and outcome exercised")
+    parser.set_defaults(handler=_run_check)
+
+
+def _backend(text: str) -> str:
+    if text in ("fakeredis", "server") or text.startswith(("redis://", "rediss://", "unix://")):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"backend must be fakeredis, server or a redis:// URL, got {text!r}")
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from keysim.check import coverage_table, run_check
+    from keysim.machine import MachineConfig
+
+    config = MachineConfig(variant=args.variant, backend=args.backend)
+    result = run_check(config, max_examples=args.max_examples, steps=args.steps, seed=args.seed,
+                       profile=args.profile, database=True)
+    print(result.summary())
+    if args.coverage:
+        print()
+        print(coverage_table(result.coverage))
+    return 0 if result.passed else 1
+
+
+def _add_conform(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keysim conform``: differential test of our asynq variant against real Asynq (Go)."""
+    parser = subparsers.add_parser(
+        "conform",
+        help="compare our asynq-<version> variant with real Asynq, step by step (needs Go)",
+        description="Build the Go driver if needed (conformance/build.sh), start a private Redis, "
+                    "run the hand-written scenarios and --max-examples generated sequences on "
+                    "our variant and on Asynq's own rdb.RDB, and print the operation coverage. "
+                    "Exit 1 on a divergence (shown with both keyspaces and the shrunk sequence).",
+    )
+    parser.add_argument("--asynq-version", default="v0.26.0", metavar="VERSION",
+                        help="Asynq module version to build against (default: v0.26.0; "
+                             "v0.24.0 compares with our asynq-v0.24.0 variant)")
+    parser.add_argument("--max-examples", type=_positive(1), default=200, metavar="N",
+                        help="generated sequences (default: 200)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="derandomise the generation (same sequences every run)")
+    parser.set_defaults(handler=_run_conform)
+
+
+def _run_conform(args: argparse.Namespace) -> int:
+    import os
+    from urllib.parse import urlsplit, urlunsplit
+
+    from broker.asynq_go import DriverUnavailable, build_driver
+    from broker.servers import ServerUnavailable, start_server
+    from keysim.conform import Divergence, conform
+
+    try:
+        print(f"driver: {build_driver(args.asynq_version)}")
+        server = start_server({k: v for k, v in os.environ.items() if k != "REDIS_URL"})
+    except (DriverUnavailable, ServerUnavailable, ValueError) as err:
+        print(f"keysim conform: {err}", file=sys.stderr)
+        return 2
+    with server:
+        parts = urlsplit(server.url)
+        ours, theirs = (urlunsplit(parts._replace(path=f"/{db}")) for db in (1, 2))
+        try:
+            diff = conform(ours, theirs, args.asynq_version, args.max_examples, seed=args.seed)
+        except (Divergence, ExceptionGroup) as err:  # Hypothesis groups distinct failures
+            print(f"DIVERGENCE from Asynq {args.asynq_version}:\n{err}")
+            return 1
+    print(diff.report())
+    missing = diff.missing()
+    if missing:
+        print(f"not covered: {', '.join(missing)}")
+    return 1 if missing else 0
+
+
 #: The subcommand registrars, in the order `keysim --help` lists them.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_check,
     _add_diagram,
     _add_explore,
+    _add_audit,
+    _add_simulate,
+    _add_plot,
+    _add_compare,
+    _add_conform,
 ]
 
 

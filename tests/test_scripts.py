@@ -223,6 +223,7 @@ def _inspector_workload(b: Broker, q: str) -> None:
         b.add_to_group(_msg(q, f"{kind}-t"), "g")
         getattr(b, kind)(q, TaskState.AGGREGATING, "g")
     b.remove_queue(q, force=True)
+    b.register(q)  # Asynq's inspector refuses an unregistered queue (inspector_requires_queue)
     b.remove_queue(q)
 
 

@@ -1,0 +1,525 @@
+"""``AsynqGoBroker``: the key protocol applied by **real Asynq** — its own Go ``rdb.RDB`` — through
+the conformance driver (``conformance/driver``, built by ``conformance/build.sh``).
+
+It offers the same methods as :class:`broker.Broker` (:class:`model.api.KeyProtocol`), so the
+differential test and the stateful machine can drive it like any broker. Every call sends one
+JSON line to the driver process, which sets Asynq's simulated clock to the shared
+:class:`~model.clock.VirtualClock` and calls the matching ``RDB`` method on a real Redis.
+
+Time normalisation (see ``conformance/README.md``): Asynq writes TTLs on the real clock, our
+brokers as ``PEXPIREAT(virtual deadline + TTL_SHIFT_MS)``. Around every call this broker runs one
+small script over the queue's STRING keys (the only keys that carry TTLs) that
+
+* rewrites a real-clock TTL (a unique lock's ``SET NX EX``) as the shifted virtual deadline
+  ``now_ms + ttl`` (the TTL rounded up to whole seconds, as Asynq always sets it), and
+* deletes every key whose virtual deadline passed (what ``BrokerBase.expire_due`` does).
+
+The daily counters' ``EXPIREAT(now + 90 days)`` is shifted inside the driver, before it reaches
+Redis (a real-clock timestamp in the virtual past would delete the key at once).
+
+>>> AsynqGoBroker.variant_for("v0.24.0")
+'asynq-v0.24.0'
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import uuid
+import weakref
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+
+from broker.base import BrokerBase, glob_escape
+from broker.scripting import TTL_SHIFT_MS
+from model import keys, validation
+from model.clock import VirtualClock
+from model.errors import ERROR_FOR, KeysimError, ScriptError, TaskNotFoundError
+from model.message import TaskMessage
+from model.policy import DAY, Policy
+from model.reference import LEASE_EXPIRED
+from model.states import TaskState
+from model.transitions import Outcome
+
+#: Where the driver sources, build script and binaries live.
+CONFORMANCE_DIR = Path(__file__).resolve().parent.parent / "conformance"
+BUILD_SCRIPT = CONFORMANCE_DIR / "build.sh"
+DEFAULT_VERSION = "v0.26.0"
+#: How to enable the Go-backed tests, for skip reasons and errors.
+HOW_TO_ENABLE = "install Go >= 1.22 and run conformance/build.sh"
+
+#: Asynq's hard-coded constants (internal/rdb): a policy for AsynqGoBroker must agree with them.
+_FIXED_BY_ASYNQ = {"lease_duration": 30, "max_archive_size": 10_000, "archive_cutoff_days": 90,
+                   "archive_keeps_one_less": True, "stats_ttl": 90 * DAY,
+                   "aggregation_timeout": 120}
+_FIXED_BATCH_BEFORE_V025 = 100
+
+# One pass over the queue's STRING keys (locks, counters, paused): a TTL on the real clock
+# (PEXPIRETIME below the shift) becomes a shifted virtual deadline; a shifted deadline that has
+# passed deletes the key. KEYS: none (the keys are found by SCAN; all share the queue's slot).
+# ARGV: [1] SCAN pattern of the queue, [2] now_ms, [3] TTL_SHIFT_MS.
+_NORMALISE_LUA = """
+local now, shift = tonumber(ARGV[2]), tonumber(ARGV[3])
+local cursor, deleted = "0", 0
+repeat
+    local reply = redis.call("SCAN", cursor, "MATCH", ARGV[1], "COUNT", 1000, "TYPE", "string")
+    cursor = reply[1]
+    for _, key in ipairs(reply[2]) do
+        local at = redis.call("PEXPIRETIME", key)
+        if at > 0 and at < shift then
+            local ttl = redis.call("PTTL", key)
+            redis.call("PEXPIREAT", key, now + math.ceil(ttl / 1000) * 1000 + shift)
+        elseif at >= shift and at - shift <= now then
+            redis.call("DEL", key)
+            deleted = deleted + 1
+        end
+    end
+until cursor == "0"
+return deleted
+"""
+
+
+class DriverUnavailable(RuntimeError):
+    """The Go driver cannot be built or started (no Go, no module proxy, a build error)."""
+
+
+class DriverError(RuntimeError):
+    """The driver answered a request it could not understand (a bug on our side), or died."""
+
+
+def build_driver(version: str = DEFAULT_VERSION) -> Path:
+    """Build (or reuse) the driver for Asynq ``version``; return the binary's path.
+
+    Raises :class:`DriverUnavailable` with the reason (and how to fix it) when Go is missing or
+    the build fails. Cached: an unchanged version + source hash returns at once.
+    """
+    _check_version(version)
+    if shutil.which("go") is None:
+        raise DriverUnavailable(f"Go not found: {HOW_TO_ENABLE}")
+    done = subprocess.run(["bash", str(BUILD_SCRIPT), version], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise DriverUnavailable(f"conformance/build.sh {version} failed "
+                                f"(exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def _check_version(version: object) -> str:
+    if not isinstance(version, str) or not re.fullmatch(r"v\d+\.\d+\.\d+", version):
+        raise ValueError(f"version must look like 'v0.26.0', got {version!r}")
+    return version
+
+
+class DriverProcess:
+    """One running driver: JSON lines in, JSON lines out. Stopped by :meth:`close` (or GC)."""
+
+    def __init__(self, binary: Path, url: str) -> None:
+        self._proc = subprocess.Popen([str(binary), url], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, bufsize=1)
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _stop, self._proc)
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return the decoded answer."""
+        line = json.dumps(request, separators=(",", ":"))
+        with self._lock:
+            stdin, stdout = self._pipes()
+            try:
+                stdin.write(line + "\n")
+                stdin.flush()
+                answer = stdout.readline()
+            except OSError as err:
+                raise DriverError(f"driver died: {err}; {self._stderr()}") from err
+        if not answer:
+            raise DriverError(f"driver exited (code {self._proc.poll()}): {self._stderr()}")
+        reply: dict[str, Any] = json.loads(answer)
+        return reply
+
+    def _pipes(self) -> tuple[IO[str], IO[str]]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        return self._proc.stdin, self._proc.stdout
+
+    def _stderr(self) -> str:
+        if self._proc.poll() is None or self._proc.stderr is None:
+            return ""
+        return self._proc.stderr.read()[-1000:]
+
+    def close(self) -> None:
+        """Stop the driver (idempotent)."""
+        self._finalizer()
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+class AsynqGoBroker(BrokerBase):
+    """Real Asynq (its Go ``rdb.RDB``) behind the :class:`~model.api.KeyProtocol` methods.
+
+    ``AsynqGoBroker(url, version="v0.26.0", policy=None, clock=None)``: ``url`` names the Redis
+    database Asynq writes to (``redis://host:port/db``); the driver is built on first use. The
+    policy defaults to the matching variant's (Asynq's defaults); its fields that Asynq
+    hard-codes (lease, archive size and cutoff, stats TTL, aggregation timeout) must keep
+    Asynq's values. ``snapshot``, ``queues`` and the codec come from :class:`BrokerBase`.
+    Use it as a context manager, or call :meth:`close`.
+
+    >>> with AsynqGoBroker(url) as b:  # doctest: +SKIP
+    ...     b.enqueue(TaskMessage(type="t", payload=b"x", id="t1", queue="q"))
+    ...     b.dequeue("q").id
+    't1'
+    """
+
+    def __init__(self, url: str, version: str = DEFAULT_VERSION, policy: Policy | None = None,
+                 clock: VirtualClock | None = None) -> None:
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"url must be a redis:// URL naming the database, got {url!r}")
+        self.version = _check_version(version)
+        super().__init__(redis.Redis.from_url(url), self.variant_for(version), policy, clock)
+        _check_policy(self.policy, version)
+        self.url = url
+        self._normalise = self.client.register_script(_NORMALISE_LUA)
+        self._driver = DriverProcess(build_driver(version), url)
+        self._check_alive()
+
+    @staticmethod
+    def variant_for(version: str) -> str:
+        """Our variant that claims to behave like Asynq ``version``."""
+        return "asynq-v0.24.0" if version.startswith("v0.24.") else "asynq-v0.26.0"
+
+    def __enter__(self) -> AsynqGoBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the driver and close the Redis connection."""
+        self._driver.close()
+        self.client.close()
+
+    def reset(self) -> None:
+        """FLUSHDB this broker's database and give the driver a fresh ``RDB`` (an empty
+        ``queuesPublished`` cache), so one driver can serve many independent runs."""
+        self.client.flushdb()
+        self._send("reset", None)
+
+    def _check_alive(self) -> None:
+        if self._send("ping", None) != "pong":
+            raise DriverError("driver did not answer ping")
+
+    # --- the call path ----------------------------------------------------------------------
+    def _send(self, op: str, queue: str | None, **fields: Any) -> Any:
+        """One driver call: expire, call, normalise TTLs; raise the outcome's KeysimError."""
+        if queue is not None:
+            self.expire_due(queue)
+        request = {"op": op, "now": self.clock.now_ns, **fields}
+        if queue is not None:
+            request["queue"] = queue
+        reply = self._driver.call(request)
+        if queue is not None:
+            self.expire_due(queue)
+        if reply["ok"]:
+            return reply["result"]
+        kind, text = reply["kind"], reply.get("error", "")
+        if kind == "script_error":
+            raise ScriptError(f"{op}: {text}")
+        if kind == "bad_request":
+            raise DriverError(f"{op}: driver refused the request: {text}")
+        raise ERROR_FOR[Outcome(kind)](f"{op}: {text}")
+
+    def _send_msg(self, op: str, msg: TaskMessage, **fields: Any) -> Any:
+        encoded = _b64(self.encode(msg))  # may raise on bad field values: before any write
+        return self._send(op, msg.queue, msg=encoded, **fields)
+
+    def expire_due(self, queue: str) -> int:
+        """Delete the queue's TTL keys whose virtual deadline passed (and move any real-clock
+        TTL Asynq just set onto the virtual clock); return how many keys were deleted."""
+        validation.check_queue(queue)
+        pattern = glob_escape(keys.queue_prefix(queue)) + "*"
+        return int(self._normalise(args=[pattern, self.now_ms, TTL_SHIFT_MS]))
+
+    # --- client (T1–T6) ---------------------------------------------------------------------
+    def enqueue(self, msg: TaskMessage) -> None:
+        """T1 via ``RDB.Enqueue``."""
+        self._send_msg("enqueue", self.check_message(msg))
+
+    def enqueue_unique(self, msg: TaskMessage, ttl: int) -> None:
+        """T2 via ``RDB.EnqueueUnique``; msg.unique_key is filled in as Asynq's client does."""
+        self.check_message(msg)
+        self.check_ttl(ttl)
+        self._send_msg("enqueue_unique", _with_lock(msg), ttl=ttl)
+
+    def schedule(self, msg: TaskMessage, process_at: int) -> None:
+        """T3 via ``RDB.Schedule``."""
+        self._check_schedule(msg, process_at)
+        self._send_msg("schedule", msg, process_at=process_at)
+
+    def schedule_unique(self, msg: TaskMessage, process_at: int, ttl: int) -> None:
+        """T4 via ``RDB.ScheduleUnique``."""
+        self._check_schedule(msg, process_at)
+        self.check_ttl(ttl)
+        self._send_msg("schedule_unique", _with_lock(msg), process_at=process_at, ttl=ttl)
+
+    def add_to_group(self, msg: TaskMessage, group: str) -> None:
+        """T5 via ``RDB.AddToGroup`` (msg.group_key set to ``group``, as the client does)."""
+        self.check_message(msg)
+        self.check_group(group)
+        self._send_msg("add_to_group", replace(msg, group_key=group), group=group)
+
+    def add_to_group_unique(self, msg: TaskMessage, group: str, ttl: int) -> None:
+        """T6 via ``RDB.AddToGroupUnique``."""
+        self.check_message(msg)
+        self.check_group(group)
+        self.check_ttl(ttl)
+        self._send_msg("add_to_group_unique", _with_lock(replace(msg, group_key=group)),
+                       group=group, ttl=ttl)
+
+    def _check_schedule(self, msg: TaskMessage, process_at: int) -> None:
+        self.check_message(msg)
+        validation.check_int("process_at", process_at)
+
+    # --- processor (T8–T16) -----------------------------------------------------------------
+    def dequeue(self, queue: str) -> TaskMessage | None:
+        """T8 via ``RDB.Dequeue(queue)``; None for ``ErrNoProcessableTask``."""
+        data = self._send("dequeue", validation.check_queue(queue))
+        return None if data is None else self.decode(_unb64(data))
+
+    def done(self, msg: TaskMessage) -> None:
+        """T9/T10 via ``RDB.Done``."""
+        self._send_msg("done", self.check_message(msg))
+
+    def mark_as_complete(self, msg: TaskMessage) -> None:
+        """T11/T12 via ``RDB.MarkAsComplete`` (which sets CompletedAt itself)."""
+        self._send_msg("mark_as_complete", self.check_message(msg))
+
+    def requeue(self, msg: TaskMessage) -> None:
+        """T13 via ``RDB.Requeue``."""
+        self._send_msg("requeue", self.check_message(msg))
+
+    def retry(self, msg: TaskMessage, retry_at: int, error: str, is_failure: bool = True) -> None:
+        """T14/T15 via ``RDB.Retry`` (which updates retried, error and last_failed_at itself)."""
+        self.check_message(msg)
+        validation.check_int("retry_at", retry_at)
+        validation.check_text("error", error)
+        validation.check_bool("is_failure", is_failure)
+        self._send_msg("retry", msg, retry_at=retry_at, error=error, is_failure=is_failure)
+
+    def archive(self, msg: TaskMessage, error: str) -> None:
+        """T16 via ``RDB.Archive``."""
+        self.check_message(msg)
+        validation.check_text("error", error)
+        self._send_msg("archive", msg, error=error)
+
+    # --- forwarder, janitor, recoverer (T17–T20) ----------------------------------------------
+    def forward_if_ready(self, queue: str) -> int:
+        """T17 via ``RDB.ForwardIfReady``; the count is what was due before the call."""
+        return int(self._send("forward_if_ready", validation.check_queue(queue)))
+
+    def delete_expired_completed_tasks(self, queue: str) -> int:
+        """T25 via ``RDB.DeleteExpiredCompletedTasks`` (batch ``policy.janitor_batch_size``)."""
+        return int(self._send("delete_expired_completed_tasks", validation.check_queue(queue),
+                              batch=self.policy.janitor_batch_size))
+
+    def delete_expired_archived_tasks(self, queue: str) -> int:
+        """Asynq has no archive janitor: nothing happens, 0 is returned."""
+        validation.check_queue(queue)
+        return 0
+
+    def list_lease_expired(self, queue: str, cutoff: int) -> list[TaskMessage]:
+        """T18 via ``RDB.ListLeaseExpired``."""
+        validation.check_int("cutoff", cutoff)
+        data = self._send("list_lease_expired", validation.check_queue(queue), cutoff=cutoff)
+        return [self.decode(_unb64(d)) for d in data]
+
+    def recover(self, queue: str) -> int:
+        """T19 as Asynq's recoverer does it: ``ListLeaseExpired(now - recover_skew)``, then
+        ``Archive`` (retries used up) or ``Retry`` (delay from the policy) per message; a task
+        moved meanwhile (NOT FOUND) or a script failing part-way is skipped."""
+        expired = self.list_lease_expired(queue, self.now_s - self.policy.recover_skew)
+        moved = 0
+        for msg in expired:
+            try:
+                if msg.retried >= msg.retry:
+                    self.archive(msg, LEASE_EXPIRED)
+                else:
+                    delay = self.policy.retry_delay_for(msg.id, msg.retried)
+                    self.retry(msg, self.now_s + delay, LEASE_EXPIRED, True)
+            except (TaskNotFoundError, ScriptError):
+                continue
+            moved += 1
+        return moved
+
+    def extend_lease(self, queue: str, *task_ids: str) -> int:
+        """T20 via ``RDB.ExtendLease``; the count is how many ids had a lease before."""
+        validation.check_queue(queue)
+        for task_id in task_ids:
+            validation.check_task_id(task_id)
+        return int(self._send("extend_lease", queue, ids=list(task_ids)))
+
+    # --- aggregator (T21–T24) -----------------------------------------------------------------
+    def aggregation_check(self, queue: str, group: str, set_id: str | None = None) -> str | None:
+        """T21 via ``RDB.AggregationCheck``. Asynq names sets with a random UUID; ``set_id``
+        must be one (``str(uuid.uuid4())``, a new one when None) and Asynq is made to pick it."""
+        validation.check_queue(queue)
+        self.check_group(group)
+        set_id = str(uuid.uuid4()) if set_id is None else _check_uuid4(set_id)
+        p = self.policy
+        result = self._send("aggregation_check", queue, group=group, set_id=set_id,
+                            grace=p.aggregation_grace, max_delay=p.aggregation_max_delay,
+                            max_size=p.aggregation_max_size)
+        return None if result is None else str(result)
+
+    def read_aggregation_set(self, queue: str, group: str, set_id: str
+                             ) -> tuple[list[TaskMessage], int]:
+        """T22 via ``RDB.ReadAggregationSet``; TaskNotFoundError when the set is not registered
+        in ``aggregation_sets`` (Asynq's ZSCORE answers nil)."""
+        validation.check_queue(queue)
+        self.check_group(group)
+        validation.check_set_id(set_id)
+        reply = self._send("read_aggregation_set", queue, group=group, set_id=set_id)
+        return [self.decode(_unb64(d)) for d in reply["msgs"]], int(reply["deadline"])
+
+    def delete_aggregation_set(self, queue: str, group: str, set_id: str) -> None:
+        """T23 via ``RDB.DeleteAggregationSet``."""
+        validation.check_queue(queue)
+        self.check_group(group)
+        validation.check_set_id(set_id)
+        self._send("delete_aggregation_set", queue, group=group, set_id=set_id)
+
+    def reclaim_stale_aggregation_sets(self, queue: str) -> int:
+        """T24 via ``RDB.ReclaimStaleAggregationSets``; the count is the sets due before."""
+        return int(self._send("reclaim_stale_aggregation_sets", validation.check_queue(queue)))
+
+    # --- result writer and queue flag (T26, T27) -----------------------------------------------
+    def write_result(self, queue: str, task_id: str, data: bytes) -> int:
+        """T26 via ``RDB.WriteResult``."""
+        validation.check_queue(queue)
+        validation.check_task_id(task_id)
+        validation.check_bytes("data", data)
+        return int(self._send("write_result", queue, id=task_id, data=_b64(data)))
+
+    def pause(self, queue: str) -> None:
+        """T27 via ``RDB.Pause`` (no registration check in Asynq)."""
+        self._send("pause", validation.check_queue(queue))
+
+    def unpause(self, queue: str) -> None:
+        """T27 via ``RDB.Unpause``."""
+        self._send("unpause", validation.check_queue(queue))
+
+    # --- inspector (T28–T41) ------------------------------------------------------------------
+    def delete_task(self, queue: str, task_id: str) -> None:
+        """T28 via ``RDB.DeleteTask``."""
+        self._task_op("delete_task", queue, task_id)
+
+    def archive_task(self, queue: str, task_id: str) -> None:
+        """T29 via ``RDB.ArchiveTask``."""
+        self._task_op("archive_task", queue, task_id)
+
+    def run_task(self, queue: str, task_id: str) -> None:
+        """T30 via ``RDB.RunTask``."""
+        self._task_op("run_task", queue, task_id)
+
+    def _task_op(self, op: str, queue: str, task_id: str) -> None:
+        validation.check_queue(queue)
+        validation.check_task_id(task_id)
+        self._send(op, queue, id=task_id)
+
+    def delete_all_tasks(self, queue: str, state: TaskState, group: str | None = None) -> int:
+        """T36–T38 via ``RDB.DeleteAll<State>Tasks``."""
+        return self._bulk("delete_all", queue, state, group)
+
+    def archive_all_tasks(self, queue: str, state: TaskState, group: str | None = None) -> int:
+        """T33–T35 via ``RDB.ArchiveAll<State>Tasks``."""
+        return self._bulk("archive_all", queue, state, group)
+
+    def run_all_tasks(self, queue: str, state: TaskState, group: str | None = None) -> int:
+        """T31–T32 via ``RDB.RunAll<State>Tasks``."""
+        return self._bulk("run_all", queue, state, group)
+
+    def _bulk(self, kind: str, queue: str, state: object, group: object) -> int:
+        validation.check_queue(queue)
+        parsed, name = validation.check_bulk_state(kind, state, group)
+        return int(self._send(f"{kind}_tasks", queue, state=parsed.value, group=name or ""))
+
+    def remove_queue(self, queue: str, force: bool = False) -> None:
+        """T40/T41 via ``RDB.RemoveQueue``."""
+        validation.check_queue(queue)
+        validation.check_bool("force", force)
+        self._send("remove_queue", queue, force=force)
+
+
+def _with_lock(msg: TaskMessage) -> TaskMessage:
+    """msg with unique_key set to its lock key, as Asynq's client sets it before RDB sees it."""
+    validation.check_unique_key(msg)
+    return replace(msg, unique_key=msg.unique_key or keys.unique(msg.queue, msg.type, msg.payload))
+
+
+def _check_uuid4(set_id: object) -> str:
+    """A set id Asynq could have generated: a canonical random UUID string."""
+    validation.check_set_id(set_id)
+    assert isinstance(set_id, str)
+    try:
+        parsed = uuid.UUID(set_id)
+    except ValueError:
+        parsed = None
+    if parsed is None or str(parsed) != set_id or parsed.version != 4:
+        raise ValueError(f"set_id must be a canonical random UUID such as str(uuid.uuid4()) "
+                         f"(Asynq names aggregation sets that way), got {set_id!r}")
+    return set_id
+
+
+def _check_policy(policy: Policy, version: str) -> None:
+    """Refuse a policy whose hard-coded-in-Asynq fields differ from Asynq's values."""
+    for name, value in _FIXED_BY_ASYNQ.items():
+        if getattr(policy, name) != value:
+            raise ValueError(f"policy.{name}={getattr(policy, name)!r}, but Asynq {version} "
+                             f"hard-codes {value!r}; AsynqGoBroker cannot change it")
+    if _version_tuple(version) < (0, 25, 0) and policy.janitor_batch_size != _FIXED_BATCH_BEFORE_V025:
+        raise ValueError(f"policy.janitor_batch_size={policy.janitor_batch_size}, but Asynq "
+                         f"{version} hard-codes {_FIXED_BATCH_BEFORE_V025}")
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version[1:].split("."))
+
+
+def go_available() -> bool:
+    """True when a ``go`` binary is on PATH (the driver can be built)."""
+    return shutil.which("go") is not None
+
+
+def require_asynq() -> bool:
+    """True when a missing Go or a failed driver build must fail the run (CI sets
+    ``KEYSIM_REQUIRE_ASYNQ=1``) instead of skipping."""
+    return os.environ.get("KEYSIM_REQUIRE_ASYNQ", "") not in ("", "0")
+
+
+__all__ = ["AsynqGoBroker", "DriverError", "DriverUnavailable", "KeysimError", "build_driver",
+           "go_available", "require_asynq"]

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Build the conformance driver (conformance/driver/*.go) against one Asynq version.
+#
+#   conformance/build.sh [vX.Y.Z]        (default v0.26.0; prints the binary's path)
+#
+# Needs only Go and the Go module proxy. The driver imports Asynq's internal packages, which Go
+# allows only from inside Asynq's module, so the script downloads github.com/hibiken/asynq@VERSION
+# into the module cache and compiles the driver *as if* it were a file of that module
+# (`go build -overlay` maps <module>/cmd/keysimdriver/*.go to our sources). Go refuses overlays
+# inside the read-only module cache, so the module is first copied to a temporary directory
+# (outside the repository; deleted afterwards). Nothing of Asynq is copied into this repository.
+#
+# The binary goes to conformance/bin/VERSION/keysimdriver (git-ignored) with a stamp holding the
+# hash of the version, the Go version and the driver sources: a matching stamp skips the build.
+set -euo pipefail
+
+VERSION=${1:-v0.26.0}
+if [[ ! $VERSION =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+    echo "build.sh: version must look like v0.26.0, got '$VERSION'" >&2
+    exit 2
+fi
+if ! command -v go >/dev/null; then
+    echo "Go not found: install Go >= 1.22 and run conformance/build.sh" >&2
+    exit 3
+fi
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUT_DIR=$HERE/bin/$VERSION
+BIN=$OUT_DIR/keysimdriver
+STAMP=$BIN.stamp
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+
+HASH=$( (echo "$VERSION"; go env GOVERSION; cat "$HERE/build.sh" "$HERE"/driver/*.go) \
+        | sha256sum | cut -d' ' -f1)
+if [[ -x $BIN && -f $STAMP && $(cat "$STAMP") == "$HASH" ]]; then
+    echo "$BIN"
+    exit 0
+fi
+
+INFO=$(go mod download -json "github.com/hibiken/asynq@$VERSION") || {
+    echo "build.sh: could not download github.com/hibiken/asynq@$VERSION" >&2
+    exit 4
+}
+DIR=$(printf '%s\n' "$INFO" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+if [[ -z $DIR || ! -f $DIR/internal/rdb/rdb.go ]]; then
+    echo "build.sh: github.com/hibiken/asynq@$VERSION has no internal/rdb (module dir: '$DIR')" >&2
+    exit 4
+fi
+
+WORK=$(mktemp -d)
+trap 'chmod -R u+w "$WORK"; rm -rf "$WORK"' EXIT
+MOD=$WORK/asynq
+cp -R "$DIR" "$MOD"
+chmod -R u+w "$MOD"
+
+# The API generation decides which compatibility files take part (build tags in driver/*.go).
+TAGS=()
+if grep -q 'github.com/go-redis/redis/v8' "$DIR/go.mod"; then TAGS+=(keysim_redis_v8); fi
+if grep -q 'DeleteExpiredCompletedTasks(qname string) error' "$DIR/internal/rdb/rdb.go"; then
+    TAGS+=(keysim_janitor_nobatch)
+fi
+
+{
+    printf '{"Replace": {'
+    sep=""
+    for src in "$HERE"/driver/*.go; do
+        printf '%s"%s": "%s"' "$sep" "$MOD/cmd/keysimdriver/$(basename "$src")" "$src"
+        sep=", "
+    done
+    printf '}}\n'
+} >"$WORK/overlay.json"
+
+TAG_LIST=$(IFS=,; echo "${TAGS[*]:-}")
+(cd "$MOD" && go build -overlay="$WORK/overlay.json" -tags="$TAG_LIST" \
+    -trimpath -o "$WORK/keysimdriver" ./cmd/keysimdriver) >&2
+mkdir -p "$OUT_DIR"
+mv "$WORK/keysimdriver" "$BIN"
+echo "$HASH" >"$STAMP"
+echo "$BIN"

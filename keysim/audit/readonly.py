@@ -1,0 +1,121 @@
+"""A Redis connection that can only send read commands, plus URL/password handling.
+
+The guard sits in the connection's command packer, which every path of redis-py goes through
+(single commands, pipelines, MULTI/EXEC), so a write is refused *before* a byte is sent:
+
+>>> check_command(("DEL", "asynq:{q}:t:1"))
+Traceback (most recent call last):
+...
+keysim.audit.readonly.WriteRefused: refused DEL: the audit sends only read commands
+
+Allowed are exactly the read commands the audit uses, the connection handshake (AUTH, HELLO,
+SELECT, PING, CLIENT SETINFO|MAINT_NOTIFICATIONS) and MULTI/EXEC, which make a group of reads atomic.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+from broker.servers import mask_url
+
+#: Commands the audit may send (upper case). MEMORY and CLIENT only with the listed subcommands.
+READ_COMMANDS = frozenset({
+    "SCAN", "TYPE", "EXISTS", "PTTL", "PEXPIRETIME", "GET", "HGET", "HMGET", "HKEYS", "HLEN",
+    "LRANGE", "LLEN", "LPOS", "ZRANGE", "ZCARD", "ZSCORE", "SMEMBERS", "SISMEMBER", "SCARD",
+    "INFO", "PING", "ECHO", "AUTH", "HELLO", "SELECT", "MULTI", "EXEC", "DISCARD",
+})
+# CLIENT SETINFO and MAINT_NOTIFICATIONS are redis-py's connection handshake (no data written).
+SUBCOMMANDS = {"MEMORY": frozenset({"USAGE"}), "CLIENT": frozenset({"SETINFO", "MAINT_NOTIFICATIONS"})}
+#: Environment variables consulted, in order, when the URL carries no password.
+PASSWORD_ENV = ("KEYSIM_REDIS_PASSWORD", "REDISCLI_AUTH")
+SCHEMES = ("redis", "rediss", "unix")
+
+
+class WriteRefused(Exception):
+    """The audit tried to send a command that is not a read; nothing was sent."""
+
+
+class AuditUnavailable(Exception):
+    """Redis cannot be reached, refuses the credentials or denies a command (exit code 2)."""
+
+
+def _word(arg: Any) -> str:
+    return (arg.decode("ascii", "replace") if isinstance(arg, bytes) else str(arg)).upper()
+
+
+def check_command(args: tuple[Any, ...]) -> None:
+    """Raise :class:`WriteRefused` unless ``args`` is a read command of :data:`READ_COMMANDS`."""
+    if not args:
+        raise WriteRefused("refused an empty command")
+    parts = _word(args[0]).split()  # redis-py sends "MEMORY USAGE" as one argument
+    name = parts[0]
+    sub = parts[1] if len(parts) > 1 else (_word(args[1]) if len(args) > 1 else "")
+    if name in READ_COMMANDS or sub in SUBCOMMANDS.get(name, frozenset()):
+        return
+    shown = f"{name} {sub}" if name in SUBCOMMANDS else name
+    raise WriteRefused(f"refused {shown}: the audit sends only read commands")
+
+
+class _GuardedPacker:
+    """Wraps redis-py's command packer: checks each command, then packs it."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def pack(self, *args: Any) -> Any:
+        check_command(args)
+        return self._inner.pack(*args)
+
+
+def _guarded(cls: type[Any]) -> type[Any]:
+    """A subclass of connection class ``cls`` whose packer refuses non-read commands."""
+
+    class Guarded(cls):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            packer: Any = vars(self)["_command_packer"]  # set by the base __init__
+            self._command_packer = _GuardedPacker(packer)
+
+    Guarded.__name__ = f"ReadOnly{cls.__name__}"
+    return Guarded
+
+
+def password_from_env(env: dict[str, str] | None = None) -> str | None:
+    """The first non-empty of :data:`PASSWORD_ENV`, or None."""
+    environ = os.environ if env is None else env
+    return next((environ[n] for n in PASSWORD_ENV if environ.get(n)), None)
+
+
+def masked(text: str, password: str | None) -> str:
+    """``text`` with every occurrence of ``password`` replaced by ``***``."""
+    return text.replace(password, "***") if password else text
+
+
+def connect(url: str, *, env: dict[str, str] | None = None, timeout: float = 5.0) -> redis.Redis:
+    """A read-only client for ``url`` (redis://, rediss:// for TLS, unix://), checked by PING.
+
+    ``redis://user:pass@host:port/db`` selects an ACL user; without a password in the URL the
+    password comes from ``KEYSIM_REDIS_PASSWORD`` or ``REDISCLI_AUTH``. Errors never show it.
+    Raises ValueError for a malformed URL and :class:`AuditUnavailable` when Redis refuses.
+    """
+    if not isinstance(url, str) or urlsplit(url).scheme not in SCHEMES:
+        shown = mask_url(url) if isinstance(url, str) else repr(url)
+        raise ValueError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {shown!r}")
+    url_password = urlsplit(url).password
+    password = url_password or password_from_env(env)
+    options: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout * 6}
+    if password and not url_password:
+        options["password"] = password
+    pool = redis.ConnectionPool.from_url(url, **options)
+    pool.connection_class = _guarded(pool.connection_class)
+    client = redis.Redis(connection_pool=pool)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as err:
+        client.close()
+        raise AuditUnavailable(f"cannot use {mask_url(url)}: {masked(str(err), password)}") from None
+    return client

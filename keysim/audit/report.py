@@ -1,0 +1,109 @@
+"""Rendering an :class:`AuditResult`: human text, JSON, and the redis-cli fix plan."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from keysim.audit.engine import AuditResult, Finding, QueueReport
+
+
+def _when(stamp: int) -> str:
+    return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def render_text(result: AuditResult, target: str) -> str:
+    """The report printed by ``keysim audit`` (``target`` is the masked URL)."""
+    lines = [f"keysim audit of {target}: {len(result.queues)} queue(s), "
+             f"{len(result.findings)} finding(s), {result.seconds:.1f} s"]
+    if result.used_memory is not None:
+        lines.append(f"server: redis {result.redis_version}, used_memory {result.used_memory} B")
+    for report in result.queues:
+        lines += _queue_text(report)
+    return "\n".join(lines) + "\n"
+
+
+def _queue_text(r: QueueReport) -> list[str]:
+    lines = [f"\nqueue {r.queue!r} ({'registered' if r.registered else 'NOT in asynq:queues'}): "
+             f"{r.keys} keys, {r.bytes} B exact (MEMORY USAGE)"]
+    for state in sorted(r.tasks_by_state):
+        oldest = r.oldest.get(state)
+        age = f", oldest {oldest[0]} at {_when(oldest[1])}" if oldest else ""
+        count, nbytes = r.tasks_by_state[state], r.bytes_by_state[state]
+        lines.append(f"  tasks {state:<12} {count:>9}  {nbytes:>12} B{age}")
+    for family in sorted(r.bytes_by_family):
+        lines.append(f"  family {family:<17} {r.bytes_by_family[family]:>12} B")
+    asynq = r.asynq
+    if asynq is not None:
+        shown = f"{asynq.bytes} B" if asynq.bytes is not None else f"script fails: {asynq.crash}"
+        lines.append(f"  Asynq's sampled MemoryUsage would say: {shown} (exact: {r.bytes} B, "
+                     f"leaked: {r.leaked_bytes} B)")
+    for f in r.findings:
+        lines.append(f"  {'LEAK ' if f.leaked else ''}{f.invariant} {f.kind}: {f.message}")
+    return lines
+
+
+def _finding_json(f: Finding) -> dict[str, Any]:
+    return {"invariant": f.invariant, "kind": f.kind, "key": f.key, "task_id": f.task_id,
+            "message": f.message, "leaked": f.leaked, "bytes": f.bytes}
+
+
+def to_json(result: AuditResult, target: str) -> str:
+    """The report as one JSON document."""
+    doc = {
+        "target": target, "seconds": round(result.seconds, 3), "redis_version": result.redis_version,
+        "used_memory": result.used_memory, "findings": len(result.findings),
+        "queues": [{
+            "queue": r.queue, "registered": r.registered, "keys": r.keys, "bytes": r.bytes,
+            "leaked_bytes": r.leaked_bytes, "tasks_by_state": dict(r.tasks_by_state),
+            "bytes_by_state": dict(r.bytes_by_state), "bytes_by_family": dict(r.bytes_by_family),
+            "oldest": {s: {"task_id": t, "at": at} for s, (t, at) in r.oldest.items()},
+            "asynq_memory_usage": None if r.asynq is None else
+            {"bytes": r.asynq.bytes, "crash": r.asynq.crash},
+            "findings": [_finding_json(f) for f in r.findings],
+        } for r in result.queues],
+    }
+    return json.dumps(doc, indent=2, sort_keys=True)
+
+
+def quote(key: str) -> str:
+    """``key`` as one redis-cli argument: double quotes, ``\\xHH`` for anything unprintable.
+
+    >>> quote('asynq:{q}:t:a"b')
+    '"asynq:{q}:t:a\\\\"b"'
+    """
+    raw = key.encode("utf-8", "surrogateescape")
+    out = []
+    for byte in raw:
+        ch = chr(byte)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 0x20 <= byte < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\x{byte:02x}")
+    return '"' + "".join(out) + '"'
+
+
+def fix_plan(result: AuditResult, target: str) -> str:
+    """A redis-cli script that UNLINKs exactly the leaked keys; other findings as comments."""
+    leaked: dict[str, Finding] = {}
+    for f in result.findings:
+        if f.leaked:
+            leaked.setdefault(f.key, f)
+    total = sum(f.bytes for f in leaked.values())
+    lines = [
+        f"# keysim audit fix plan for {target}, written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%SZ}",
+        "# NOT executed by keysim. Re-run the audit right before applying; then: redis-cli -u URL < FILE",
+        f"# keys to delete: {len(leaked)}",
+        f"# bytes (MEMORY USAGE at audit time): {total}",
+    ]
+    for f in leaked.values():
+        lines.append(f"# {f.invariant} {f.kind} ({f.bytes} B)")
+        lines.append(f"UNLINK {quote(f.key)}")
+    others = [f for f in result.findings if not f.leaked]
+    if others:
+        lines.append(f"# {len(others)} other finding(s) need a repair, not a deletion:")
+        lines += [f"#   {f.invariant} {f.kind}: {f.message}" for f in others]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,99 @@
+"""Benchmark of ``keysim audit``: 1,000,000 task keys on a private real Redis.
+
+``python -m keysim.audit_bench [--tasks N]`` starts a Redis (broker.servers), seeds N task
+hashes with pipelines (98% pending and indexed, 1% archived and indexed, 1% zombies: archived
+hashes in no index), then audits in a fresh child process and prints the audit's wall time and
+the child's peak RSS (so seeding memory is not counted). Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import redis
+
+from broker.codec import encode_message
+from broker.servers import start_server
+from model import keys
+from model.message import TaskMessage
+
+QUEUE = "default"
+BATCH = 10_000
+
+
+def seed(url: str, tasks: int) -> int:
+    """Write ``tasks`` task hashes; return how many are zombies."""
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    r.sadd(keys.ALL_QUEUES, QUEUE)
+    zombies = 0
+    for start in range(0, tasks, BATCH):
+        pipe = r.pipeline(transaction=False)
+        pending: list[str] = []
+        for n in range(start, min(start + BATCH, tasks)):
+            task_id = f"{n:08d}-5f0c-4b8e-9a0e-{n:012x}"
+            body = encode_message(TaskMessage(type="email:send", payload=b'{"to":"x@example.com"}',
+                                              id=task_id, queue=QUEUE))
+            kind = n % 100
+            state = "archived" if kind >= 98 else "pending"
+            pipe.hset(keys.task(QUEUE, task_id), mapping={"msg": body, "state": state})
+            if kind == 99:
+                zombies += 1  # archived hash trimmed out of the index (BZ-1/2/16)
+            elif kind == 98:
+                pipe.zadd(keys.archived(QUEUE), {task_id: 1_700_000_000 + n})
+            else:
+                pending.append(task_id)
+        if pending:
+            pipe.lpush(keys.pending(QUEUE), *pending)
+        pipe.execute()
+    r.close()
+    return zombies
+
+
+def measure(url: str) -> None:
+    """Child process: audit ``url`` and print JSON figures."""
+    from keysim.audit import AuditOptions, audit, connect
+
+    client = connect(url)
+    started = time.monotonic()
+    result = audit(client, AuditOptions(scan_count=1000, chunk=1000))
+    seconds = time.monotonic() - started
+    (report,) = result.queues
+    print(json.dumps({"seconds": round(seconds, 2),
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                      "keys": report.keys, "findings": len(result.findings),
+                      "leaked_bytes": report.leaked_bytes, "exact_bytes": report.bytes,
+                      "asynq_estimate": report.asynq.bytes if report.asynq else None}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m keysim.audit_bench", description=__doc__)
+    parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        measure(args.measure)
+        return 0
+    if args.tasks < 1:
+        parser.error(f"--tasks must be >= 1, got {args.tasks}")
+    with start_server() as server:
+        started = time.monotonic()
+        zombies = seed(server.url, args.tasks)
+        print(f"seeded {args.tasks} task hashes ({zombies} zombies) in {time.monotonic() - started:.1f} s")
+        out = subprocess.run([sys.executable, "-m", "keysim.audit_bench", "--measure", server.url],
+                             check=True, capture_output=True, text=True).stdout
+        figures = json.loads(out)
+        print(f"audit: {figures['seconds']} s wall, peak client RSS {figures['peak_rss_mb']} MB, "
+              f"{figures['keys']} keys, {figures['findings']} findings")
+        print(f"bytes: exact {figures['exact_bytes']}, leaked {figures['leaked_bytes']}, "
+              f"Asynq's sampled figure {figures['asynq_estimate']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Running the stateful machine outside pytest: ``keysim check`` and ``keysim zoo`` use this.
+
+>>> result = run_check(MachineConfig(variant="reference"), max_examples=3, steps=5, seed=1)
+>>> result.passed, result.examples >= 1
+(True, True)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import hypothesis
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import get_state_machine_test
+
+from keysim.machine import COVERAGE, KeyMachine, LeakFound, MachineConfig, make_machine
+from model.transitions import TRANSITIONS
+
+PROFILES = ("dev", "ci", "deep")
+
+
+@dataclass
+class CheckResult:
+    """What one run of the machine found."""
+
+    config: MachineConfig
+    passed: bool
+    examples: int
+    steps: int
+    seconds: float
+    failure: LeakFound | None = None
+    program: str = ""
+    shrunk_steps: int = 0
+    #: Every distinct defect Hypothesis reported (one per invariant that broke), shrunk.
+    failures: list[LeakFound] = field(default_factory=list)
+    examples_to_failure: int = 0
+    coverage: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        """One paragraph for the terminal."""
+        head = (f"{self.config.variant} on {self.config.backend}: {self.examples} examples, "
+                f"{self.steps} steps in {self.seconds:.1f} s")
+        if self.passed:
+            missing = missing_transitions(self.coverage)
+            cov = "every transition exercised" if not missing else \
+                f"never exercised: {', '.join(missing)}"
+            return f"PASS  {head}; no leak, no disagreement; {cov}"
+        assert self.failure is not None
+        return (f"FAIL  {head}\n\nviolated: {self.failure.invariant} — {self.failure.message}\n"
+                f"{self.failure.detail}\n\nminimal failing program ({self.shrunk_steps} steps):\n"
+                f"{self.program}")
+
+
+def missing_transitions(coverage: Counter[tuple[str, str]]) -> list[str]:
+    """Transitions of the table never executed successfully (outcome ok) in ``coverage``."""
+    done = {name for (name, outcome), n in coverage.items() if outcome == "ok" and n}
+    return [name for name in TRANSITIONS if name not in done]
+
+
+def coverage_table(coverage: Counter[tuple[str, str]]) -> str:
+    """Every transition with each outcome it can return and how often it was seen."""
+    lines = [f"{'transition':34} outcomes (seen / expected)"]
+    for name, row in TRANSITIONS.items():
+        cells = []
+        for outcome in row.outcomes:
+            n = coverage.get((name, outcome.value), 0)
+            cells.append(f"{outcome.value}={n}" if n else f"{outcome.value}=MISSING")
+        lines.append(f"{name:34} " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def run_check(config: MachineConfig, *, max_examples: int | None = None,
+              steps: int | None = None, seed: int | None = None, profile: str = "dev",
+              database: bool = False) -> CheckResult:
+    """Run the machine of ``config`` under a Hypothesis profile; never raises for a leak."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    base = settings.get_profile(profile)
+    chosen = settings(base, max_examples=max_examples or base.max_examples,
+                      stateful_step_count=steps or base.stateful_step_count,
+                      suppress_health_check=list(HealthCheck), deadline=None,
+                      database=settings().database if database else None)
+    counts = {"examples": 0, "steps": 0, "first_failure": 0}
+    machine = _counting(make_machine(config), counts)
+    before = COVERAGE.copy()
+    test = get_state_machine_test(machine, settings=chosen)
+    if seed is not None:
+        test = hypothesis.seed(seed)(test)
+    start = time.perf_counter()
+    failures: list[LeakFound] = []
+    try:
+        test()
+    except BaseException as err:  # a leak (or a group of them); anything else re-raised
+        failures = _leaks(err)
+        if not failures:
+            raise
+    seconds = time.perf_counter() - start
+    failure = failures[0] if failures else None
+    program = _program(failure, config) if failure else ""
+    return CheckResult(config, failure is None, counts["examples"], counts["steps"], seconds,
+                       failure, program, program_length(program), counts["first_failure"],
+                       COVERAGE - before, failures)
+
+
+def program_length(program: str) -> int:
+    """Rule calls in a printed program (invariant checks and teardown excluded)."""
+    return sum(1 for line in program.splitlines()
+               if line.startswith("state.") and not line.startswith(
+                   ("state.keyspace_is_sound", "state.teardown")))
+
+
+def _counting(machine: type[KeyMachine], counts: dict[str, int]) -> type[KeyMachine]:
+    """A subclass that counts examples and steps, and the example of the first failure."""
+
+    class Counting(machine):  # type: ignore[valid-type,misc]
+        def __init__(self) -> None:
+            super().__init__()
+            counts["examples"] += 1
+
+        def teardown(self) -> None:
+            counts["steps"] += len(self.steps)
+            if not self.step_ok and not counts["first_failure"]:
+                counts["first_failure"] = counts["examples"]
+            super().teardown()
+
+    Counting.__name__ = Counting.__qualname__ = machine.__name__
+    return Counting
+
+
+def _leaks(err: BaseException) -> list[LeakFound]:
+    if isinstance(err, LeakFound):
+        return [err]
+    return [leak for sub in getattr(err, "exceptions", ()) for leak in _leaks(sub)]
+
+
+def _program(failure: LeakFound, config: MachineConfig) -> str:
+    """The shrunk program Hypothesis printed, made runnable."""
+    notes: list[Any] = getattr(failure, "__notes__", [])
+    body = [str(n) for n in notes if str(n).startswith("state")]
+    name = body[0].split("=", 1)[1].strip().removesuffix("()") if body else "Machine"
+    header = ["from keysim.machine import MachineConfig, make_machine",
+              f"{name} = make_machine(MachineConfig(variant={config.variant!r}, "
+              f"oracle={config.oracle!r}))"]
+    return "\n".join(header + body)

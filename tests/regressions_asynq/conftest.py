@@ -1,0 +1,29 @@
+"""Fixtures for the real-Asynq regression tests (see support.py for skip/fail rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from broker.asynq_go import AsynqGoBroker
+from broker.servers import RedisServer
+from model.clock import VirtualClock
+from regressions_asynq.support import db_url, driver_or_skip, private_server
+
+
+@pytest.fixture(scope="session")
+def asynq_server() -> Iterator[RedisServer]:
+    """A private real Redis for the session."""
+    with private_server() as server:
+        yield server
+
+
+@pytest.fixture
+def go_broker(asynq_server: RedisServer) -> Iterator[AsynqGoBroker]:
+    """Real Asynq v0.26.0 on an empty database, with a fresh virtual clock."""
+    driver_or_skip("v0.26.0")
+    with AsynqGoBroker(db_url(asynq_server, "findings"), "v0.26.0", clock=VirtualClock()) as b:
+        b.reset()
+        yield b
+        b.client.flushdb()
