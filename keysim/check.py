@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hypothesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import get_state_machine_test
 
 from keysim.machine import COVERAGE, KeyMachine, LeakFound, MachineConfig, make_machine
@@ -74,19 +74,27 @@ def coverage_table(coverage: Counter[tuple[str, str]]) -> str:
 
 def run_check(config: MachineConfig, *, max_examples: int | None = None,
               steps: int | None = None, seed: int | None = None, profile: str = "dev",
-              database: bool = False) -> CheckResult:
-    """Run the machine of ``config`` under a Hypothesis profile; never raises for a leak."""
+              database: bool = False, report_multiple: bool = False,
+              min_steps: int = 0) -> CheckResult:
+    """Run the machine of ``config`` under a Hypothesis profile; never raises for a leak.
+
+    ``report_multiple`` lets Hypothesis shrink and report every distinct defect (one per
+    invariant) instead of stopping at the first — slower, used to list a variant's defects.
+    ``min_steps`` makes every example at least that long (deeper states, better coverage).
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     base = settings.get_profile(profile)
     chosen = settings(base, max_examples=max_examples or base.max_examples,
                       stateful_step_count=steps or base.stateful_step_count,
                       suppress_health_check=list(HealthCheck), deadline=None,
-                      database=settings().database if database else None)
+                      database=settings().database if database else None,
+                      phases=[p for p in Phase if p is not Phase.explain],
+                      report_multiple_bugs=report_multiple)
     counts = {"examples": 0, "steps": 0, "first_failure": 0}
     machine = _counting(make_machine(config), counts)
     before = COVERAGE.copy()
-    test = get_state_machine_test(machine, settings=chosen)
+    test = get_state_machine_test(machine, settings=chosen, _min_steps=min_steps)
     if seed is not None:
         test = hypothesis.seed(seed)(test)
     start = time.perf_counter()
@@ -101,8 +109,9 @@ def run_check(config: MachineConfig, *, max_examples: int | None = None,
     failure = failures[0] if failures else None
     program = _program(failure, config) if failure else ""
     return CheckResult(config, failure is None, counts["examples"], counts["steps"], seconds,
-                       failure, program, program_length(program), counts["first_failure"],
-                       COVERAGE - before, failures)
+                       failure=failure, program=program, shrunk_steps=program_length(program),
+                       failures=failures, examples_to_failure=counts["first_failure"],
+                       coverage=COVERAGE - before)
 
 
 def program_length(program: str) -> int:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import fakeredis
 import redis
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, settings, target
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -163,6 +163,7 @@ class KeyMachine(RuleBasedStateMachine):
         self.staged: list[tuple[str, str, str]] = []  # (queue, group, set id)
         self.counter = 0
         self.steps: list[str] = []
+        self.reached: set[str] = set()  # transitions executed with outcome ok in this run
         self.step_ok = True
 
     # --- the lockstep core ----------------------------------------------------------------
@@ -177,7 +178,9 @@ class KeyMachine(RuleBasedStateMachine):
         outcome = self._outcome(operation, expected)
         if name is not None:  # read-only operations have no row
             COVERAGE[(name, outcome)] += 1
-        event(f"{name or operation}: {outcome}")
+            if outcome == Outcome.OK.value:
+                self.reached.add(name)
+        _event(f"{name or operation}: {outcome}")
         if expected != actual:
             answers = f"  model : {expected!r}\n  broker: {actual!r}"
             self._check_invariants(note=f"{operation} answered differently:\n{answers}")
@@ -204,7 +207,7 @@ class KeyMachine(RuleBasedStateMachine):
 
     # --- client ---------------------------------------------------------------------------
     @rule(task_id=task_ids, queue=queues, payload=payloads, retry=st.integers(0, 2),
-          retention=st.sampled_from([0, 0, 30]), unique=st.sampled_from([None, 1, 30]))
+          retention=st.sampled_from([0, 30]), unique=st.sampled_from([None, 1, 30]))
     def enqueue(self, task_id: str, queue: str, payload: bytes | None, retry: int,
                 retention: int, unique: int | None) -> None:
         msg = self.message(task_id, queue, payload, retry, retention)
@@ -243,9 +246,14 @@ class KeyMachine(RuleBasedStateMachine):
             self.in_hand[msg.id] = msg
             self.stale.pop(msg.id, None)
 
-    @rule(queue=queues, how=outcomes)
-    def work(self, queue: str, how: str) -> None:
-        """A worker dequeues one task and runs it to its end in one step (the common path)."""
+    @rule(queue=queues, how=outcomes, retention=st.sampled_from([0, 30]))
+    def work(self, queue: str, how: str, retention: int) -> None:
+        """A worker dequeues one task and runs it to its end in one step (the common path).
+        When nothing is pending, a fresh task arrives first."""
+        truth = self.model if self.config.oracle else self.sut
+        if truth.snapshot(queue).get(keys.pending(queue)) is None:
+            self.counter += 1
+            self.both("enqueue", self.message(f"w{self.counter}", queue, b"w", 1, retention))
         self.dequeue(queue)
         fresh = [i for i, m in self.in_hand.items() if m.queue == queue]
         if fresh:
@@ -345,20 +353,31 @@ class KeyMachine(RuleBasedStateMachine):
             self.both(action, queue)
 
     # --- time ------------------------------------------------------------------------------
-    @rule(seconds=st.sampled_from([1, 5, 10, 31]))
-    def tick(self, seconds: int) -> None:
+    @rule(seconds=st.sampled_from([1, 5, 10, 31]), serve=st.booleans())
+    def tick(self, seconds: int, serve: bool) -> None:
+        """Time passes; with ``serve`` a server's background loops then run, as they would."""
         self._advance(seconds)
+        if serve:
+            self._serve()
 
     @rule(to=st.sampled_from(["lease", "retention", "retry", "unique", "aggregation",
-                              "cutoff"]))
-    def jump(self, to: str) -> None:
-        """Jump just past one of the deadlines the lifecycle depends on."""
+                              "cutoff"]), serve=st.booleans())
+    def jump(self, to: str, serve: bool) -> None:
+        """Jump just past one of the deadlines the lifecycle depends on (then maybe serve)."""
         p = self.config.policy
         seconds = {"lease": p.lease_duration + p.recover_skew + 1, "retention": 31,
                    "retry": 16 + 30 * 3 + 81, "unique": 31,
                    "aggregation": p.aggregation_timeout + 1,
                    "cutoff": p.archive_cutoff + 1}[to]
         self._advance(seconds)
+        if serve:
+            self._serve()
+
+    def _serve(self) -> None:
+        for queue in QUEUES:
+            self.forwarder(queue)
+            self.janitor(queue)
+            self.recoverer(queue)
 
     def _advance(self, seconds: int) -> None:
         self.steps.append(f"advance({seconds})")
@@ -383,6 +402,12 @@ class KeyMachine(RuleBasedStateMachine):
         self._bulk("run_all", queue, state, group)
 
     def _bulk(self, kind: str, queue: str, state: TaskState, group: str) -> None:
+        # Prefer an index that holds tasks: an empty one only exercises the EMPTY outcome.
+        snap = (self.model if self.config.oracle else self.sut).snapshot(queue)
+        holding = [(s, g) for s in bulk_states(kind) for g in GROUPS
+                   if snap.get(_index_key(queue, s, g)) is not None]
+        if snap.get(_index_key(queue, state, group)) is None and holding:
+            state, group = holding[0]
         self.both(f"{kind}_tasks", queue, state,
                   group if state is TaskState.AGGREGATING else None)
 
@@ -432,6 +457,9 @@ class KeyMachine(RuleBasedStateMachine):
         return actual
 
     def teardown(self) -> None:
+        if currently_in_test_context():
+            # Steer generation toward runs that execute many different transitions.
+            target(float(len(self.reached)), label="transitions executed")
         if self.config.drain and self.step_ok and self.steps:
             self.drain()
 
@@ -484,6 +512,18 @@ _BULK_COUNTS = frozenset({
     "recover", "reclaim_stale_aggregation_sets", "aggregation_check", "delete_all_tasks",
     "archive_all_tasks", "run_all_tasks", "extend_lease",
 })
+
+
+def _index_key(queue: str, state: TaskState, group: str) -> str:
+    """The key holding ``state``'s tasks (the group zset for aggregating)."""
+    return keys.group(queue, group) if state is TaskState.AGGREGATING \
+        else keys.state_index(queue, state)
+
+
+def _event(label: str) -> None:
+    """Record a Hypothesis event when running under Hypothesis (printed programs run outside)."""
+    if currently_in_test_context():
+        event(label)
 
 
 def _attempt(method: Callable[..., Any], args: tuple[Any, ...],

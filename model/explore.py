@@ -447,6 +447,10 @@ class ExploreReport:
     violations: list[Found] = field(default_factory=list)
     violating_states: int = 0
     seconds: float = 0.0
+    #: The search tree: abstract state → (parent state, action label) of its first discovery,
+    #: None for the initial state; in discovery (breadth-first) order. keysim.replay walks it.
+    parents: dict[Hashable, tuple[Hashable, str] | None] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def never_enabled(self) -> list[str]:
@@ -553,6 +557,7 @@ class _Search:
             if not frontier:
                 break
         self.report.states = len(self.parent)
+        self.report.parents = self.parent
         self.report.seconds = time.perf_counter() - started
         return self.report
 

@@ -33,13 +33,15 @@ def compare(runs: list[Path], out: Path) -> str:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
     lines = [f"{'run':<52} {'final MiB':>10} {'peak MiB':>9} {'slope KiB/h':>12} "
              f"{'task hashes':>11} {'leaked':>7}"]
-    for run in runs:
+    styles = ("-", "--", ":", "-.")  # overlapping curves (identical variants) stay visible
+    for i, run in enumerate(runs):
+        style = styles[i % len(styles)]
         rows = list(read_samples(run))
         col = bytes_column(rows[0])
         hours = [r["hours"] for r in rows]
         name = label(run)
-        top.plot(hours, [r[col] / 2**20 for r in rows], label=name)
-        bottom.plot(hours, [r["keys_task"] for r in rows], label=name)
+        top.plot(hours, [r[col] / 2**20 for r in rows], style, label=name)
+        bottom.plot(hours, [r["keys_task"] for r in rows], style, label=name)
         s: dict[str, Any] = summarize(run)
         lines.append(f"{name:<52} {s['final_bytes'] / 2**20:>10.3f} {s['peak_bytes'] / 2**20:>9.3f} "
                      f"{s['steady_slope_bytes_per_hour'] / 1024:>12.1f} "

@@ -51,7 +51,7 @@ from simulations.batch import Batch, Result
 from simulations.measure import Sampler, info_stats
 from simulations.spec import Action, Distribution, QueueSpec, ServerSpec, WorkloadSpec
 
-LEASE_ERROR = "handler error"
+HANDLER_ERROR = "handler error"
 AGGREGATOR_MAX_INTERVAL = 7
 
 
@@ -191,11 +191,10 @@ class Engine:
             if self.spec.redis.maxmemory:
                 self.client.config_set("maxmemory-policy", self.spec.redis.maxmemory_policy)
                 self.client.config_set("maxmemory", str(self.sampler.baseline + self.spec.redis.maxmemory))
-        for i, server in enumerate(self.servers):
+        for server in self.servers:
             phase = self.rng.randrange(5)  # servers do not start in lockstep
             server.due = {"forwarder": phase, "janitor": phase, "recoverer": 0,
                           "heartbeat": phase, "aggregator": phase}
-            del i
 
     def _restore(self) -> None:
         if self.real and self.spec.redis.maxmemory:
@@ -248,13 +247,16 @@ class Engine:
             if action.action == "archive-all":
                 before = int(self.client.zcard(keys.archived(q)))
                 n = b.archive_all_tasks(q, TaskState(action.state))
+                self._forget(keys.state_index(q, TaskState(action.state)))
                 if self.sampler is not None:  # the archive held before + n ids before its trim
                     self.sampler.estimator.note(keys.archived(q), before + n)
                 return f"{q} {action.state}: {n}"
-            if action.action == "delete-all":
-                return f"{q} {action.state}: {b.delete_all_tasks(q, TaskState(action.state))}"
-            if action.action == "run-all":
-                return f"{q} {action.state}: {b.run_all_tasks(q, TaskState(action.state))}"
+            if action.action in ("delete-all", "run-all"):
+                state = TaskState(action.state)
+                bulk = b.delete_all_tasks if action.action == "delete-all" else b.run_all_tasks
+                n = bulk(q, state)
+                self._forget(keys.state_index(q, state))  # the bulk call DELs the index
+                return f"{q} {action.state}: {n}"
             if action.action == "remove-queue":
                 b.remove_queue(q, action.force)
                 return f"{q} removed"
@@ -292,7 +294,7 @@ class Engine:
             self.counts["failed_attempts"] += 1
             if msg.retried < msg.retry:
                 at = self.broker.now_s + self.policy.retry_delay_for(msg.id, msg.retried)
-                self.batch.submit(("retried", msg.id), lambda d: d.retry(msg, at, LEASE_ERROR, True))
+                self.batch.submit(("retried", msg.id), lambda d: d.retry(msg, at, HANDLER_ERROR, True))
                 return
         self.batch.submit(("archived", msg.id), lambda d: d.archive(msg, outcome))
 
@@ -443,10 +445,17 @@ class Engine:
                 set_id = self.broker.aggregation_check(q, group, uuid_hex(self.rng))
                 if set_id is None:
                     continue
+                if not self.client.exists(keys.group(q, group)):
+                    self._forget(keys.group(q, group))  # emptied: Redis deleted the zset
                 msgs, _ = self.broker.read_aggregation_set(q, group, set_id)
                 self._enqueue_aggregate(self._queues[q], msgs)
                 self.broker.delete_aggregation_set(q, group, set_id)
                 self.counts["aggregated_sets"] += 1
+
+    def _forget(self, key: str) -> None:
+        """Tell the estimator a collection was deleted between samples (see Estimator.note)."""
+        if self.sampler is not None:
+            self.sampler.estimator.forget(key)
 
     def _enqueue_aggregate(self, queue: QueueSpec, msgs: list[TaskMessage]) -> None:
         """The GroupAggregator's task: one task whose payload joins the members' payloads."""

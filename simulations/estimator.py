@@ -192,6 +192,11 @@ class Estimator:
             self._sticky.add(key)
         self._slots[key] = max(self._slots.get(key, 4), dict_slots(size))
 
+    def forget(self, key: str) -> None:
+        """Drop the history of ``key`` (it was deleted; a re-created key starts afresh)."""
+        self._sticky.discard(key)
+        self._slots.pop(key, None)
+
     def retain(self, present: set[str]) -> None:
         """Forget the history of keys that no longer exist (Redis deleted them)."""
         self._sticky &= present

@@ -114,6 +114,8 @@ class Sampler:
             self._measure_queue(snap, row)
         self.estimator.retain(present)
         self._measure_global(row)
+        if self.real:  # even when asynq:queues is gone (e.g. evicted)
+            row["used_memory_delta"] = self.used_memory() - self.baseline
         sample = Sample({c: float(row.get(c, 0)) for c in columns(self.real)})
         return sample
 
@@ -174,7 +176,6 @@ class Sampler:
             (measured,) = self._memory_usage([keys.ALL_QUEUES])
             row["bytes_mem_global"] += measured
             row["bytes_mem_total"] += measured
-            row["used_memory_delta"] = self.used_memory() - self.baseline
 
     def _memory_usage(self, names: list[str]) -> list[int]:
         pipe = self.broker.client.pipeline(transaction=False)

@@ -153,7 +153,7 @@ def summarize(run: Path) -> dict[str, Any]:
     meta_path = run / "meta.json"
     if meta_path.is_file():
         summary.update({k: v for k, v in json.loads(meta_path.read_text()).items()
-                        if k in ("spec", "variant", "backend", "server", "scale")})
+                        if k in ("spec", "variant", "backend", "server", "scale", "finding")})
     (run / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
@@ -236,6 +236,10 @@ def _plot_keys(run: Path, rows: list[dict[str, float]], title: str,
     for retention in sorted(retentions):
         ax.axvline(retention / 3600, color="green", linestyle="-.", linewidth=0.8,
                    label=f"retention {retention / 3600:g} h")
+    cutoff_days = spec.get("policy", {}).get("archive_cutoff_days", 90)
+    if hours[-1] >= cutoff_days * 24:
+        ax.axvline(cutoff_days * 24, color="purple", linestyle="-.", linewidth=0.8,
+                   label=f"archive cutoff {cutoff_days} d")
     _mark_events(ax, events)
     ax.set_xlabel("virtual time (hours)")
     ax.set_ylabel("task hashes")

@@ -1,11 +1,12 @@
 """Run a spec end to end: backend, engine, run directory, summary and plots.
 
->>> out = run_simulation("steady-default", scale="ci", duration=300, out=Path(tmp) / "r",
-...                      progress=False)  # doctest: +SKIP
+``run_simulation("steady-default", scale="ci", duration=300, out=Path("runs/x"))`` returns the
+run directory; ``keysim simulate`` is a thin wrapper around it.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,7 +92,7 @@ def run_simulation(name_or_path: str, *, variant: str | None = None, backend: st
                 engine.run()
         finally:
             sink.close()
-    (out / "errors.json").write_text(__import__("json").dumps(dict(engine.errors), indent=2) + "\n")
+    (out / "errors.json").write_text(json.dumps(dict(engine.errors), indent=2) + "\n")
     summarize(out)
     if plots:
         plot_run(out)

@@ -15,15 +15,15 @@ simulations.spec.SpecError: queues[0].outcomes: probabilities must sum to 1, got
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from broker.variants import all_names
-from model.states import TaskState
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -89,8 +89,6 @@ class Distribution:
     @property
     def average(self) -> float:
         """The distribution's mean."""
-        import math
-
         return {"fixed": self.value, "uniform": (self.low + self.high) / 2,
                 "exponential": self.mean,
                 "lognormal": self.median * math.exp(self.sigma**2 / 2)}[self.kind]
@@ -388,8 +386,8 @@ class _Reader:
 def _distribution(raw: object, path: str, default: Distribution) -> Distribution:
     if raw is None:
         return default
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        raw = {"kind": "fixed", "value": raw}
+    if isinstance(raw, int | float | str) and not isinstance(raw, bool):
+        raw = {"kind": "fixed", "value": parse_duration(raw, path) if isinstance(raw, str) else raw}
     r = _Reader(raw, path)
     kind = r.choice("kind", ("fixed", "uniform", "exponential", "lognormal"), "fixed")
     dist = Distribution(kind=kind, value=r.number("value", 0), low=r.number("low", 0),
@@ -529,12 +527,3 @@ def _redis(r: _Reader, path: str) -> RedisSettings:
     r.finish()
     return settings
 
-
-def state_of(action: Action) -> TaskState:
-    """The TaskState an action's ``state`` names."""
-    return TaskState.parse(action.state)
-
-
-def spec_fields(cls: type) -> list[str]:
-    """Field names of a spec dataclass (for docs)."""
-    return [f.name for f in fields(cls)]

@@ -147,6 +147,37 @@ def test_engine_is_deterministic_per_seed() -> None:
     assert rows[0] == rows[1]
 
 
+def test_operator_actions_and_bursts() -> None:
+    spec = spec_from_dict(_spec(duration="6m", sample_interval="1m", servers=[], queues=[{
+        "name": "q", "arrival": {"kind": "bursts", "rate": 0.0, "burst_rate": 2.0,
+                                 "burst_every": 120, "burst_length": 10},
+        "scheduled": {"share": 0.5, "delay": "10m"}}], actions=[
+        {"action": "pause", "at": 30}, {"action": "unpause", "at": 40},
+        {"action": "unpause", "at": 50},
+        {"action": "archive-all", "state": "scheduled", "at": 130},
+        {"action": "run-all", "state": "archived", "at": 200},
+        {"action": "delete-all", "state": "pending", "at": 250},
+        {"action": "remove-queue", "at": 280}, {"action": "remove-queue", "at": 300, "force": True}]))
+    sink = ListSink()
+    counts = Engine(spec, fakeredis.FakeRedis(), sink=sink).run()
+    kinds = [(t, kind) for t, kind, _ in sink.events]
+    assert kinds == [(30, "pause"), (40, "unpause"), (50, "unpause"), (130, "archive-all"),
+                     (200, "run-all"), (250, "delete-all"), (280, "remove-queue"),
+                     (300, "remove-queue")]
+    details = [d for _, _, d in sink.events]
+    assert details[2].startswith("q: AlreadyInStateError")  # not paused any more
+    archived = int(details[3].split(": ")[1])
+    assert 0 < archived < 40 and details[4] == f"q archived: {archived}"
+    assert details[6] == "q: QueueNotEmptyError: remove_queue: queue_not_empty"  # scheduled left
+    assert details[7] == "q removed"
+    assert 35 <= counts["enqueued"] <= 90  # Poisson, ~2/s during 3 bursts of 10 s (+ t=360)
+    by_t = {int(r["t"]): r for r in sink.rows}
+    assert by_t[60]["enqueued"] == by_t[60]["tasks_pending"] + by_t[60]["tasks_scheduled"]
+    assert by_t[180]["tasks_archived"] == archived and by_t[180]["tasks_scheduled"] == 0
+    assert by_t[240]["tasks_archived"] == 0 and by_t[240]["tasks_pending"] >= archived
+    assert by_t[300]["keys_total"] == 0  # force-removed: nothing of the queue, not registered
+
+
 def test_eviction_needs_real_redis() -> None:
     spec = load("eviction-lru", "ci")[0]
     with pytest.raises(BackendUnsupported, match="fakeredis implements neither maxmemory nor eviction"):
@@ -259,3 +290,17 @@ def test_cli_errors(tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
         keysim_main(["simulate", "steady-default", "--duration", "soon"])
     with pytest.raises(SystemExit):
         keysim_main(["plot", str(tmp)])
+
+
+def test_bench_counts_lifecycles_and_script_calls() -> None:
+    from simulations.bench import bench_spec, run_bench
+
+    spec = bench_spec(200, 50)
+    assert (spec.duration, spec.servers[0].workers) == (4, 100)
+    result = run_bench(fakeredis.FakeRedis(), False, 200, 50)
+    # arrivals at t = 0..4 (250); those of the last step are still running at the end
+    assert result.tasks == 200
+    assert result.script_calls == 3 * 200 + 2 * 50  # + the last step's enqueue and dequeue
+    assert result.lifecycles_per_s > 0 and result.peak_rss_mib > 10
+    with pytest.raises(ValueError, match="tasks must be >= 1 and rate > 0"):
+        bench_spec(0, 1)
