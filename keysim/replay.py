@@ -31,6 +31,11 @@ every step instead (slower; the tests show both give the same verdict).
 The walk goes level by level (every edge out of the states at depth d before any out of
 depth d + 1), so the first mismatch has the shortest trace; it ends the replay.
 
+Measured (2 tasks, depth 5: 87 066 edges, 3 634 states, every transition exercised OK):
+fakeredis about 80 s of CPU in all, i.e. about 40 s of wall time with ``jobs=2`` on two idle
+cores (most of it is fakeredis running Lua); a private real Redis 7.0 about 47 s of client CPU,
+100 s of wall time on a busy machine. Depth 6 means 228 942 edges (3 634 states × 63 actions).
+
 >>> report = replay(tasks=1, depth=1)  # the 45 actions of the 1-task alphabet, from empty
 >>> report.edges, report.states, report.mismatch
 (45, 7, None)
@@ -52,6 +57,7 @@ import redis
 
 from broker import Broker
 from broker.variants import variant as lookup_variant
+from model.api import KeyProtocol
 from model.clock import VirtualClock
 from model.errors import KeysimError, ScriptError
 from model.explore import QUEUE, Action, abstract_state, alphabet, explore, explore_policy
@@ -63,16 +69,10 @@ from model.snapshot import KeyspaceSnapshot
 from model.states import TaskState
 from model.transitions import TRANSITIONS, Outcome
 
-#: Methods of ``model.api.KeyProtocol`` an action may call: each runs on model and broker.
-OPERATIONS = frozenset({
-    "enqueue", "enqueue_unique", "schedule", "schedule_unique", "add_to_group",
-    "add_to_group_unique", "dequeue", "done", "mark_as_complete", "requeue", "retry", "archive",
-    "forward_if_ready", "delete_expired_completed_tasks", "delete_expired_archived_tasks",
-    "list_lease_expired", "recover", "extend_lease", "aggregation_check",
-    "read_aggregation_set", "delete_aggregation_set", "reclaim_stale_aggregation_sets",
-    "write_result", "pause", "unpause", "delete_task", "archive_task", "run_task",
-    "delete_all_tasks", "archive_all_tasks", "run_all_tasks", "remove_queue",
-})
+#: The operations of ``model.api.KeyProtocol`` (observation excluded): an action's calls of
+#: these run on the model and on the broker.
+OPERATIONS = frozenset(name for name in vars(KeyProtocol)
+                       if not name.startswith("_") and name not in ("snapshot", "queues"))
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -314,15 +314,13 @@ class _Store:
     """A Redis database the replay owns: save, detect writes, restore, memoise snapshots."""
 
     client: redis.Redis
-    #: Whether snapshots can be memoised by :meth:`image` (a complete picture of the data).
-    memo = False
 
     def mark(self) -> _Mark:
         raise NotImplementedError
 
     def probe(self, mark: _Mark | None) -> tuple[bool, dict[bytes, Hashable] | None]:
-        """Whether the database differs from ``mark`` (True without one) and, when
-        :attr:`memo`, its image (every key's expiry and value as plain data)."""
+        """Whether the database differs from ``mark`` (True without one), and its image
+        (every key's expiry and value as plain data) when the store can read one cheaply."""
         raise NotImplementedError
 
     def restore(self, mark: _Mark) -> None:
@@ -358,8 +356,6 @@ class _FakeStore(_Store):
     this way — saving and restoring go through DUMP/RESTORE like on a real Redis.
     """
 
-    memo = True
-
     def __init__(self) -> None:
         self.server = fakeredis.FakeServer()
         self.client = fakeredis.FakeRedis(server=self.server)
@@ -368,7 +364,6 @@ class _FakeStore(_Store):
             self._db.items()
         except (AttributeError, KeyError, TypeError):  # another fakeredis layout: no image
             self._db = None
-            self.memo = False
 
     def _items(self) -> dict[bytes, Hashable] | None:
         if self._db is None:

@@ -1,0 +1,176 @@
+"""How fast is the stateful machine? Steps per second against a no-op machine of the same shape.
+
+The figure of merit is the **ratio**: the machine's steps/s divided by the steps/s of a
+:class:`RuleBasedStateMachine` with the same rules and argument strategies but empty bodies
+(no model, no broker, no checks), run in the same process with the same settings. It measures
+what the lockstep model + broker + per-step invariant and keyspace checks + the end-of-run
+drain cost on top of Hypothesis' own generation. A *step* is one rule execution; the machine's
+time includes the invariant checks after every step and the drain at the end of every example.
+
+>>> noop = noop_machine()
+>>> sorted(noop.rules_named())[:2]
+['add_to_group', 'aggregate']
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import (
+    RULE_MARKER,
+    RuleBasedStateMachine,
+    get_state_machine_test,
+    invariant,
+    rule,
+)
+
+import hypothesis
+from keysim.machine import KeyMachine, MachineConfig, make_machine
+
+#: The default measurement: examples per run and steps per example.
+EXAMPLES = 40
+STEPS = 30
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Steps executed and the wall time they took (median of the repeats)."""
+
+    label: str
+    steps: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        """Steps per second."""
+        return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """The machine on one backend against the no-op machine."""
+
+    backend: str
+    machine: Rate
+    noop: Rate
+
+    @property
+    def ratio(self) -> float:
+        """Machine steps/s ÷ no-op steps/s (goal: ≥ 0.25)."""
+        return self.machine.per_second / self.noop.per_second if self.noop.per_second else 0.0
+
+    def line(self) -> str:
+        """One row of the table :func:`format_results` prints."""
+        return (f"{self.backend:10} {self.machine.steps:7d} {self.machine.per_second:10.0f} "
+                f"{self.noop.per_second:10.0f} {self.ratio:8.1%}")
+
+
+class _NoopBase(RuleBasedStateMachine):
+    """Base of the generated no-op machine: counts nothing, checks nothing."""
+
+    @classmethod
+    def rules_named(cls) -> list[str]:
+        """Names of its rules (the machine's rule names)."""
+        return [name for name in dir(cls) if getattr(getattr(cls, name), RULE_MARKER, None)]
+
+    @invariant()
+    def nothing(self) -> None:
+        """The no-op counterpart of the machine's per-step keyspace check."""
+
+
+def noop_machine(machine: type[KeyMachine] = KeyMachine) -> type[_NoopBase]:
+    """A machine with ``machine``'s rules and argument strategies and empty bodies.
+
+    Preconditions are dropped (they read state the no-op machine does not keep), so every rule
+    is always eligible: the generation work per step is the same or larger.
+    """
+    body: dict[str, Any] = {}
+    for name in dir(machine):
+        marker = getattr(getattr(machine, name), RULE_MARKER, None)
+        if marker is not None:
+            body[name] = rule(**marker.arguments)(_noop(name))
+    return type("NoopMachine", (_NoopBase,), body)
+
+
+def _noop(name: str) -> Callable[..., None]:
+    def step(self: Any, **_: Any) -> None:
+        """Does nothing."""
+    step.__name__ = name
+    return step
+
+
+def _counted(machine: type[RuleBasedStateMachine], counter: list[int]
+             ) -> type[RuleBasedStateMachine]:
+    """A subclass counting rule executions (invariant rounds minus the one after __init__)."""
+
+    class Counted(machine):  # type: ignore[valid-type,misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self._first = True
+
+        def check_invariants(self, *args: Any, **kwargs: Any) -> None:
+            if not self._first:
+                counter[0] += 1
+            self._first = False
+            super().check_invariants(*args, **kwargs)
+
+    Counted.__name__ = machine.__name__
+    return Counted
+
+
+def time_machine(machine: type[RuleBasedStateMachine], label: str, *, examples: int,
+                 steps: int, seed: int) -> Rate:
+    """Run ``machine`` (generation only: it must not fail) and time its steps."""
+    counter = [0]
+    chosen = settings(max_examples=examples, stateful_step_count=steps, deadline=None,
+                      database=None, suppress_health_check=list(HealthCheck),
+                      phases=[Phase.generate])
+    test = hypothesis.seed(seed)(
+        get_state_machine_test(_counted(machine, counter), settings=chosen,
+                               _min_steps=steps - 1))
+    start = time.perf_counter()
+    test()
+    return Rate(label, counter[0], time.perf_counter() - start)
+
+
+def bench(backend: str = "fakeredis", *, examples: int = EXAMPLES, steps: int = STEPS,
+          repeats: int = 3, seed: int = 0) -> BenchResult:
+    """The reference machine on ``backend`` and the no-op machine, ``repeats`` times each
+    (interleaved, so load on the host affects both alike); the median time is kept."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    machine = make_machine(MachineConfig(backend=backend), name="BenchMachine")
+    noop = noop_machine()
+    runs: dict[str, list[Rate]] = {"machine": [], "noop": []}
+    for i in range(repeats):
+        runs["noop"].append(time_machine(noop, "noop", examples=examples, steps=steps,
+                                         seed=seed + i))
+        runs["machine"].append(time_machine(machine, "machine", examples=examples,
+                                            steps=steps, seed=seed + i))
+    return BenchResult(backend, _median(runs["machine"]), _median(runs["noop"]))
+
+
+def _median(rates: Sequence[Rate]) -> Rate:
+    rate = statistics.median(r.per_second for r in rates)
+    steps = sum(r.steps for r in rates)
+    return Rate(rates[0].label, steps, steps / rate if rate else 0.0)
+
+
+def format_results(results: Sequence[BenchResult]) -> str:
+    """The table: backend, steps measured, machine steps/s, no-op steps/s, ratio."""
+    head = f"{'backend':10} {'steps':>7} {'machine/s':>10} {'no-op/s':>10} {'ratio':>8}"
+    return "\n".join([head, *(r.line() for r in results)])
+
+
+def main(backends: Sequence[str] = ("fakeredis", "server"), **kwargs: Any) -> str:
+    """Benchmark every backend and return the table (``python -m keysim.bench_machine``)."""
+    return format_results([bench(b, **kwargs) for b in backends])
+
+
+if __name__ == "__main__":
+    print(main())
