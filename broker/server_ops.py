@@ -169,9 +169,14 @@ class ServerOps(BrokerBase):
         than ``policy.recover_skew`` seconds ago; return how many moved.
 
         As Asynq's recoverer, a task another actor moved meanwhile (NOT FOUND) or a script that
-        fails part-way (ScriptError) is skipped, not raised.
+        fails part-way (ScriptError) is skipped, not raised. Expired lease ids whose hash is
+        gone are first dropped from lease and active (Asynq leaves them: quirk ``bz7``).
         """
-        expired = self.list_lease_expired(queue, self.now_s - self.policy.recover_skew)
+        cutoff = self.now_s - self.policy.recover_skew
+        if not self.quirk(Quirk.BZ7):  # the reference drops leases whose hash is gone
+            self.call("drop_dangling_leases", [keys.lease(queue), keys.active(queue)],
+                      [cutoff, keys.task_prefix(queue)])
+        expired = self.list_lease_expired(queue, cutoff)
         moved = 0
         for msg in expired:
             try:

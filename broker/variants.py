@@ -29,6 +29,7 @@ class Quirk(StrEnum):
     # hashes lack unique_key
     BZ4 = "bz4"
     BZ5 = "bz5"  # unique scripts take the lock before the id-conflict check (lock left on conflict)
+    BZ7 = "bz7"  # the recoverer skips lease ids whose hash is gone: they stay in lease and active
     BZ8 = "bz8"  # delete_aggregation_set leaves the set key in aggregation_sets
     BZ9 = "bz9"  # aggregation_check never removes an emptied group from groups
     BZ10 = "bz10"  # reclaim puts tasks back into a group without SADD groups
@@ -52,7 +53,7 @@ class Quirk(StrEnum):
 MUTANTS: dict[str, Quirk] = {f"BZ-{q.name[2:]}": q for q in Quirk if q.name.startswith("BZ")}
 
 _V026 = frozenset({
-    Quirk.BZ2, Quirk.BZ4, Quirk.BZ5, Quirk.BZ10, Quirk.BZ11, Quirk.BZ12, Quirk.BZ15,
+    Quirk.BZ2, Quirk.BZ4, Quirk.BZ5, Quirk.BZ7, Quirk.BZ10, Quirk.BZ11, Quirk.BZ12, Quirk.BZ15,
     Quirk.BZ16, Quirk.BZ17, Quirk.BZ18, Quirk.SCHEDULE_NO_GROUP, Quirk.LAZY_CUTOFF,
     Quirk.LATE_GUARDS, Quirk.PAUSE_UNREGISTERED, Quirk.INSPECTOR_REQUIRES_QUEUE,
 })

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import hypothesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import (
     RULE_MARKER,
@@ -29,7 +30,6 @@ from hypothesis.stateful import (
     rule,
 )
 
-import hypothesis
 from keysim.machine import KeyMachine, MachineConfig, make_machine
 
 #: The default measurement: examples per run and steps per example.
@@ -93,7 +93,8 @@ def noop_machine(machine: type[KeyMachine] = KeyMachine) -> type[_NoopBase]:
     for name in dir(machine):
         marker = getattr(getattr(machine, name), RULE_MARKER, None)
         if marker is not None:
-            body[name] = rule(**marker.arguments)(_noop(name))
+            make_rule: Callable[..., Any] = rule
+            body[name] = make_rule(**marker.arguments)(_noop(name))
     return type("NoopMachine", (_NoopBase,), body)
 
 

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import hypothesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import get_state_machine_test
 
-from keysim.machine import COVERAGE, KeyMachine, LeakFound, MachineConfig, make_machine
+from keysim.machine import (
+    COVERAGE,
+    MACHINE_POLICY,
+    KeyMachine,
+    LeakFound,
+    MachineConfig,
+    make_machine,
+)
+from model.policy import Policy
 from model.transitions import TRANSITIONS
 
 PROFILES = ("dev", "ci", "deep")
@@ -75,12 +83,14 @@ def coverage_table(coverage: Counter[tuple[str, str]]) -> str:
 def run_check(config: MachineConfig, *, max_examples: int | None = None,
               steps: int | None = None, seed: int | None = None, profile: str = "dev",
               database: bool = False, report_multiple: bool = False,
-              min_steps: int = 0) -> CheckResult:
+              min_steps: int = 0, targeting: bool = True) -> CheckResult:
     """Run the machine of ``config`` under a Hypothesis profile; never raises for a leak.
 
     ``report_multiple`` lets Hypothesis shrink and report every distinct defect (one per
     invariant) instead of stopping at the first — slower, used to list a variant's defects.
     ``min_steps`` makes every example at least that long (deeper states, better coverage).
+    ``targeting=False`` skips Hypothesis' target phase (hill-climbing on transitions reached):
+    it helps coverage, not the hunt for a known defect, and costs examples.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
@@ -89,7 +99,8 @@ def run_check(config: MachineConfig, *, max_examples: int | None = None,
                       stateful_step_count=steps or base.stateful_step_count,
                       suppress_health_check=list(HealthCheck), deadline=None,
                       database=settings().database if database else None,
-                      phases=[p for p in Phase if p is not Phase.explain],
+                      phases=[p for p in Phase if p is not Phase.explain
+                              and (targeting or p is not Phase.target)],
                       report_multiple_bugs=report_multiple)
     counts = {"examples": 0, "steps": 0, "first_failure": 0}
     machine = _counting(make_machine(config), counts)
@@ -131,9 +142,15 @@ def _counting(machine: type[KeyMachine], counts: dict[str, int]) -> type[KeyMach
 
         def teardown(self) -> None:
             counts["steps"] += len(self.steps)
-            if not self.step_ok and not counts["first_failure"]:
-                counts["first_failure"] = counts["examples"]
-            super().teardown()
+            failed = not self.step_ok
+            try:
+                super().teardown()
+            except LeakFound:  # the drain's verdict
+                failed = True
+                raise
+            finally:
+                if failed and not counts["first_failure"]:
+                    counts["first_failure"] = counts["examples"]
 
     Counting.__name__ = Counting.__qualname__ = machine.__name__
     return Counting
@@ -151,6 +168,29 @@ def _program(failure: LeakFound, config: MachineConfig) -> str:
     body = [str(n) for n in notes if str(n).startswith("state")]
     name = body[0].split("=", 1)[1].strip().removesuffix("()") if body else "Machine"
     header = ["from keysim.machine import MachineConfig, make_machine",
-              f"{name} = make_machine(MachineConfig(variant={config.variant!r}, "
-              f"oracle={config.oracle!r}))"]
+              *(["from model.policy import Policy"] if config.policy != MACHINE_POLICY else []),
+              f"{name} = make_machine({config_source(config)})"]
     return "\n".join(header + body)
+
+
+def config_source(config: MachineConfig) -> str:
+    """Python text that rebuilds ``config`` (its non-default fields; a broker factory cannot be
+    written down and is left out).
+
+    >>> config_source(MachineConfig(variant="reference+BZ-2", faults=True))
+    "MachineConfig(variant='reference+BZ-2', faults=True)"
+    """
+    default = MachineConfig()
+    parts = []
+    for f in fields(MachineConfig):
+        value = getattr(config, f.name)
+        if f.name == "broker_factory" or value == getattr(default, f.name):
+            continue
+        if isinstance(value, Policy):
+            changed = {p.name: getattr(value, p.name) for p in fields(Policy)
+                       if getattr(value, p.name) != getattr(MACHINE_POLICY, p.name)}
+            text = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+            parts.append(f"policy=Policy({text})")
+        else:
+            parts.append(f"{f.name}={value!r}")
+    return f"MachineConfig({', '.join(parts)})"

@@ -267,6 +267,44 @@ def _run_check(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def _add_zoo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keysim zoo``: hunt every bug-zoo mutant with the stateful machine (keysim.zoo)."""
+    parser = subparsers.add_parser(
+        "zoo", help="hunt every bug-zoo mutant and print how fast the machine finds each",
+        description="Run the stateful machine on every mutant reference+BZ-n (the reference with "
+                    "one Asynq defect switched on), with --seeds fixed seeds each, and print: the "
+                    "check that caught it, the defect recognised, the examples before the first "
+                    "failure, the shrunk program's length and the time (medians over the seeds). "
+                    "Exit 1 when a mutant is missed, caught by an unexpected check or not shrunk "
+                    "to <= 10 steps.")
+    parser.add_argument("--backend", default="fakeredis", type=_backend, metavar="B",
+                        help="fakeredis (default), server (a private real Redis) or a redis:// URL")
+    parser.add_argument("--seeds", type=_positive(1), default=3, metavar="N",
+                        help="seeds per mutant (default: 3)")
+    parser.add_argument("--bug", action="append", default=None, metavar="BZ-n",
+                        help="only this mutant (repeatable; default: all)")
+    parser.set_defaults(handler=_run_zoo)
+
+
+def _run_zoo(args: argparse.Namespace) -> int:
+    from keysim.zoo import CASES, format_table, run_zoo
+
+    unknown = [b for b in args.bug or () if b not in CASES]
+    if unknown:
+        print(f"keysim zoo: unknown --bug {', '.join(unknown)}; expected one of "
+              f"{', '.join(CASES)}", file=sys.stderr)
+        return 2
+    rows = []
+    for bug in args.bug or list(CASES):  # one row at a time, printed as it is done
+        rows.extend(run_zoo([bug], seeds=args.seeds, backend=args.backend))
+        print(format_table(rows[-1:]).splitlines()[-1] if len(rows) > 1
+              else format_table(rows), flush=True)
+    missed = [r.case.bug for r in rows if not all(h.as_expected for h in r.hunts)]
+    if missed:
+        print(f"unexpected: {', '.join(missed)}")
+    return 1 if missed else 0
+
+
 def _add_conform(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``keysim conform``: differential test of our asynq variant against real Asynq (Go)."""
     parser = subparsers.add_parser(
@@ -319,6 +357,7 @@ def _run_conform(args: argparse.Namespace) -> int:
 #: The subcommand registrars, in the order `keysim --help` lists them.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_check,
+    _add_zoo,
     _add_diagram,
     _add_explore,
     _add_replay,

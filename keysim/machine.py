@@ -18,9 +18,9 @@ from __future__ import annotations
 import functools
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import fakeredis
 import redis
@@ -33,11 +33,11 @@ from broker.scripting import TTL_SHIFT_MS
 from model import keys
 from model.clock import VirtualClock
 from model.errors import KeysimError, ScriptError
-from model.invariants import Violation, check_all
+from model.invariants import INDEX_FAMILIES, Family, Violation, check_all, classify
 from model.message import TaskMessage
 from model.policy import Policy
 from model.reference import ReferenceModel
-from model.snapshot import KeyspaceSnapshot
+from model.snapshot import KeyEntry, KeyspaceSnapshot, KeyType, zset_value
 from model.states import TaskState
 from model.transitions import TRANSITIONS, Outcome, bulk_states, by_operation
 
@@ -67,6 +67,8 @@ class LeakFound(AssertionError):
         self.invariant = invariant
         self.message = message
         self.detail = detail
+        #: The defect (``BZ-n``) :func:`attribute` recognises in it, when it does.
+        self.bug: str | None = None
 
 
 #: Alphabets, small on purpose so that ids, unique locks and groups collide often.
@@ -99,6 +101,25 @@ class MachineConfig:
     #: Builds the system under test instead of ``Broker(client, variant, policy, clock)``
     #: (e.g. the Go-backed ``AsynqGoBroker``); it must offer ``snapshot`` and ``expire_due``.
     broker_factory: Callable[[VirtualClock, Policy], Any] | None = None
+    #: Judge unique locks strictly (I6: a live lock's owner exists, is not completed and names
+    #: the lock). None: strict exactly when the oracle is on — the reference design releases
+    #: locks early, Asynq keeps some until their TTL (BZ-4, BZ-5).
+    strict_locks: bool | None = None
+    #: Environment faults: the ``evict`` rule deletes a task hash as Redis eviction (an
+    #: ``allkeys-*`` maxmemory policy) or a manual DEL would, leaving its index entries dangling.
+    faults: bool = False
+    #: The ``flood`` rule archives this many tasks at once, then lets the archive cutoff pass
+    #: (a failure burst, then quiet days), so the next archive's cutoff trim meets them all.
+    #: 0: no such rule. BZ-15 needs 8000; the policy's archive cap must hold them.
+    flood: int = 0
+    #: Defect ids (``BZ-n``, as :func:`attribute` names them) whose violations are tolerated,
+    #: so a run can look past known defects for the next one.
+    ignore: frozenset[str] = frozenset()
+
+    @property
+    def strict(self) -> bool:
+        """Whether I6 is judged strictly (see ``strict_locks``)."""
+        return self.oracle if self.strict_locks is None else self.strict_locks
 
 
 def make_client(backend: str) -> redis.Redis:
@@ -166,6 +187,11 @@ class KeyMachine(RuleBasedStateMachine):
         self.steps: list[str] = []
         self.reached: set[str] = set()  # transitions executed with outcome ok in this run
         self.step_ok = True
+        self.step_ops: list[Op] = []  # operations since the last check
+        self.self_trimmed: set[str] = set()  # ids an archive trimmed from the index it added to
+        self.evicted: set[tuple[str, str]] = set()  # (queue, id) whose hash a fault removed
+        self.ever_evicted: set[tuple[str, str]] = set()  # the same, healed ones included
+        self.ignored: set[tuple[str, str]] = set()  # (invariant, key) of tolerated defects
 
     # --- the lockstep core ----------------------------------------------------------------
     def both(self, operation: str, *args: Any, **kwargs: Any) -> Any:
@@ -182,10 +208,14 @@ class KeyMachine(RuleBasedStateMachine):
             if outcome == Outcome.OK.value:
                 self.reached.add(name)
         _event(f"{name or operation}: {outcome}")
+        self.step_ops.append(Op(operation, args, outcome))
+        if operation == "archive" and actual[0] == "ok":
+            self._note_self_trim(args[0])
         if expected != actual:
             answers = f"  model : {expected!r}\n  broker: {actual!r}"
             self._check_invariants(note=f"{operation} answered differently:\n{answers}")
-            raise leak("agreement", f"{operation} answered differently", answers)
+            raise self._leak("agreement", f"{operation} answered differently", answers,
+                             answer=actual)
         return expected[1] if expected[0] == "ok" else None
 
     def _outcome(self, operation: str, answer: tuple[str, Any]) -> str:
@@ -211,6 +241,8 @@ class KeyMachine(RuleBasedStateMachine):
           retention=st.sampled_from([0, 30]), unique=st.sampled_from([None, 1, 30]))
     def enqueue(self, task_id: str, queue: str, payload: bytes | None, retry: int,
                 retention: int, unique: int | None) -> None:
+        if self._blocked(queue, task_id):
+            return
         msg = self.message(task_id, queue, payload, retry, retention)
         if unique:
             self.both("enqueue_unique", msg, unique)
@@ -221,6 +253,8 @@ class KeyMachine(RuleBasedStateMachine):
           unique=st.sampled_from([None, 1, 30]), group=st.sampled_from((None, *GROUPS)))
     def schedule(self, task_id: str, queue: str, payload: bytes | None, delay: int,
                  unique: int | None, group: str | None) -> None:
+        if self._blocked(queue, task_id):
+            return
         msg = replace(self.message(task_id, queue, payload, 1, 0), group_key=group or "")
         process_at = self.clock.seconds + delay
         if unique:
@@ -232,6 +266,8 @@ class KeyMachine(RuleBasedStateMachine):
           unique=st.sampled_from([None, 1, 30]))
     def add_to_group(self, task_id: str, queue: str, payload: bytes | None, group: str,
                      unique: int | None) -> None:
+        if self._blocked(queue, task_id):
+            return
         msg = self.message(task_id, queue, payload, 1, 0)
         if unique:
             self.both("add_to_group_unique", msg, group, unique)
@@ -450,9 +486,10 @@ class KeyMachine(RuleBasedStateMachine):
             actual = self._check_invariants(queue)
             expected = self.model.snapshot(queue) if self.config.oracle else actual
             if expected != actual:
-                raise leak("agreement", f"keyspace of {queue!r} differs from the model",
-                                expected.diff(actual, "model", "broker"))
+                raise self._leak("agreement", f"keyspace of {queue!r} differs from the model",
+                                 expected.diff(actual, "model", "broker"))
         self.step_ok = True
+        self.step_ops.clear()
 
     def _paused(self, queue: str) -> bool:
         return self.truth(queue).get(keys.paused(queue)) is not None
@@ -468,15 +505,132 @@ class KeyMachine(RuleBasedStateMachine):
         return fast if fast is not None else self.sut.snapshot(queue)
 
     def _check_invariants(self, queue: str = QUEUES[0], note: str = "") -> KeyspaceSnapshot:
-        """Raise the first invariant the broker's keyspace breaks; return the snapshot."""
+        """Raise the first invariant the broker's keyspace breaks; return the snapshot.
+
+        Index entries a fault left dangling (and the design has not healed yet) are not judged,
+        nor are violations of defects the config ignores.
+        """
         actual = self.read(queue)
-        violations = check_all(actual, self.config.policy, strict_locks=self.config.oracle)
+        judged = self._without_fault_entries(actual)
+        violations = [v for v in check_all(judged, self.config.policy,
+                                           strict_locks=self.config.strict)
+                      if not self._tolerated(v)]
         if violations:
-            leak = _violation(violations, actual)
+            found = _violation(violations, actual)
+            first = violations[0]
+            found.bug = self._attribute(first.invariant, first.message, first.task_id)
             if note:
-                leak.add_note(note)
-            raise leak
+                found.add_note(note)
+            raise found
         return actual
+
+    def _tolerated(self, v: Violation) -> bool:
+        """True for a violation of an ignored defect (remembered by invariant and key)."""
+        if not self.config.ignore:
+            return False
+        if (v.invariant, v.key) not in self.ignored:
+            bug = self._attribute(v.invariant, v.message, v.task_id)
+            if not set((bug or "").split("/")) & self.config.ignore:
+                return False
+            self.ignored.add((v.invariant, v.key))
+        return True
+
+    def _leak(self, invariant: str, message: str, detail: str = "",
+              answer: Any = None) -> LeakFound:
+        found = leak(invariant, message, detail)
+        found.bug = self._attribute(invariant, message + "\n" + detail, answer=answer)
+        return found
+
+    def _attribute(self, invariant: str, message: str, task_id: str | None = None,
+                   answer: Any = None) -> str | None:
+        return attribute(invariant, message, self.step_ops, task_id, answer, self.self_trimmed)
+
+    def _note_self_trim(self, msg: TaskMessage) -> None:
+        """Remember an id the archive trim removed from the very index it was just added to
+        (BZ-16's signature, told apart from BZ-1's older victims by :func:`attribute`)."""
+        client = getattr(self.sut, "client", None)
+        if client is not None and client.zscore(keys.archived(msg.queue), msg.id) is None:
+            self.self_trimmed.add(msg.id)
+
+    # --- faults ----------------------------------------------------------------------------
+    def _without_fault_entries(self, snap: KeyspaceSnapshot) -> KeyspaceSnapshot:
+        """``snap`` minus the index entries of evicted ids that are not the id's home (its
+        hash is gone, or the id was reused and lives elsewhere). Ids with none left are healed.
+        Unique locks of evicted owners are not judged either: nothing can release them early."""
+        mine = {i for q, i in self.evicted if q == snap.queue}
+        lost = {i for q, i in self.ever_evicted if q == snap.queue}
+        if not lost:
+            return snap
+        entries, touched = dict(snap.entries), set[str]()
+        for key, entry in snap.entries.items():
+            info = classify(snap.queue, key)
+            if info is not None and info.family is Family.UNIQUE and entry.value in lost \
+                    and (snap.task_hash(str(entry.value)) or {}).get("unique_key") != key:
+                del entries[key]  # its owner's hash went: only the TTL can free it now
+            if info is None or info.family not in INDEX_FAMILIES:
+                continue
+            keep = [m for m in _members_with_scores(entry)
+                    if m[0] not in mine or key in _homes(snap, m[0])]
+            if len(keep) < len(_members_with_scores(entry)):
+                touched.update(m for m, _ in _members_with_scores(entry) if m in mine)
+                if keep:
+                    entries[key] = _rebuilt(entry, keep)
+                else:
+                    del entries[key]
+                    _unlist(entries, snap.queue, info, key)
+        self.evicted -= {(snap.queue, i) for i in mine - touched}  # healed
+        return KeyspaceSnapshot(snap.queue, snap.now_ms, entries, registered=snap.registered)
+
+    def _blocked(self, queue: str, task_id: str) -> bool:
+        """An evicted id is not reused while it dangles outside ``completed`` (a reused id
+        sharing a list with its own stale entry would make the reference break I4 too)."""
+        if (queue, task_id) not in self.evicted:
+            return False
+        snap = self.truth(queue)
+        stale = {k for k, e in snap.entries.items()
+                 if (info := classify(queue, k)) is not None and info.family in INDEX_FAMILIES
+                 and task_id in e.members()}
+        blocked = bool(stale - {keys.completed(queue)})
+        if blocked:
+            self.steps.append(f"(id {task_id} not reused: it still dangles)")
+        return blocked
+
+    def evict(self, queue: str, pick: int) -> None:
+        """Fault: Redis evicts a task hash (or an operator DELs it); its entries dangle."""
+        ids = sorted(self.truth(queue).task_ids())
+        if not ids:
+            return
+        task_id = ids[pick % len(ids)]
+        self.steps.append(f"evict({queue!r}, {task_id!r})")
+        self.step_ops.append(Op("evict", (queue, task_id), "ok"))
+        self.model.evict(queue, task_id)
+        self.sut.client.delete(keys.task(queue, task_id))
+        self.evicted.add((queue, task_id))
+        self.ever_evicted.add((queue, task_id))
+
+    def flood(self, queue: str) -> None:
+        """A burst of ``config.flood`` tasks, all archived at once; then the archive cutoff
+        passes in quiet. The tasks arrive by a bulk import written exactly as ``enqueue``
+        writes them (checked against the model after the step), the archive is the real one."""
+        if self.flooded:
+            return
+        self.flooded = True
+        self.steps.append(f"flood({queue!r}, {self.config.flood})")
+        msgs = [self.message(f"f{i}", queue, b"f", 0, 0) for i in range(self.config.flood)]
+        for msg in msgs:
+            self.model.enqueue(msg)
+        pipe = self.sut.client.pipeline(transaction=False)
+        pipe.sadd(keys.ALL_QUEUES, queue)
+        for msg in msgs:
+            pipe.hset(keys.task(queue, msg.id), mapping={
+                "msg": self.sut.encode(msg), "state": TaskState.PENDING.value,
+                "pending_since": str(self.clock.now_ns)})
+            pipe.lpush(keys.pending(queue), msg.id)
+        pipe.execute()
+        self.both("archive_all_tasks", queue, TaskState.PENDING, None)
+        self._advance(self.config.policy.archive_cutoff + 1)
+
+    flooded = False
 
     def teardown(self) -> None:
         if currently_in_test_context():
@@ -502,9 +656,9 @@ class KeyMachine(RuleBasedStateMachine):
             self._check_leftovers(queue)
             self.both("remove_queue", queue, True)
             left = self.read(queue)
-            if left.entries or left.registered:
-                raise leak("drain", f"remove_queue({queue!r}) left keys behind",
-                                KeyspaceSnapshot(queue, left.now_ms, {}).diff(left))
+            if (left.entries or left.registered) and "BZ-12" not in self.config.ignore:
+                raise self._leak("drain", f"remove_queue({queue!r}) left keys behind",
+                                 KeyspaceSnapshot(queue, left.now_ms, {}).diff(left))
 
     def _drain_queue(self, queue: str, p: Policy) -> None:
         """Recover, reclaim, then delete every index that holds tasks. Indexes the truth shows
@@ -528,12 +682,17 @@ class KeyMachine(RuleBasedStateMachine):
                 self.both("delete_all_tasks", queue, TaskState.AGGREGATING, group)
 
     def _check_leftovers(self, queue: str) -> None:
+        """Only the baseline may survive the drain (keys of ignored defects excepted)."""
         snap = self.read(queue)
-        extra = sorted(set(snap.entries) - drain_baseline(queue))
-        if extra:
-            detail = "\n".join(f"  {k}: {snap.entries[k].describe()}" for k in extra)
-            raise leak("drain", f"{len(extra)} key(s) of {queue!r} survived the drain",
-                            detail)
+        tolerated = {key for _, key in self.ignored}
+        extra = sorted(set(snap.entries) - drain_baseline(queue) - tolerated)
+        if not extra:
+            return
+        detail = "\n".join(f"  {k}: {snap.entries[k].describe()}" for k in extra)
+        found = self._leak("drain", f"{len(extra)} key(s) of {queue!r} survived the drain",
+                           detail)
+        if not set((found.bug or "").split("/")) & self.config.ignore:
+            raise found
 
 
 _READ_ONLY = frozenset({"read_aggregation_set", "list_lease_expired"})
@@ -587,6 +746,135 @@ def _fake_entry(key: bytes, value: Any, expire_at_s: float | None, now_ms: int) 
     if hasattr(value, "getall"):
         return [key, b"hash", at, [x for f, v in value.getall().items() for x in (f, v)]]
     return [key, b"set", at, list(value)]
+
+
+class Op(NamedTuple):
+    """One operation a step ran: its name, arguments and outcome (as the coverage counts it)."""
+
+    name: str
+    args: tuple[Any, ...]
+    outcome: str
+
+
+def attribute(invariant: str, message: str, ops: Sequence[Op], task_id: str | None = None,
+              answer: Any = None, self_trimmed: Collection[str] = ()) -> str | None:
+    """The bug-zoo defect (``BZ-n``; ``BZ-a/BZ-b`` when two fit) a failure points to, from what
+    broke and which operations ran in the step that broke it; None when none is recognised.
+    ``self_trimmed`` holds ids an archive trimmed from the index it had just added them to.
+
+    >>> attribute("I7", "orphan group: g:g0 holds 1 task(s)", [Op("forward_if_ready", (), "ok")])
+    'BZ-11'
+    """
+    names = {op.name for op in ops}
+    if invariant == "I1" and "stub" in message:
+        return "BZ-18" if "fields: result" in message else "BZ-17"
+    if invariant == "I1" and "zombie" in message and "is archived" in message:
+        if task_id in self_trimmed:
+            return "BZ-16"
+        return "BZ-1" if "archive" in names else "BZ-2"  # server path / inspector archive ops
+    failed_script = isinstance(answer, tuple) and answer[0] == "script_error"
+    if names & {"mark_as_complete", "archive"} and (
+            invariant in ("I1", "I2", "I3") or (invariant == "agreement" and failed_script)):
+        return "BZ-20" if "mark_as_complete" in names else "BZ-15"  # a script died part-way
+    if invariant == "I6":
+        return _lock_bug(message, ops)
+    judge = _BY_INVARIANT.get(invariant)
+    return judge(message, names) if judge is not None else None
+
+
+def _lock_bug(message: str, ops: Sequence[Op]) -> str | None:
+    """Which early-release defect left a lock whose owner is gone or does not name it."""
+    unique = {"enqueue_unique", "schedule_unique", "add_to_group_unique"}
+    if any(op.name in unique and op.outcome == Outcome.CONFLICT.value for op in ops):
+        return "BZ-5"  # the lock a refused enqueue took
+    if any(op.name == "add_to_group_unique" for op in ops) or any(
+            op.name == "delete_aggregation_set" for op in ops):
+        return "BZ-4"  # group-unique locks are never released early
+    states = {op.args[1] for op in ops if op.name == "delete_all_tasks" and len(op.args) > 1}
+    if any(op.name == "delete_task" for op in ops) or states - _BZ4_STATES:
+        return "BZ-3"
+    return "BZ-3/BZ-4" if states else None
+
+
+#: The bulk deletes whose lock release BZ-4 (and BZ-3) drop; BZ-3 alone drops the others.
+_BZ4_STATES = frozenset({TaskState.PENDING, TaskState.AGGREGATING})
+
+
+def _group_bug(message: str, names: set[str]) -> str | None:
+    if "stale group" in message:
+        return "BZ-9"
+    if "reclaim_stale_aggregation_sets" in names:
+        return "BZ-10"
+    return "BZ-11" if "forward_if_ready" in names else None
+
+
+def _leftover_bug(message: str, names: set[str]) -> str | None:
+    if "remove_queue" in message:
+        return "BZ-12"
+    return "BZ-7" if ":lease" in message or ":active" in message else None
+
+
+def _agreement_bug(message: str, names: set[str]) -> str | None:
+    if "recover" in names and ":lease" in message:
+        return "BZ-7"  # a dangling lease the reference drops
+    if "delete_aggregation_set" in names and "aggregation_sets" in message:
+        return "BZ-8"
+    return None
+
+
+_BY_INVARIANT: dict[str, Callable[[str, set[str]], str | None]] = {
+    "I7": _group_bug, "I8": lambda m, n: "BZ-8",
+    "I12": lambda m, n: "BZ-12", "drain": _leftover_bug, "agreement": _agreement_bug,
+}
+
+
+def _homes(snap: KeyspaceSnapshot, task_id: str) -> set[str]:
+    """The index keys where ``task_id`` belongs by its hash's state (none without a hash)."""
+    h = snap.task_hash(task_id)
+    state = h.get("state") if h is not None else None
+    q = snap.queue
+    if state == TaskState.ACTIVE.value:
+        return {keys.active(q), keys.lease(q)}
+    if state == TaskState.AGGREGATING.value:
+        group = h.get("group") if h is not None else None
+        return {k for k in snap.entries if (info := classify(q, k)) is not None
+                and info.family in (Family.GROUP, Family.GROUP_SET) and info.name == group}
+    try:
+        return {keys.state_index(q, TaskState(str(state)))}
+    except ValueError:
+        return set()
+
+
+def _unlist(entries: dict[str, KeyEntry], queue: str, info: Any, key: str) -> None:
+    """A group or aggregation set that held only dangling ids leaves its registry too."""
+    if info.family is Family.GROUP:
+        registry, member = keys.groups(queue), info.name
+    elif info.family is Family.GROUP_SET:
+        registry, member = keys.aggregation_sets(queue), key
+    else:
+        return
+    entry = entries.get(registry)
+    if entry is None:
+        return
+    kept = [m for m in _members_with_scores(entry) if m[0] != member]
+    if not kept:
+        del entries[registry]
+    elif entry.type is KeyType.SET:
+        entries[registry] = KeyEntry(registry, KeyType.SET, frozenset(m for m, _ in kept),
+                                     entry.expire_at_ms)
+    else:
+        entries[registry] = _rebuilt(entry, kept)
+
+
+def _members_with_scores(entry: KeyEntry) -> list[tuple[str, float]]:
+    if entry.type is KeyType.ZSET:
+        return list(entry.zset())
+    return [(m, 0.0) for m in entry.members()]
+
+
+def _rebuilt(entry: KeyEntry, kept: list[tuple[str, float]]) -> KeyEntry:
+    value = zset_value(kept) if entry.type is KeyType.ZSET else tuple(m for m, _ in kept)
+    return KeyEntry(entry.key, entry.type, value, entry.expire_at_ms)
 
 
 def _index_key(queue: str, state: TaskState, group: str) -> str:
@@ -652,11 +940,36 @@ def leak(invariant: str, message: str, detail: str = "") -> LeakFound:
     return leak_class(invariant)(invariant, message, detail)
 
 
+class EvictRule(KeyMachine):
+    """The ``evict`` fault as a rule (mixed in when ``MachineConfig.faults``)."""
+
+    @rule(queue=queues, pick=picks)
+    def evict_rule(self, queue: str, pick: int) -> None:
+        """Redis evicts one task hash (or an operator DELs it)."""
+        self.evict(queue, pick)
+
+
+class FloodRule(KeyMachine):
+    """The ``flood`` burst as a rule (mixed in when ``MachineConfig.flood``)."""
+
+    @rule(queue=queues)
+    def flood_rule(self, queue: str) -> None:
+        """A burst of archived tasks, then the archive cutoff passes (once per run)."""
+        self.flood(queue)
+
+
 def make_machine(config: MachineConfig, name: str | None = None) -> type[KeyMachine]:
-    """A machine class bound to ``config``; ``Machine.TestCase`` runs it under unittest/pytest."""
+    """A machine class bound to ``config``; ``Machine.TestCase`` runs it under unittest/pytest.
+
+    The fault rules exist only in machines whose config asks for them, so the default machine
+    (and the programs Hypothesis generates for it) does not change.
+    """
     label = name or f"KeyMachine_{config.variant}"
     ident = "".join(c if c.isalnum() else "_" for c in label)
-    return type(ident, (KeyMachine,), {"config": config})
+    bases: tuple[type[KeyMachine], ...] = (
+        *((EvictRule,) if config.faults else ()), *((FloodRule,) if config.flood else ()),
+        KeyMachine)
+    return type(ident, bases, {"config": config})
 
 
 def iter_transitions() -> Iterator[str]:

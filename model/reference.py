@@ -417,8 +417,18 @@ class ReferenceModel:
         return found
 
     def recover(self, queue: str) -> int:
-        """T18/T19: retry (or archive, retries exhausted) every lease-expired task."""
-        expired = self.list_lease_expired(queue, self.now_s - self.policy.recover_skew)
+        """T18/T19: retry (or archive, retries exhausted) every lease-expired task.
+
+        Expired lease ids whose hash is gone (evicted, deleted by hand) are first dropped from
+        lease and active: with no message they could never be recovered. Not counted.
+        """
+        cutoff = self.now_s - self.policy.recover_skew
+        store = self._begin(queue)
+        for task_id in [i for i in ranked(store.lease)
+                        if store.lease[i] <= cutoff and i not in store.hashes]:
+            del store.lease[task_id]
+            _lrem(store.active, task_id)
+        expired = self.list_lease_expired(queue, cutoff)
         recovered = 0
         for msg in expired:
             try:
@@ -751,6 +761,14 @@ class ReferenceModel:
     def _drop_archived(self, store: QueueStore, task_id: str) -> None:
         store.index[TaskState.ARCHIVED].pop(task_id, None)
         self._delete_task_hash(store, task_id)
+
+    # --- environment ---------------------------------------------------------------------------
+    def evict(self, queue: str, task_id: str) -> None:
+        """An environment fault, not an operation: the task's hash vanishes (Redis eviction under
+        an ``allkeys-*`` policy, or a manual DEL) while its index entries stay, dangling."""
+        check_queue(queue)
+        check_task_id(task_id)
+        self.store(queue).hashes.pop(task_id, None)
 
     # --- observation ---------------------------------------------------------------------------
     def snapshot(self, queue: str) -> KeyspaceSnapshot:

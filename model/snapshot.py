@@ -104,6 +104,21 @@ def _short(value: FieldValue) -> str:
     return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
 
 
+def _render_times(entry: KeyEntry, now_s: float) -> str:
+    if entry.type is not KeyType.ZSET:
+        return _render(entry)
+    return "{" + ", ".join(f"{m}: {s:.0f} (now{'+' if s >= now_s else '-'}{_span(abs(s - now_s))})"
+                           for m, s in entry.zset()) + "}"
+
+
+def _span(seconds: float) -> str:
+    """A duration for people: ``45s``, ``2.5m``, ``3.0h``, ``90.0d``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:g}s"
+
+
 def zset_value(pairs: Iterable[tuple[str, float]]) -> ZSetValue:
     """Sort (member, score) pairs the way Redis orders a zset."""
     return tuple(sorted(((m, float(s)) for m, s in pairs), key=lambda p: (p[1], p[0])))
@@ -151,6 +166,24 @@ class KeyspaceSnapshot:
     def with_prefix(self, prefix: str) -> list[KeyEntry]:
         """Entries whose key starts with ``prefix``, sorted by key."""
         return [self.entries[k] for k in sorted(self.entries) if k.startswith(prefix)]
+
+    def to_rows(self) -> list[tuple[str, str, str, str]]:
+        """One ``(key, type, value, ttl)`` row of text per key, sorted by key (for tables).
+
+        Zset scores are Unix seconds here (every zset of the layout holds times), so each is
+        shown with its offset from the snapshot's time; ``ttl`` is ``none`` or the time left.
+
+        >>> lease = KeyEntry("asynq:{q}:lease", KeyType.ZSET, (("t1", 30.0),))
+        >>> lock = KeyEntry("asynq:{q}:unique:x", KeyType.STRING, "t1", expire_at_ms=7_200_000)
+        >>> for row in KeyspaceSnapshot("q", 0, {e.key: e for e in (lease, lock)}).to_rows():
+        ...     print(row)
+        ('asynq:{q}:lease', 'zset', '{t1: 30 (now+30s)}', 'none')
+        ('asynq:{q}:unique:x', 'string', "'t1'", '2.0h')
+        """
+        now_s = self.now_ms / 1000
+        return [(e.key, e.type.value, _render_times(e, now_s),
+                 "none" if e.expire_at_ms is None else _span((e.expire_at_ms - self.now_ms) / 1000))
+                for e in self]
 
     def diff(self, other: KeyspaceSnapshot, left: str = "expected", right: str = "actual") -> str:
         """A readable, line-per-key difference; empty when the keyspaces are equal."""

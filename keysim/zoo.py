@@ -1,0 +1,185 @@
+"""The bug zoo: does the stateful machine find every known defect, quickly and minimally?
+
+Every mutant ``reference+BZ-n`` (the reference with one Asynq defect switched on, see
+:mod:`broker.variants`) has a :class:`ZooCase`: the machine configuration that hunts it, the
+search budget, and the check expected to catch it (an invariant ``I1``…``I14``, ``agreement``
+with the model, or the ``drain``). :func:`hunt` runs one case for one seed; :func:`run_zoo`
+runs cases over several seeds and :func:`format_table` prints what ``keysim zoo`` shows: the
+check that caught the mutant, the defect recognised in the failure, the examples Hypothesis
+generated before the first failure, the length of the shrunk program and the wall time
+(medians over the seeds).
+
+Some defects need an environment fault to be reachable at all, and the case says so:
+``faults`` adds an ``evict`` rule (Redis eviction or a manual DEL of a task hash: BZ-7, BZ-17,
+BZ-20), ``flood`` a burst of 8000 archived tasks (BZ-15: Asynq's unpack limit). None is
+reachable through the public API alone.
+
+>>> CASES["BZ-2"].invariant
+'I1'
+>>> missing_cases()
+[]
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from broker.variants import MUTANTS
+from keysim.check import CheckResult, run_check
+from keysim.machine import MACHINE_POLICY, MachineConfig
+from model.policy import Policy
+
+#: The machine's policy with an archive cap large enough to hold a BZ-15 flood.
+FLOOD_POLICY = replace(MACHINE_POLICY, max_archive_size=10_000)
+
+
+@dataclass(frozen=True)
+class ZooCase:
+    """How to hunt one defect and what must catch it."""
+
+    bug: str
+    #: The check expected to catch it: ``I1``…``I14``, ``agreement`` or ``drain``.
+    invariant: str
+    max_examples: int = 300
+    steps: int = 25
+    #: Add the ``evict`` fault rule (see :class:`keysim.machine.MachineConfig`).
+    faults: bool = False
+    #: Archive-flood size (0: none).
+    flood: int = 0
+    policy: Policy = MACHINE_POLICY
+    #: Why the defect needs what it needs (printed by ``keysim zoo``).
+    note: str = ""
+    #: Checks besides ``invariant`` that may legitimately catch it first on some seeds.
+    also: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def variant(self) -> str:
+        """The mutant's variant name."""
+        return f"reference+{self.bug}"
+
+    def config(self, backend: str = "fakeredis") -> MachineConfig:
+        """The machine configuration that hunts this mutant."""
+        return MachineConfig(variant=self.variant, backend=backend, policy=self.policy,
+                             faults=self.faults, flood=self.flood)
+
+
+_EVICT = "needs a fault: a task hash evicted (allkeys-* policy) or DEL'd by hand"
+#: One case per mutant of broker.variants.MUTANTS.
+CASES: dict[str, ZooCase] = {c.bug: c for c in (
+    ZooCase("BZ-1", "I1"),
+    ZooCase("BZ-2", "I1"),
+    ZooCase("BZ-3", "I6"),
+    ZooCase("BZ-4", "I6"),
+    ZooCase("BZ-5", "I6"),
+    ZooCase("BZ-7", "agreement", faults=True, note=_EVICT),
+    ZooCase("BZ-8", "I8"),
+    ZooCase("BZ-9", "I7"),
+    ZooCase("BZ-10", "I7"),
+    ZooCase("BZ-11", "I7"),
+    ZooCase("BZ-12", "I12", also=frozenset({"drain"})),
+    ZooCase("BZ-15", "I2", flood=8000, policy=FLOOD_POLICY, max_examples=30, steps=6,
+            note="needs 8000 archived tasks older than the cutoff (a flood)",
+            also=frozenset({"I1", "I3", "agreement"})),
+    ZooCase("BZ-16", "I1"),
+    ZooCase("BZ-17", "I1", faults=True, note=_EVICT),
+    ZooCase("BZ-18", "I1"),
+    ZooCase("BZ-20", "agreement", faults=True,
+            note=_EVICT + ", then the id reused while its completed entry remains",
+            also=frozenset({"I1", "I3", "I4"})),
+)}
+
+
+def missing_cases() -> list[str]:
+    """Mutants of :data:`broker.variants.MUTANTS` without a case (must stay empty)."""
+    return sorted(set(MUTANTS) - set(CASES))
+
+
+@dataclass(frozen=True)
+class Hunt:
+    """One case, one seed: what the machine found."""
+
+    case: ZooCase
+    seed: int
+    result: CheckResult
+
+    @property
+    def found(self) -> bool:
+        """True when the machine failed (it found something)."""
+        return not self.result.passed
+
+    @property
+    def caught_by(self) -> str:
+        """The check that caught it ("" when nothing was found)."""
+        return self.result.failure.invariant if self.result.failure else ""
+
+    @property
+    def bug(self) -> str:
+        """The defect :func:`keysim.machine.attribute` recognised ("?" when none)."""
+        failure = self.result.failure
+        return (failure.bug or "?") if failure else ""
+
+    @property
+    def as_expected(self) -> bool:
+        """Found, by an expected check, recognised as this very defect, shrunk to <= 10."""
+        return (self.found and self.caught_by in self.case.also | {self.case.invariant}
+                and self.case.bug in self.bug.split("/")
+                and 1 <= self.result.shrunk_steps <= 10)
+
+
+def hunt(case: ZooCase, seed: int = 0, backend: str = "fakeredis") -> Hunt:
+    """Run the machine on ``case``'s mutant with a fixed seed."""
+    result = run_check(case.config(backend), max_examples=case.max_examples, steps=case.steps,
+                       seed=seed, targeting=False)
+    return Hunt(case, seed, result)
+
+
+@dataclass(frozen=True)
+class ZooRow:
+    """One mutant over several seeds (medians)."""
+
+    case: ZooCase
+    hunts: tuple[Hunt, ...]
+
+    @property
+    def found(self) -> int:
+        """Seeds on which the mutant was found."""
+        return sum(h.found for h in self.hunts)
+
+    def median(self, values: Iterable[float]) -> float:
+        """The median, 0 for no values."""
+        got = list(values)
+        return statistics.median(got) if got else 0.0
+
+    def line(self) -> str:
+        """The row of the table."""
+        hits = [h for h in self.hunts if h.found]
+        caught = "/".join(sorted({h.caught_by for h in hits})) or "NOT FOUND"
+        bugs = "/".join(sorted({h.bug for h in hits})) or "-"
+        ex = self.median(h.result.examples_to_failure for h in hits)
+        length = self.median(h.result.shrunk_steps for h in hits)
+        secs = self.median(h.result.seconds for h in self.hunts)
+        ok = "ok" if all(h.as_expected for h in self.hunts) else "UNEXPECTED"
+        return (f"{self.case.variant:18} {caught:14} {bugs:7} {self.found}/{len(self.hunts):<4} "
+                f"{ex:8.0f} {length:6.0f} {secs:8.1f}  {ok}  {self.case.note}")
+
+
+def run_zoo(bugs: Sequence[str] | None = None, seeds: int = 3,
+            backend: str = "fakeredis") -> list[ZooRow]:
+    """Hunt every case of ``bugs`` (default: all) with seeds ``0 .. seeds-1``."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    chosen = list(CASES) if bugs is None else list(bugs)
+    unknown = [b for b in chosen if b not in CASES]
+    if unknown:
+        raise ValueError(f"unknown bug ids {unknown}; expected some of {', '.join(CASES)}")
+    return [ZooRow(CASES[b], tuple(hunt(CASES[b], s, backend) for s in range(seeds)))
+            for b in chosen]
+
+
+def format_table(rows: Sequence[ZooRow]) -> str:
+    """The ``keysim zoo`` table (times and counts are medians over the seeds)."""
+    head = (f"{'mutant':18} {'caught by':14} {'defect':7} {'found':6} {'examples':>8} "
+            f"{'shrunk':>6} {'time s':>8}  verdict  needs")
+    return "\n".join([head, *(r.line() for r in rows)])
