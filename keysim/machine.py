@@ -424,9 +424,14 @@ class KeyMachine(RuleBasedStateMachine):
             self.forwarder(queue)
             self.janitor(queue)
             self.recoverer(queue)
-            listed = self.truth(queue).get(keys.groups(queue))
-            for group in sorted(listed.set()) if listed is not None else ():
+            for group in self._listed_groups(queue):
                 self.aggregation_check(queue, group, "aggregate")
+
+    def _listed_groups(self, queue: str) -> list[str]:
+        """The groups the broker's ``groups`` set lists: what Asynq's aggregator reads from
+        Redis (never the model's view, or a group missing from it would be aggregated anyway)."""
+        listed = self.read(queue).get(keys.groups(queue))
+        return sorted(listed.set()) if listed is not None else []
 
     def _advance(self, seconds: int) -> None:
         self.steps.append(f"advance({seconds})")
@@ -595,18 +600,25 @@ class KeyMachine(RuleBasedStateMachine):
             self.steps.append(f"(id {task_id} not reused: it still dangles)")
         return blocked
 
-    def evict(self, queue: str, pick: int) -> None:
-        """Fault: Redis evicts a task hash (or an operator DELs it); its entries dangle."""
-        ids = sorted(self.truth(queue).task_ids())
+    def evict(self, queue: str, pick: int, resubmit: bool = False) -> None:
+        """Fault: Redis evicts a task hash (or an operator DELs it); its entries dangle.
+        With ``resubmit`` the producer, seeing the task gone, enqueues it again under the same
+        id (allowed only while the old id dangles nowhere but in ``completed``)."""
+        truth = self.truth(queue)
+        ids = sorted(truth.task_ids())
         if not ids:
             return
         task_id = ids[pick % len(ids)]
+        old = (truth.task_hash(task_id) or {}).get("msg")
         self.steps.append(f"evict({queue!r}, {task_id!r})")
         self.step_ops.append(Op("evict", (queue, task_id), "ok"))
         self.model.evict(queue, task_id)
         self.sut.client.delete(keys.task(queue, task_id))
         self.evicted.add((queue, task_id))
         self.ever_evicted.add((queue, task_id))
+        if resubmit and isinstance(old, TaskMessage) and not self._blocked(queue, task_id):
+            self.both("enqueue", self.message(task_id, queue, old.payload, old.retry,
+                                              old.retention))
 
     def flood(self, queue: str) -> None:
         """A burst of ``config.flood`` tasks, all archived at once; then the archive cutoff
@@ -778,6 +790,8 @@ def attribute(invariant: str, message: str, ops: Sequence[Op], task_id: str | No
         return "BZ-20" if "mark_as_complete" in names else "BZ-15"  # a script died part-way
     if invariant == "I6":
         return _lock_bug(message, ops)
+    if invariant == "I7":
+        return _group_bug(message, ops)
     judge = _BY_INVARIANT.get(invariant)
     return judge(message, names) if judge is not None else None
 
@@ -800,12 +814,14 @@ def _lock_bug(message: str, ops: Sequence[Op]) -> str | None:
 _BZ4_STATES = frozenset({TaskState.PENDING, TaskState.AGGREGATING})
 
 
-def _group_bug(message: str, names: set[str]) -> str | None:
+def _group_bug(message: str, ops: Sequence[Op]) -> str | None:
+    """Stale group: the check that emptied it; orphan group: what put tasks back in it."""
     if "stale group" in message:
         return "BZ-9"
-    if "reclaim_stale_aggregation_sets" in names:
-        return "BZ-10"
-    return "BZ-11" if "forward_if_ready" in names else None
+    moved = {op.name for op in ops if op.outcome == Outcome.OK.value}
+    found = [bug for bug, op in (("BZ-10", "reclaim_stale_aggregation_sets"),
+                                 ("BZ-11", "forward_if_ready")) if op in moved]
+    return "/".join(found) or None
 
 
 def _leftover_bug(message: str, names: set[str]) -> str | None:
@@ -823,7 +839,7 @@ def _agreement_bug(message: str, names: set[str]) -> str | None:
 
 
 _BY_INVARIANT: dict[str, Callable[[str, set[str]], str | None]] = {
-    "I7": _group_bug, "I8": lambda m, n: "BZ-8",
+    "I8": lambda m, n: "BZ-8",
     "I12": lambda m, n: "BZ-12", "drain": _leftover_bug, "agreement": _agreement_bug,
 }
 
@@ -943,10 +959,10 @@ def leak(invariant: str, message: str, detail: str = "") -> LeakFound:
 class EvictRule(KeyMachine):
     """The ``evict`` fault as a rule (mixed in when ``MachineConfig.faults``)."""
 
-    @rule(queue=queues, pick=picks)
-    def evict_rule(self, queue: str, pick: int) -> None:
-        """Redis evicts one task hash (or an operator DELs it)."""
-        self.evict(queue, pick)
+    @rule(queue=queues, pick=picks, resubmit=st.booleans())
+    def evict_rule(self, queue: str, pick: int, resubmit: bool) -> None:
+        """Redis evicts one task hash (or an operator DELs it); maybe the task is resubmitted."""
+        self.evict(queue, pick, resubmit)
 
 
 class FloodRule(KeyMachine):

@@ -183,3 +183,55 @@ def format_table(rows: Sequence[ZooRow]) -> str:
     head = (f"{'mutant':18} {'caught by':14} {'defect':7} {'found':6} {'examples':>8} "
             f"{'shrunk':>6} {'time s':>8}  verdict  needs")
     return "\n".join([head, *(r.line() for r in rows)])
+
+
+#: What each Asynq version is expected to show the machine (spec §4): the defects its quirks
+#: switch on that the machine can observe. Lock defects (BZ-4, BZ-5) show only under the
+#: strict lock check; BZ-7 and BZ-17 only with the eviction fault.
+ASYNQ_EXPECTED: dict[str, frozenset[str]] = {
+    "asynq-v0.26.0": frozenset({"BZ-2", "BZ-4", "BZ-5", "BZ-10", "BZ-11", "BZ-12", "BZ-16",
+                                "BZ-18"}),
+    "asynq-v0.24.0": frozenset({"BZ-1", "BZ-2", "BZ-4", "BZ-5", "BZ-10", "BZ-11", "BZ-12",
+                                "BZ-16", "BZ-18"}),
+}
+
+
+@dataclass(frozen=True)
+class Defect:
+    """One defect found in an Asynq variant: the run that found it (shrunk)."""
+
+    bug: str
+    result: CheckResult
+
+    @property
+    def invariant(self) -> str:
+        """The check that caught it."""
+        assert self.result.failure is not None
+        return self.result.failure.invariant
+
+
+def asynq_defects(variant: str, *, seed: int = 0, rounds: int = 12, max_examples: int = 200,
+                  steps: int = 15, faults: bool = False, backend: str = "fakeredis",
+                  ignore: Iterable[str] = ()) -> list[Defect]:
+    """The defects the machine finds in an Asynq variant, one per round: each round runs the
+    machine without the oracle (only invariants and the drain judge, strict about locks),
+    ignoring the defects already found, until a round passes, finds nothing it can name, or
+    ``rounds`` are spent. Cheaper than Hypothesis' ``report_multiple_bugs``: one shrink each.
+    """
+    known = set(ignore)
+    found: list[Defect] = []
+    for _ in range(rounds):
+        config = MachineConfig(variant=variant, backend=backend, oracle=False, strict_locks=True,
+                               faults=faults, ignore=frozenset(known))
+        result = run_check(config, max_examples=max_examples, steps=steps, seed=seed,
+                           targeting=False)
+        if result.failure is None or result.failure.bug is None:
+            if result.failure is not None:
+                found.append(Defect("?", result))
+            break
+        bugs = set(result.failure.bug.split("/"))
+        found.append(Defect(result.failure.bug, result))
+        if bugs <= known:
+            break  # no progress: the defect persists in a form the ignore list misses
+        known |= bugs
+    return found
