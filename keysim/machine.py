@@ -26,7 +26,14 @@ import fakeredis
 import redis
 from hypothesis import HealthCheck, currently_in_test_context, event, settings, target
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RULE_MARKER,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from broker import Broker
 from broker.scripting import TTL_SHIFT_MS
@@ -115,6 +122,12 @@ class MachineConfig:
     #: Defect ids (``BZ-n``, as :func:`attribute` names them) whose violations are tolerated,
     #: so a run can look past known defects for the next one.
     ignore: frozenset[str] = frozenset()
+    #: Swarm testing: each example first draws the subset of rules it may use (the printed
+    #: program starts with ``state.swarm(enabled=...)``).
+    swarm: bool = False
+    #: Focus: only these rules (and ``tick``) run — a fixed swarm, for hunting one defect
+    #: whose path needs several specific steps. None: every rule.
+    rules: frozenset[str] | None = None
 
     @property
     def strict(self) -> bool:
@@ -359,18 +372,26 @@ class KeyMachine(RuleBasedStateMachine):
         self.both("recover", queue)
         self.both("reclaim_stale_aggregation_sets", queue)
 
-    @rule(queue=queues, group=groups, then=st.sampled_from(["aggregate", "crash", "later"]))
-    def aggregation_check(self, queue: str, group: str, then: str) -> None:
-        """The aggregator checks one group; a staged set is then aggregated at once, or the
-        aggregator crashes after reading it, or it is left for a later :meth:`aggregate`."""
+    @rule(queue=queues, group=groups, then=st.sampled_from(["aggregate", "crash", "later"]),
+          wait=st.booleans())
+    def aggregation_check(self, queue: str, group: str, then: str, wait: bool = False) -> None:
+        """The aggregator checks one group (with ``wait``, once the grace period has passed);
+        a staged set is then aggregated at once, or the aggregator crashes after reading it
+        (the set times out and the recoverer reclaims it), or it is left for a later
+        :meth:`aggregate`."""
+        if wait:
+            self._advance(self.config.policy.aggregation_grace + 1)
         self.counter += 1
         set_id = f"s{self.counter}"
         if self.both("aggregation_check", queue, group, set_id) != set_id:
             return
         if then == "later":
             self.staged.append((queue, group, set_id))
-        else:
-            self._aggregate(queue, group, set_id, crash=then == "crash")
+            return
+        self._aggregate(queue, group, set_id, crash=then == "crash")
+        if then == "crash":
+            self._advance(self.config.policy.aggregation_timeout + 1)
+            self.recoverer(queue)
 
     @precondition(lambda self: bool(self.staged))
     @rule(pick=picks, crash=st.booleans())
@@ -643,6 +664,8 @@ class KeyMachine(RuleBasedStateMachine):
         self._advance(self.config.policy.archive_cutoff + 1)
 
     flooded = False
+    #: Rules a swarm example may use (every rule outside swarm mode).
+    enabled: frozenset[str] = frozenset()
 
     def teardown(self) -> None:
         if currently_in_test_context():
@@ -985,7 +1008,49 @@ def make_machine(config: MachineConfig, name: str | None = None) -> type[KeyMach
     bases: tuple[type[KeyMachine], ...] = (
         *((EvictRule,) if config.faults else ()), *((FloodRule,) if config.flood else ()),
         KeyMachine)
-    return type(ident, bases, {"config": config})
+    body: dict[str, Any] = {"config": config}
+    if config.swarm or config.rules is not None:
+        body.update(_swarm_rules(bases, config.rules))
+    return type(ident, bases, body)
+
+
+def rule_names(machine: type[RuleBasedStateMachine]) -> list[str]:
+    """The names of ``machine``'s rules, sorted."""
+    return sorted(n for n in dir(machine) if getattr(getattr(machine, n), RULE_MARKER, None))
+
+
+def _enabled(name: str) -> Callable[[KeyMachine], bool]:
+    def allowed(self: KeyMachine) -> bool:
+        return name in self.enabled or name == "tick"  # time always passes: never stuck
+    return allowed
+
+
+def _swarm_rules(bases: tuple[type[KeyMachine], ...],
+                 focus: frozenset[str] | None) -> dict[str, Any]:
+    """Swarm testing: an ``initialize`` rule draws which rules this example may use, and every
+    rule gets that as a precondition. Fewer rules per example make specific multi-step
+    sequences far likelier; the shrunk program shows the set that was needed. With a
+    ``focus`` the set is fixed instead of drawn."""
+    probe = type("SwarmProbe", bases, {})
+    names = rule_names(probe)
+    if focus is not None:
+        unknown = sorted(focus - set(names))
+        if unknown:
+            raise ValueError(f"rules: unknown rule names {unknown}; the machine has {names}")
+    body: dict[str, Any] = {}
+    for name in names:
+        body[name] = precondition(_enabled(name))(getattr(probe, name))
+
+    def swarm(self: KeyMachine, enabled: frozenset[str]) -> None:
+        """This example uses only the rules in ``enabled``."""
+        self.enabled = frozenset(enabled)
+
+    if focus is not None:
+        body["enabled"] = focus
+        return body
+    make: Callable[..., Any] = initialize
+    body["swarm"] = make(enabled=st.frozensets(st.sampled_from(names), min_size=1))(swarm)
+    return body
 
 
 def iter_transitions() -> Iterator[str]:
