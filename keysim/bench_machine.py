@@ -14,6 +14,7 @@ time includes the invariant checks after every step and the drain at the end of 
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -168,10 +169,26 @@ def format_results(results: Sequence[BenchResult]) -> str:
     return "\n".join([head, *(r.line() for r in results)])
 
 
-def main(backends: Sequence[str] = ("fakeredis", "server"), **kwargs: Any) -> str:
-    """Benchmark every backend and return the table (``python -m keysim.bench_machine``)."""
-    return format_results([bench(b, **kwargs) for b in backends])
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m keysim.bench_machine [--backend B]... [--examples N] [--steps N]
+    [--repeats N]``: print the table (default backends: fakeredis and a private real Redis)."""
+    parser = argparse.ArgumentParser(prog="python -m keysim.bench_machine",
+                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--backend", action="append", default=None, metavar="B",
+                        help="fakeredis, server (a private real Redis) or a redis:// URL "
+                             "(repeatable; default: fakeredis and server)")
+    parser.add_argument("--examples", type=int, default=EXAMPLES, metavar="N")
+    parser.add_argument("--steps", type=int, default=STEPS, metavar="N")
+    parser.add_argument("--repeats", type=int, default=3, metavar="N")
+    args = parser.parse_args(argv)
+    for name in ("examples", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
+    backends = args.backend or ["fakeredis", "server"]
+    print(format_results([bench(b, examples=args.examples, steps=args.steps,
+                                repeats=args.repeats) for b in backends]))
+    return 0
 
 
 if __name__ == "__main__":
-    print(main())
+    raise SystemExit(main())

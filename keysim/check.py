@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -83,7 +84,7 @@ def coverage_table(coverage: Counter[tuple[str, str]]) -> str:
 def run_check(config: MachineConfig, *, max_examples: int | None = None,
               steps: int | None = None, seed: int | None = None, profile: str = "dev",
               database: bool = False, report_multiple: bool = False,
-              min_steps: int = 0, targeting: bool = True) -> CheckResult:
+              min_steps: int = 0, targeting: bool = True, shrink: bool = True) -> CheckResult:
     """Run the machine of ``config`` under a Hypothesis profile; never raises for a leak.
 
     ``report_multiple`` lets Hypothesis shrink and report every distinct defect (one per
@@ -91,6 +92,8 @@ def run_check(config: MachineConfig, *, max_examples: int | None = None,
     ``min_steps`` makes every example at least that long (deeper states, better coverage).
     ``targeting=False`` skips Hypothesis' target phase (hill-climbing on transitions reached):
     it helps coverage, not the hunt for a known defect, and costs examples.
+    ``shrink=False`` reports the failing program as generated (for examples so costly that
+    shrinking would take minutes; keep ``steps`` small then).
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
@@ -100,7 +103,8 @@ def run_check(config: MachineConfig, *, max_examples: int | None = None,
                       suppress_health_check=list(HealthCheck), deadline=None,
                       database=settings().database if database else None,
                       phases=[p for p in Phase if p is not Phase.explain
-                              and (targeting or p is not Phase.target)],
+                              and (targeting or p is not Phase.target)
+                              and (shrink or p is not Phase.shrink)],
                       report_multiple_bugs=report_multiple)
     counts = {"examples": 0, "steps": 0, "first_failure": 0}
     machine = _counting(make_machine(config), counts)
@@ -165,12 +169,18 @@ def _leaks(err: BaseException) -> list[LeakFound]:
 def _program(failure: LeakFound, config: MachineConfig) -> str:
     """The shrunk program Hypothesis printed, made runnable."""
     notes: list[Any] = getattr(failure, "__notes__", [])
-    body = [str(n) for n in notes if str(n).startswith("state")]
+    # Hypothesis prints enum arguments as <TaskState.PENDING: 'pending'>: make them Python.
+    body = [_ENUM_REPR.sub(r"\1.\2", str(n)) for n in notes if str(n).startswith("state")]
     name = body[0].split("=", 1)[1].strip().removesuffix("()") if body else "Machine"
     header = ["from keysim.machine import MachineConfig, make_machine",
+              *(["from model.states import TaskState"] if any("TaskState." in b for b in body)
+                else []),
               *(["from model.policy import Policy"] if config.policy != MACHINE_POLICY else []),
               f"{name} = make_machine({config_source(config)})"]
     return "\n".join(header + body)
+
+
+_ENUM_REPR = re.compile(r"<(TaskState)\.(\w+): '[^']*'>")
 
 
 def config_source(config: MachineConfig) -> str:
@@ -191,6 +201,22 @@ def config_source(config: MachineConfig) -> str:
                        if getattr(value, p.name) != getattr(MACHINE_POLICY, p.name)}
             text = ", ".join(f"{k}={v!r}" for k, v in changed.items())
             parts.append(f"policy=Policy({text})")
+        elif isinstance(value, frozenset):  # sorted, so the text is stable across runs
+            parts.append(f"{f.name}=frozenset({sorted(value)!r})")
         else:
             parts.append(f"{f.name}={value!r}")
     return f"MachineConfig({', '.join(parts)})"
+
+
+def replay_program(program: str) -> LeakFound | None:
+    """Run a printed program (see :attr:`CheckResult.program`); return the LeakFound it raises,
+    None when it passes.
+
+    >>> replay_program("from keysim.machine import MachineConfig, make_machine\n"
+    ...                "M = make_machine(MachineConfig())\nstate = M()\nstate.teardown()")
+    """
+    try:
+        exec(compile(program, "<program>", "exec"), {})  # a program we printed
+    except LeakFound as failure:
+        return failure
+    return None

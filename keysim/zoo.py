@@ -43,15 +43,17 @@ class ZooCase:
     #: The check expected to catch it: ``I1``…``I14``, ``agreement`` or ``drain``.
     invariant: str
     max_examples: int = 300
-    steps: int = 25
+    steps: int = 15
     #: Add the ``evict`` fault rule (see :class:`keysim.machine.MachineConfig`).
     faults: bool = False
     #: Archive-flood size (0: none).
     flood: int = 0
     policy: Policy = MACHINE_POLICY
-    #: Focus: only these machine rules (and ``tick``) — for defects whose path needs several
-    #: specific steps, too unlikely among all rules. None: every rule.
+    #: Focus: only these machine rules — for defects whose path needs several specific steps,
+    #: too unlikely among all rules. None: every rule.
     rules: frozenset[str] | None = None
+    #: Shrink the failure (off only where every example is too costly to shrink).
+    shrink: bool = True
     #: Why the defect needs what it needs (printed by ``keysim zoo``).
     note: str = ""
     #: Checks besides ``invariant`` that may legitimately catch it first on some seeds.
@@ -76,22 +78,28 @@ CASES: dict[str, ZooCase] = {c.bug: c for c in (
     ZooCase("BZ-3", "I6"),
     ZooCase("BZ-4", "I6"),
     ZooCase("BZ-5", "I6"),
-    ZooCase("BZ-7", "agreement", faults=True, note=_EVICT),
+    ZooCase("BZ-7", "agreement", faults=True,
+            rules=frozenset({"enqueue", "dequeue", "evict_rule", "jump"}),
+            note=_EVICT + " while active; focus: enqueue, dequeue, evict, jump"),
     ZooCase("BZ-8", "I8"),
     ZooCase("BZ-9", "I7"),
-    ZooCase("BZ-10", "I7"),
+    ZooCase("BZ-10", "I7", rules=frozenset({"add_to_group", "aggregation_check"}),
+            note="focus: group rules (a crashed aggregation reclaimed later)"),
     ZooCase("BZ-11", "I7"),
     ZooCase("BZ-12", "I12", also=frozenset({"drain"})),
-    ZooCase("BZ-15", "I1", flood=8000, policy=FLOOD_POLICY, max_examples=10, steps=4,
-            rules=frozenset({"flood_rule", "work"}),
-            note="needs 8000 archived tasks older than the cutoff (a flood)",
+    ZooCase("BZ-15", "I1", flood=8000, policy=FLOOD_POLICY, max_examples=6, steps=3,
+            rules=frozenset({"archive_pressure"}), shrink=False,
+            note="needs 8000 archived tasks older than the cutoff (a flood); not shrunk: "
+                 "each example costs seconds, and has at most 3 steps",
             also=frozenset({"I2", "I3", "agreement"})),
     ZooCase("BZ-16", "I1"),
-    ZooCase("BZ-17", "I1", faults=True, note=_EVICT),
+    ZooCase("BZ-17", "I1", faults=True, rules=frozenset({"enqueue", "evict_rule", "dequeue"}),
+            note=_EVICT + "; focus: enqueue, evict, dequeue"),
     ZooCase("BZ-18", "I1"),
-    ZooCase("BZ-20", "agreement", faults=True,
-            note=_EVICT + ", then the id reused while its completed entry remains",
-            also=frozenset({"I1", "I3", "I4"})),
+    ZooCase("BZ-20", "I1", faults=True, rules=frozenset({"work", "evict_rule"}),
+            note=_EVICT + ", then the id resubmitted while its completed entry remains; "
+                 "focus: work + evict",
+            also=frozenset({"agreement", "I3", "I4"})),
 )}
 
 
@@ -135,7 +143,7 @@ class Hunt:
 def hunt(case: ZooCase, seed: int = 0, backend: str = "fakeredis") -> Hunt:
     """Run the machine on ``case``'s mutant with a fixed seed."""
     result = run_check(case.config(backend), max_examples=case.max_examples, steps=case.steps,
-                       seed=seed, targeting=False)
+                       seed=seed, targeting=False, shrink=case.shrink)
     return Hunt(case, seed, result)
 
 
@@ -239,3 +247,18 @@ def asynq_defects(variant: str, *, seed: int = 0, rounds: int = 12, max_examples
             break  # no progress: the defect persists in a form the ignore list misses
         known |= bugs
     return found
+
+
+def regression_source(defect: Defect, name: str) -> str:
+    """A pytest function that replays ``defect``'s minimal program and expects its failure
+    (how the counterexamples in tests/regressions/ were written)."""
+    failure = defect.result.failure
+    assert failure is not None
+    variant = defect.result.config.variant
+    program = defect.result.program.replace('"""', '\\"\\"\\"')
+    return (f'def test_{name}() -> None:\n'
+            f'    """{variant}, {defect.bug}: {failure.message}"""\n'
+            f'    failure = replay_program(\n        """\\\n{program}\n""")\n'
+            f'    assert failure is not None, "the defect no longer shows"\n'
+            f'    assert (failure.invariant, failure.bug) == ({failure.invariant!r}, '
+            f'{defect.bug!r})\n')

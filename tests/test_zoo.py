@@ -1,0 +1,119 @@
+"""The bug zoo: the stateful machine finds every mutant within its budget, shrinks the failure to
+at most 10 rule calls, and names the check that caught it (keysim/zoo.py).
+
+Each mutant ``reference+BZ-n`` is the reference with exactly one Asynq defect switched on. One
+fixed seed per mutant keeps CI reproducible; ``keysim zoo --seeds N`` reports medians over
+seeds. The Asynq variants are hunted without the oracle (invariants and drain only); every
+minimal counterexample found for them is also kept as an explicit test in tests/regressions/.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from keysim.check import run_check
+from keysim.machine import LeakFound, MachineConfig, attribute
+from keysim.zoo import ASYNQ_EXPECTED, CASES, Hunt, asynq_defects, format_table, hunt, run_zoo
+
+#: The seed each mutant is hunted with in CI (0 unless noted).
+CI_SEED: dict[str, int] = {}
+
+
+#: Mutants the machine does not yet catch within the CI budget with a <= 10-step program
+#: (strict: the mark fails as soon as they are caught, so it cannot go stale).
+NOT_YET = {"BZ-11": "forward-to-group orphan: not shrunk to <= 10 steps within the CI budget yet"}
+
+
+def _param(bug: str) -> object:
+    if bug in NOT_YET:
+        return pytest.param(bug, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[bug]))
+    return bug
+
+
+@pytest.fixture(scope="module",
+                params=[_param(b) for b in sorted(CASES, key=lambda b: int(b[3:]))])
+def hunted(request: pytest.FixtureRequest) -> Hunt:
+    """One mutant hunted with its CI seed."""
+    bug: str = request.param
+    return hunt(CASES[bug], seed=CI_SEED.get(bug, 0))
+
+
+def test_mutant_is_found_shrunk_and_named(hunted: Hunt) -> None:
+    case, result = hunted.case, hunted.result
+    assert hunted.found, f"{case.variant} survived {result.examples} examples"
+    assert hunted.caught_by in case.also | {case.invariant}, result.summary()
+    assert case.bug in hunted.bug.split("/"), (hunted.bug, result.summary())
+    assert 1 <= result.shrunk_steps <= 10, result.program
+    assert result.examples_to_failure <= case.max_examples
+
+
+def test_printed_program_replays_the_failure(hunted: Hunt) -> None:
+    # The minimal program is runnable Python: run as is, it fails with the same check.
+    with pytest.raises(LeakFound) as failure:
+        exec(hunted.result.program, {})  # our own printed program
+    assert failure.value.invariant == hunted.caught_by
+    assert failure.value.bug == hunted.result.failure.bug  # type: ignore[union-attr]
+
+
+def test_every_mutant_has_a_case_and_the_reference_passes_each_case_config() -> None:
+    # The faults and the flood are part of the environment, not defects: the reference design
+    # heals what they break, so the same configurations pass on it.
+    for case in CASES.values():
+        if case.flood:
+            continue  # seconds per example; the reference's flood path: test_flood_...
+        config = MachineConfig(faults=case.faults, rules=case.rules, policy=case.policy)
+        result = run_check(config, max_examples=40, steps=case.steps, seed=1, targeting=False)
+        assert result.passed, result.summary()
+
+
+def test_flood_on_the_reference_is_trimmed_cleanly() -> None:
+    flood = CASES["BZ-15"]
+    config = MachineConfig(flood=flood.flood, policy=flood.policy, rules=flood.rules)
+    result = run_check(config, max_examples=2, steps=2, seed=0, targeting=False, shrink=False)
+    assert result.passed, result.summary()
+
+
+def test_zoo_table_reports_each_row() -> None:
+    rows = run_zoo(["BZ-18"], seeds=1)
+    table = format_table(rows).splitlines()
+    assert table[0].split()[:3] == ["mutant", "caught", "by"]
+    assert table[1].split()[:4] == ["reference+BZ-18", "I1", "BZ-18", "1/1"]
+    assert table[1].split()[-1] == "ok"
+
+
+def test_zoo_refuses_unknown_bugs_and_seeds() -> None:
+    with pytest.raises(ValueError, match="BZ-99"):
+        run_zoo(["BZ-99"])
+    with pytest.raises(ValueError, match="seeds"):
+        run_zoo(["BZ-18"], seeds=0)
+
+
+@pytest.mark.parametrize(("invariant", "message", "ops", "bug"), [
+    ("I1", "stub: t:t0 has no msg or state field (fields: result)", [], "BZ-18"),
+    ("I1", "stub: t:t0 has no msg field (fields: state)", [("dequeue", ("q",), "empty")],
+     "BZ-17"),
+    ("I1", "zombie: t:p1 is archived but in no index", [("archive_all_tasks", (), "ok")], "BZ-2"),
+    ("I7", "stale group: groups lists 'g0' but g:g0 is empty", [], "BZ-9"),
+    ("I7", "orphan group: g:g0 holds 1 task(s)", [("reclaim_stale_aggregation_sets", (), "ok"),
+                                                  ("forward_if_ready", (), "empty")], "BZ-10"),
+    ("I6", "is held by 't0'", [("enqueue_unique", (), "conflict")], "BZ-5"),
+    ("I6", "is held by 't0'", [("delete_task", ("q", "t0"), "ok")], "BZ-3"),
+    ("I12", "queue 'q' has 2 key(s) but is not in asynq:queues", [], "BZ-12"),
+    ("I5", "anything", [], None),
+])
+def test_attribution(invariant: str, message: str, ops: list[tuple[str, tuple[object, ...], str]],
+                     bug: str | None) -> None:
+    from keysim.machine import Op
+
+    assert attribute(invariant, message, [Op(*op) for op in ops]) == bug
+
+
+@pytest.mark.parametrize("variant", sorted(ASYNQ_EXPECTED))
+def test_asynq_variant_fails_with_known_defects(variant: str) -> None:
+    # A live hunt (two rounds: the first two defects, each shrunk); the full list of defects
+    # each version shows is pinned by the saved counterexamples in tests/regressions/.
+    found = asynq_defects(variant, seed=0, rounds=2)
+    assert len(found) == 2
+    for defect in found:
+        assert defect.bug in ASYNQ_EXPECTED[variant], defect.result.summary()
+        assert 1 <= defect.result.shrunk_steps <= 10, defect.result.program
