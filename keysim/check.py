@@ -212,8 +212,12 @@ def replay_program(program: str) -> LeakFound | None:
     """Run a printed program (see :attr:`CheckResult.program`); return the LeakFound it raises,
     None when it passes.
 
-    >>> replay_program("from keysim.machine import MachineConfig, make_machine\n"
-    ...                "M = make_machine(MachineConfig())\nstate = M()\nstate.teardown()")
+    >>> lines = ["from keysim.machine import MachineConfig, make_machine",
+    ...          "M = make_machine(MachineConfig(variant='reference+BZ-18'))",
+    ...          "state = M()", "state.write_result(queue='default', task_id='t0', data=b'x')",
+    ...          "state.keyspace_is_sound()"]
+    >>> replay_program("\\n".join(lines)).bug
+    'BZ-18'
     """
     try:
         exec(compile(program, "<program>", "exec"), {})  # a program we printed

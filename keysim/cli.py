@@ -283,6 +283,9 @@ def _add_zoo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="seeds per mutant (default: 3)")
     parser.add_argument("--bug", action="append", default=None, metavar="BZ-n",
                         help="only this mutant (repeatable; default: all)")
+    parser.add_argument("--asynq", action="store_true",
+                        help="also hunt asynq-v0.24.0 and asynq-v0.26.0 (seed 0, one defect per "
+                             "round, without the oracle) and list the defects found (minutes)")
     parser.set_defaults(handler=_run_zoo)
 
 
@@ -302,6 +305,11 @@ def _run_zoo(args: argparse.Namespace) -> int:
     missed = [r.case.bug for r in rows if not all(h.as_expected for h in r.hunts)]
     if missed:
         print(f"unexpected: {', '.join(missed)}")
+    if args.asynq:
+        from keysim.zoo import ASYNQ_VARIANTS, asynq_report
+
+        for name in ASYNQ_VARIANTS:
+            print(asynq_report(name, backend=args.backend), flush=True)
     return 1 if missed else 0
 
 

@@ -8,6 +8,13 @@ and the keyspace is compared, key by key, with the model's prediction. At the en
 **drain** completes, recovers and deletes everything and checks the leftover keyspace against
 the documented baseline (see :func:`drain_baseline`).
 
+Beyond the defaults, a config can add environment faults (``faults``: an ``evict`` rule that
+deletes a task hash, as Redis eviction or a manual DEL would — the index entries it leaves
+dangling are tolerated until the design heals them), a ``flood`` of archived tasks, a fixed
+rule ``focus`` or ``swarm`` testing, and ``ignore`` defects already known. Every failure is
+a :class:`LeakFound` naming the check that caught it and, when :func:`attribute` recognises
+it, the bug-zoo defect (``LeakFound.bug``).
+
 >>> Machine = make_machine(MachineConfig(variant="reference"))
 >>> Machine.TestCase.settings.stateful_step_count > 0
 True
@@ -798,8 +805,9 @@ class Op(NamedTuple):
 
 def attribute(invariant: str, message: str, ops: Sequence[Op], task_id: str | None = None,
               answer: Any = None, self_trimmed: Collection[str] = ()) -> str | None:
-    """The bug-zoo defect (``BZ-n``; ``BZ-a/BZ-b`` when two fit) a failure points to, from what
-    broke and which operations ran in the step that broke it; None when none is recognised.
+    """The bug-zoo defect (``BZ-n``; ``BZ-a/BZ-b`` when two fit; ``pause_unregistered`` for that
+    quirk) a failure points to, from what broke and which operations ran in the step that
+    broke it; None when none is recognised.
     ``self_trimmed`` holds ids an archive trimmed from the index it had just added them to.
 
     >>> attribute("I7", "orphan group: g:g0 holds 1 task(s)", [Op("forward_if_ready", (), "ok")])
@@ -868,7 +876,8 @@ def _agreement_bug(message: str, names: set[str]) -> str | None:
 
 _BY_INVARIANT: dict[str, Callable[[str, set[str]], str | None]] = {
     "I8": lambda m, n: "BZ-8",
-    "I12": lambda m, n: "BZ-12", "drain": _leftover_bug, "agreement": _agreement_bug,
+    "I12": lambda m, n: "pause_unregistered" if n & {"pause", "unpause"} else "BZ-12",
+    "drain": _leftover_bug, "agreement": _agreement_bug,
 }
 
 
@@ -1073,6 +1082,7 @@ def profile_from_env() -> str:
     return os.environ.get("KEYSIM_PROFILE", "dev")
 
 
-__all__ = ["COVERAGE", "MACHINE_POLICY", "KeyMachine", "LeakFound", "MachineConfig",
-           "drain_baseline", "make_machine", "transition_for"]
+__all__ = ["COVERAGE", "MACHINE_POLICY", "KeyMachine", "LeakFound", "MachineConfig", "Op",
+           "attribute", "drain_baseline", "leak", "leak_class", "make_machine", "rule_names",
+           "transition_for"]
 
