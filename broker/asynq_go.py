@@ -42,10 +42,10 @@ from broker.base import BrokerBase, glob_escape
 from broker.scripting import TTL_SHIFT_MS
 from model import keys, validation
 from model.clock import VirtualClock
-from model.errors import ERROR_FOR, KeysimError, ScriptError, TaskNotFoundError
+from model.errors import ERROR_FOR, KeysimError, ScriptError
 from model.message import TaskMessage
 from model.policy import DAY, Policy
-from model.reference import LEASE_EXPIRED
+from model.recovery import retry_or_archive_expired
 from model.states import TaskState
 from model.transitions import Outcome
 
@@ -224,6 +224,15 @@ class AsynqGoBroker(BrokerBase):
         self._driver.close()
         self.client.close()
 
+    def begin_run(self, clock: VirtualClock, policy: Policy) -> AsynqGoBroker:
+        """Start an independent run on this broker (one driver serves many): :meth:`reset`,
+        then read time from ``clock`` and defaults from ``policy`` (checked as in the
+        constructor). Returns the broker."""
+        _check_policy(policy, self.version)
+        self.reset()
+        self.clock, self.policy = clock, policy
+        return self
+
     def reset(self) -> None:
         """FLUSHDB this broker's database and give the driver a fresh ``RDB`` (an empty
         ``queuesPublished`` cache), so one driver can serve many independent runs."""
@@ -363,18 +372,10 @@ class AsynqGoBroker(BrokerBase):
         ``Archive`` (retries used up) or ``Retry`` (delay from the policy) per message; a task
         moved meanwhile (NOT FOUND) or a script failing part-way is skipped."""
         expired = self.list_lease_expired(queue, self.now_s - self.policy.recover_skew)
-        moved = 0
-        for msg in expired:
-            try:
-                if msg.retried >= msg.retry:
-                    self.archive(msg, LEASE_EXPIRED)
-                else:
-                    delay = self.policy.retry_delay_for(msg.id, msg.retried)
-                    self.retry(msg, self.now_s + delay, LEASE_EXPIRED, True)
-            except (TaskNotFoundError, ScriptError):
-                continue
-            moved += 1
-        return moved
+        # Before v0.25.0 a lease id without a hash comes back as a zero-value message (BZ-7);
+        # Asynq's Archive of it answers NOT FOUND and the recoverer moves on: skip it here.
+        expired = [msg for msg in expired if msg.queue]
+        return retry_or_archive_expired(self, expired, self.now_s, self.policy)
 
     def extend_lease(self, queue: str, *task_ids: str) -> int:
         """T20 via ``RDB.ExtendLease``; the count is how many ids had a lease before."""
@@ -493,6 +494,31 @@ def _check_uuid4(set_id: object) -> str:
         raise ValueError(f"set_id must be a canonical random UUID such as str(uuid.uuid4()) "
                          f"(Asynq names aggregation sets that way), got {set_id!r}")
     return set_id
+
+
+def asynq_fixed(policy: Policy, version: str = DEFAULT_VERSION) -> Policy:
+    """``policy`` with the fields Asynq ``version`` hard-codes set to Asynq's values, so that
+    an AsynqGoBroker accepts it.
+
+    >>> from model.policy import Policy
+    >>> asynq_fixed(Policy(max_archive_size=3, retention=5)).max_archive_size
+    10000
+    """
+    fixed: dict[str, Any] = dict(_FIXED_BY_ASYNQ)
+    if _version_tuple(_check_version(version)) < (0, 25, 0):
+        fixed["janitor_batch_size"] = _FIXED_BATCH_BEFORE_V025
+    return replace(policy, **fixed)
+
+
+def version_of(variant: str) -> str:
+    """The Asynq version an ``asynq-vX.Y.Z`` variant claims to behave like.
+
+    >>> version_of("asynq-v0.24.0")
+    'v0.24.0'
+    """
+    if not isinstance(variant, str) or not variant.startswith("asynq-v"):
+        raise ValueError(f"only an asynq-vX.Y.Z variant runs on Asynq's own code, got {variant!r}")
+    return _check_version(variant.removeprefix("asynq-"))
 
 
 def _check_policy(policy: Policy, version: str) -> None:

@@ -8,12 +8,12 @@ from typing import Any
 from broker.base import BrokerBase
 from broker.variants import Quirk
 from model import keys, validation
-from model.errors import QueueNotFoundError, ScriptError, TaskNotFoundError
+from model.errors import QueueNotFoundError
 from model.message import TaskMessage
-from model.reference import LEASE_EXPIRED
+from model.recovery import retry_or_archive_expired
 from model.validation import check_bool, check_bytes, check_int, check_set_id, check_text
 
-__all__ = ["LEASE_EXPIRED", "ServerOps"]
+__all__ = ["ServerOps"]
 
 
 class ServerOps(BrokerBase):
@@ -177,18 +177,7 @@ class ServerOps(BrokerBase):
             self.call("drop_dangling_leases", [keys.lease(queue), keys.active(queue)],
                       [cutoff, keys.task_prefix(queue)])
         expired = self.list_lease_expired(queue, cutoff)
-        moved = 0
-        for msg in expired:
-            try:
-                if msg.retried >= msg.retry:
-                    self.archive(msg, LEASE_EXPIRED)
-                else:
-                    delay = self.policy.retry_delay_for(msg.id, msg.retried)
-                    self.retry(msg, self.now_s + delay, LEASE_EXPIRED, True)
-            except (TaskNotFoundError, ScriptError):
-                continue
-            moved += 1
-        return moved
+        return retry_or_archive_expired(self, expired, self.now_s, self.policy)
 
     def extend_lease(self, queue: str, *task_ids: str) -> int:
         """T20: renew the leases of ``task_ids`` to now + lease_duration; return how many of

@@ -24,6 +24,7 @@ from keysim.machine import (
     LeakFound,
     MachineConfig,
     make_machine,
+    overriding,
 )
 from model.policy import Policy
 from model.transitions import TRANSITIONS
@@ -175,7 +176,8 @@ def _program(failure: LeakFound, config: MachineConfig) -> str:
     header = ["from keysim.machine import MachineConfig, make_machine",
               *(["from model.states import TaskState"] if any("TaskState." in b for b in body)
                 else []),
-              *(["from model.policy import Policy"] if config.policy != MACHINE_POLICY else []),
+              *(["from dataclasses import replace", "from keysim.machine import MACHINE_POLICY"]
+                if config.policy != MACHINE_POLICY else []),
               f"{name} = make_machine({config_source(config)})"]
     return "\n".join(header + body)
 
@@ -189,6 +191,9 @@ def config_source(config: MachineConfig) -> str:
 
     >>> config_source(MachineConfig(variant="reference+BZ-2", faults=True))
     "MachineConfig(variant='reference+BZ-2', faults=True)"
+    >>> from dataclasses import replace
+    >>> config_source(MachineConfig(policy=replace(MACHINE_POLICY, retention=5)))
+    'MachineConfig(policy=replace(MACHINE_POLICY, retention=5))'
     """
     default = MachineConfig()
     parts = []
@@ -200,7 +205,7 @@ def config_source(config: MachineConfig) -> str:
             changed = {p.name: getattr(value, p.name) for p in fields(Policy)
                        if getattr(value, p.name) != getattr(MACHINE_POLICY, p.name)}
             text = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-            parts.append(f"policy=Policy({text})")
+            parts.append(f"policy=replace(MACHINE_POLICY, {text})")
         elif isinstance(value, frozenset):  # sorted, so the text is stable across runs
             parts.append(f"{f.name}=frozenset({sorted(value)!r})")
         else:
@@ -208,9 +213,10 @@ def config_source(config: MachineConfig) -> str:
     return f"MachineConfig({', '.join(parts)})"
 
 
-def replay_program(program: str) -> LeakFound | None:
+def replay_program(program: str, **overrides: Any) -> LeakFound | None:
     """Run a printed program (see :attr:`CheckResult.program`); return the LeakFound it raises,
-    None when it passes.
+    None when it passes. ``overrides`` replace fields of the program's MachineConfig (e.g.
+    ``backend="asynq"`` replays it on Asynq's own code).
 
     >>> lines = ["from keysim.machine import MachineConfig, make_machine",
     ...          "M = make_machine(MachineConfig(variant='reference+BZ-18'))",
@@ -220,7 +226,8 @@ def replay_program(program: str) -> LeakFound | None:
     'BZ-18'
     """
     try:
-        exec(compile(program, "<program>", "exec"), {})  # a program we printed
+        with overriding(**overrides):
+            exec(compile(program, "<program>", "exec"), {})  # a program we printed
     except LeakFound as failure:
         return failure
     return None

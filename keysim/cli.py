@@ -12,6 +12,7 @@ and list it in :data:`_SUBCOMMANDS`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -234,8 +235,8 @@ def _add_check(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--variant", default="reference", choices=all_names(), metavar="V",
                         help="broker variant (default: reference; e.g. asynq-v0.26.0, "
                              "reference+BZ-1)")
-    parser.add_argument("--backend", default="fakeredis", type=_backend, metavar="B",
-                        help="fakeredis (default), server (a private real Redis) or a redis:// URL")
+    parser.add_argument("--backend", default="fakeredis", type=_machine_backend, metavar="B",
+                        help=_MACHINE_BACKEND_HELP)
     parser.add_argument("--max-examples", type=_positive(1), default=None, metavar="N")
     parser.add_argument("--steps", type=_positive(1), default=None, metavar="N",
                         help="steps per example (stateful_step_count)")
@@ -253,11 +254,35 @@ def _backend(text: str) -> str:
         f"backend must be fakeredis, server or a redis:// URL, got {text!r}")
 
 
+def _machine_backend(text: str) -> str:
+    """A backend of the stateful machine: those of :func:`_backend`, or ``asynq``."""
+    from keysim.machine import ASYNQ_BACKEND
+
+    if text == ASYNQ_BACKEND:
+        return text
+    try:
+        return _backend(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"backend must be fakeredis, server, asynq or a redis:// URL, got {text!r}") from None
+
+
+_MACHINE_BACKEND_HELP = ("fakeredis (default), server (a private real Redis), a redis:// URL, or "
+                         "asynq: Asynq's own Go code (asynq-v* variants; needs Go)")
+
+
 def _run_check(args: argparse.Namespace) -> int:
     from keysim.check import coverage_table, run_check
-    from keysim.machine import MachineConfig
+    from keysim.machine import ASYNQ_BACKEND, MachineConfig
 
-    config = MachineConfig(variant=args.variant, backend=args.backend)
+    if args.backend == ASYNQ_BACKEND and not args.variant.startswith("asynq-"):
+        print(f"keysim check: --backend asynq runs Asynq's own code: --variant must be an "
+              f"asynq-vX.Y.Z variant, got {args.variant!r}", file=sys.stderr)
+        return 2
+    # An Asynq variant differs from the reference design on purpose: judge it by the
+    # invariants and the drain alone, not by agreement with the model.
+    config = MachineConfig(variant=args.variant, backend=args.backend,
+                           oracle=not args.variant.startswith("asynq-"))
     result = run_check(config, max_examples=args.max_examples, steps=args.steps, seed=args.seed,
                        profile=args.profile, database=True)
     print(result.summary())
@@ -277,8 +302,8 @@ def _add_zoo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "failure, the shrunk program's length and the time (medians over the seeds). "
                     "Exit 1 when a mutant is missed, caught by an unexpected check or not shrunk "
                     "to <= 10 steps.")
-    parser.add_argument("--backend", default="fakeredis", type=_backend, metavar="B",
-                        help="fakeredis (default), server (a private real Redis) or a redis:// URL")
+    parser.add_argument("--backend", default="fakeredis", type=_machine_backend, metavar="B",
+                        help=_MACHINE_BACKEND_HELP)
     parser.add_argument("--seeds", type=_positive(1), default=3, metavar="N",
                         help="seeds per mutant (default: 3)")
     parser.add_argument("--bug", action="append", default=None, metavar="BZ-n",
@@ -286,10 +311,27 @@ def _add_zoo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--asynq", action="store_true",
                         help="also hunt asynq-v0.24.0 and asynq-v0.26.0 (seed 0, one defect per "
                              "round, without the oracle) and list the defects found (minutes)")
+    parser.add_argument("--save", type=Path, default=None, metavar="FILE.json",
+                        help="with --asynq: write each defect's minimal program to FILE.json "
+                             "(the format of tests/regressions/asynq_counterexamples.json)")
     parser.set_defaults(handler=_run_zoo)
 
 
+def _hunt_asynq(backend: str, save: Path | None) -> None:
+    from keysim.zoo import ASYNQ_VARIANTS, asynq_defects, asynq_report, regression_entry
+
+    entries: list[dict[str, object]] = []
+    for name in ASYNQ_VARIANTS:
+        found = asynq_defects(name, flood=True, backend=backend)
+        print(asynq_report(name, found), flush=True)
+        entries += [regression_entry(d) for d in found if d.bug != "?"]
+    if save is not None:
+        save.write_text(json.dumps(entries, indent=1) + "\n")
+        print(f"wrote {len(entries)} counterexamples to {save}")
+
+
 def _run_zoo(args: argparse.Namespace) -> int:
+    from keysim.machine import ASYNQ_BACKEND
     from keysim.zoo import CASES, format_table, run_zoo
 
     unknown = [b for b in args.bug or () if b not in CASES]
@@ -297,8 +339,17 @@ def _run_zoo(args: argparse.Namespace) -> int:
         print(f"keysim zoo: unknown --bug {', '.join(unknown)}; expected one of "
               f"{', '.join(CASES)}", file=sys.stderr)
         return 2
+    if args.save is not None and not args.asynq:
+        print("keysim zoo: --save needs --asynq (it saves the Asynq counterexamples)",
+              file=sys.stderr)
+        return 2
+    on_asynq = args.backend == ASYNQ_BACKEND
+    if on_asynq and not args.asynq:
+        print("keysim zoo: --backend asynq runs Asynq's own code, which has no mutants: "
+              "add --asynq to hunt the Asynq versions", file=sys.stderr)
+        return 2
     rows = []
-    for bug in args.bug or list(CASES):  # one row at a time, printed as it is done
+    for bug in [] if on_asynq else args.bug or list(CASES):  # a row at a time, as each is done
         rows.extend(run_zoo([bug], seeds=args.seeds, backend=args.backend))
         print(format_table(rows[-1:]).splitlines()[-1] if len(rows) > 1
               else format_table(rows), flush=True)
@@ -306,10 +357,7 @@ def _run_zoo(args: argparse.Namespace) -> int:
     if missed:
         print(f"unexpected: {', '.join(missed)}")
     if args.asynq:
-        from keysim.zoo import ASYNQ_VARIANTS, asynq_report
-
-        for name in ASYNQ_VARIANTS:
-            print(asynq_report(name, backend=args.backend), flush=True)
+        _hunt_asynq(args.backend, args.save)
     return 1 if missed else 0
 
 

@@ -22,10 +22,14 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, NamedTuple
 
@@ -106,7 +110,10 @@ class MachineConfig:
     """What to test: the broker variant, the backend, the policy, whether to drain at the end."""
 
     variant: str = "reference"
-    backend: str = "fakeredis"  # "fakeredis", "server" (private real Redis) or a redis:// URL
+    #: "fakeredis", "server" (a private real Redis), a redis:// URL, or "asynq": Asynq's own Go
+    #: code (the conformance driver for an ``asynq-vX.Y.Z`` variant) on a private real Redis;
+    #: then the policy's fields Asynq hard-codes take Asynq's values (see :func:`make_machine`).
+    backend: str = "fakeredis"
     policy: Policy = MACHINE_POLICY
     drain: bool = True
     #: Compare every answer and keyspace with the reference model. Off for the Asynq variants,
@@ -153,7 +160,32 @@ def make_client(backend: str) -> redis.Redis:
     return client
 
 
+#: The backend that runs Asynq's own code (see ``MachineConfig.backend``).
+ASYNQ_BACKEND = "asynq"
+
 _SERVER: list[Any] = []
+_GO_BROKERS: dict[str, Any] = {}  # Asynq version -> AsynqGoBroker, one driver per process
+
+
+def make_broker(config: MachineConfig, clock: VirtualClock) -> Any:
+    """The system under test for one run of the machine, on an empty keyspace."""
+    if config.broker_factory is not None:
+        return config.broker_factory(clock, config.policy)
+    if config.backend == ASYNQ_BACKEND:
+        return _asynq_broker(config.variant, clock, config.policy)
+    return Broker(make_client(config.backend), config.variant, config.policy, clock)
+
+
+def _asynq_broker(variant: str, clock: VirtualClock, policy: Policy) -> Any:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from broker.asynq_go import AsynqGoBroker, version_of
+
+    version = version_of(variant)
+    if version not in _GO_BROKERS:  # each version its own database of the private server
+        url = urlsplit(_server_url())._replace(path=f"/{1 + len(_GO_BROKERS)}")
+        _GO_BROKERS[version] = AsynqGoBroker(urlunsplit(url), version, policy, clock)
+    return _GO_BROKERS[version].begin_run(clock, policy)
 
 
 def _server_url() -> str:
@@ -199,8 +231,7 @@ class KeyMachine(RuleBasedStateMachine):
         cfg = self.config
         self.clock = VirtualClock()
         self.model = ReferenceModel(cfg.policy, self.clock)
-        self.sut: Any = (cfg.broker_factory(self.clock, cfg.policy) if cfg.broker_factory
-                         else Broker(make_client(cfg.backend), cfg.variant, cfg.policy, self.clock))
+        self.sut: Any = make_broker(cfg, self.clock)
         self.in_hand: dict[str, TaskMessage] = {}  # dequeued by a live worker
         self.stale: dict[str, TaskMessage] = {}  # held by a worker that crashed or lost its lease
         self.staged: list[tuple[str, str, str]] = []  # (queue, group, set id)
@@ -391,7 +422,8 @@ class KeyMachine(RuleBasedStateMachine):
         if not early:
             self._advance(self.config.policy.aggregation_grace + 1)
         self.counter += 1
-        set_id = f"s{self.counter}"
+        # Asynq names sets with a random UUID (its driver insists); a counter keeps runs replayable.
+        set_id = str(uuid.UUID(int=self.counter, version=4))
         if self.both("aggregation_check", queue, group, set_id) != set_id:
             return
         if then == "later":
@@ -1016,8 +1048,15 @@ def make_machine(config: MachineConfig, name: str | None = None) -> type[KeyMach
     """A machine class bound to ``config``; ``Machine.TestCase`` runs it under unittest/pytest.
 
     The fault rules exist only in machines whose config asks for them, so the default machine
-    (and the programs Hypothesis generates for it) does not change.
+    (and the programs Hypothesis generates for it) does not change. Fields set by
+    :func:`overriding` replace the config's; on the ``asynq`` backend the policy's fields Asynq
+    hard-codes take Asynq's values (``broker.asynq_go.asynq_fixed``).
     """
+    config = replace(config, **(_OVERRIDES.get() or {}))
+    if config.backend == ASYNQ_BACKEND:
+        from broker.asynq_go import asynq_fixed, version_of
+
+        config = replace(config, policy=asynq_fixed(config.policy, version_of(config.variant)))
     label = name or f"KeyMachine_{config.variant}"
     ident = "".join(c if c.isalnum() else "_" for c in label)
     bases: tuple[type[KeyMachine], ...] = (
@@ -1027,6 +1066,24 @@ def make_machine(config: MachineConfig, name: str | None = None) -> type[KeyMach
     if config.swarm or config.rules is not None:
         body.update(_swarm_rules(bases, config.rules))
     return type(ident, bases, body)
+
+
+_OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("machine_overrides", default=None)
+
+
+@contextmanager
+def overriding(**fields: Any) -> Iterator[None]:
+    """Within the block, :func:`make_machine` replaces these config fields — to replay a printed
+    program on another backend, e.g. ``overriding(backend="asynq")``."""
+    names = {f.name for f in dataclasses.fields(MachineConfig)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise ValueError(f"unknown MachineConfig field(s): {', '.join(unknown)}")
+    token = _OVERRIDES.set({**(_OVERRIDES.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
 
 
 def rule_names(machine: type[RuleBasedStateMachine]) -> list[str]:
@@ -1082,7 +1139,7 @@ def profile_from_env() -> str:
     return os.environ.get("KEYSIM_PROFILE", "dev")
 
 
-__all__ = ["COVERAGE", "MACHINE_POLICY", "KeyMachine", "LeakFound", "MachineConfig", "Op",
-           "attribute", "drain_baseline", "leak", "leak_class", "make_machine", "rule_names",
-           "transition_for"]
+__all__ = ["ASYNQ_BACKEND", "COVERAGE", "MACHINE_POLICY", "KeyMachine", "LeakFound",
+           "MachineConfig", "Op", "attribute", "drain_baseline", "leak", "leak_class",
+           "make_broker", "make_machine", "overriding", "rule_names", "transition_for"]
 

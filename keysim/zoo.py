@@ -22,9 +22,12 @@ reachable through the public API alone.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from broker.variants import MUTANTS, Quirk, variant
 from keysim.check import CheckResult, run_check
@@ -276,10 +279,10 @@ def _asynq_round(variant: str, plan: ZooCase | None, known: set[str], seed: int,
     return Defect(result.failure.bug or "?", result)
 
 
-def asynq_report(name: str, seed: int = 0, backend: str = "fakeredis") -> str:
-    """What ``keysim zoo --asynq`` prints for one variant: each defect found (check, shrunk
-    length, time) and the expected ones not found."""
-    found = asynq_defects(name, seed=seed, flood=True, backend=backend)
+def asynq_report(name: str, found: Sequence[Defect], seed: int = 0) -> str:
+    """What ``keysim zoo --asynq`` prints for one variant: each defect ``found`` (by
+    ``asynq_defects(name, seed=seed, flood=True)``: check, shrunk length, time) and the expected
+    ones not found."""
     lines = [f"{name}: {len(found)} defects found (seed {seed})"]
     for d in found:
         lines.append(f"  {d.bug:20} {d.invariant:10} {d.result.shrunk_steps:3d} steps "
@@ -289,16 +292,17 @@ def asynq_report(name: str, seed: int = 0, backend: str = "fakeredis") -> str:
     return "\n".join(lines)
 
 
-def regression_source(defect: Defect, name: str) -> str:
-    """A pytest function that replays ``defect``'s minimal program and expects its failure
-    (how the counterexamples in tests/regressions/ were written)."""
+def regression_entry(defect: Defect) -> dict[str, object]:
+    """``defect``'s minimal program as a saved counterexample: the record
+    tests/regressions/asynq_counterexamples.json holds, replayed there by one test each."""
     failure = defect.result.failure
     assert failure is not None
-    variant = defect.result.config.variant
-    program = defect.result.program.replace('"""', '\\"\\"\\"')
-    return (f'def test_{name}() -> None:\n'
-            f'    """{variant}, {defect.bug}: {failure.message}"""\n'
-            f'    failure = replay_program(\n        """\\\n{program}\n""")\n'
-            f'    assert failure is not None, "the defect no longer shows"\n'
-            f'    assert (failure.invariant, failure.bug) == ({failure.invariant!r}, '
-            f'{defect.bug!r})\n')
+    return {"variant": defect.result.config.variant, "bug": defect.bug,
+            "invariant": failure.invariant, "message": failure.message,
+            "program": defect.result.program.splitlines()}
+
+
+def load_counterexamples(path: Path) -> list[dict[str, Any]]:
+    """The records a ``keysim zoo --asynq --save`` file holds (see :func:`regression_entry`)."""
+    records: list[dict[str, Any]] = json.loads(path.read_text())
+    return records

@@ -33,6 +33,7 @@ from model.errors import (
 )
 from model.message import TaskMessage
 from model.policy import MAX_INT64, Policy
+from model.recovery import retry_or_archive_expired
 from model.snapshot import FieldValue, KeyEntry, KeyspaceSnapshot, KeyType, Value, zset_value
 from model.states import TaskState
 from model.validation import (
@@ -49,9 +50,6 @@ from model.validation import (
     check_ttl,
     check_unique_key,
 )
-
-#: The error a lease-expired task is retried or archived with (Asynq's ErrLeaseExpired).
-LEASE_EXPIRED = "asynq: task lease expired"
 
 #: Zset states whose index is named after the state.
 _ZSET_STATES = (TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED, TaskState.COMPLETED)
@@ -429,18 +427,7 @@ class ReferenceModel:
             del store.lease[task_id]
             _lrem(store.active, task_id)
         expired = self.list_lease_expired(queue, cutoff)
-        recovered = 0
-        for msg in expired:
-            try:
-                if msg.retried >= msg.retry:
-                    self.archive(msg, LEASE_EXPIRED)
-                else:
-                    delay = self.policy.retry_delay_for(msg.id, msg.retried)
-                    self.retry(msg, self.now_s + delay, LEASE_EXPIRED, True)
-            except TaskNotFoundError:
-                continue  # not active after all: the recoverer logs and moves on
-            recovered += 1
-        return recovered
+        return retry_or_archive_expired(self, expired, self.now_s, self.policy)
 
     def extend_lease(self, queue: str, *task_ids: str) -> int:
         """T20: ZADD XX lease now + lease_duration; return how many ids had a lease."""

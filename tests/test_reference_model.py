@@ -29,7 +29,8 @@ from model.errors import (
 )
 from model.message import TaskMessage
 from model.policy import MAX_INT64, Policy
-from model.reference import LEASE_EXPIRED, ReferenceModel
+from model.recovery import LEASE_EXPIRED
+from model.reference import ReferenceModel
 from model.snapshot import KeyEntry, KeyType, zset_value
 from model.states import TaskState
 from model.transitions import TRANSITIONS

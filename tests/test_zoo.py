@@ -9,7 +9,6 @@ minimal counterexample found for them is also kept as an explicit test in tests/
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,11 @@ from keysim.zoo import (
     asynq_expected,
     format_table,
     hunt,
+    load_counterexamples,
     run_zoo,
 )
+
+SAVED = Path(__file__).parent / "regressions" / "asynq_counterexamples.json"
 
 #: The seed each mutant is hunted with in CI: one of 0-4 with a short run on fakeredis (chosen
 #: with `keysim zoo --seeds 5`, which reports the medians over all five).
@@ -146,7 +148,23 @@ def test_mutant_is_found_on_real_redis(bug: str, real_server: RedisServer) -> No
 
 @pytest.mark.parametrize("variant", ASYNQ_VARIANTS)
 def test_regressions_pin_every_defect_of_the_variant_but_bz11(variant: str) -> None:
-    name = variant.replace("-", "_").replace(".", "_")
-    module = Path(__file__).parent / "regressions" / f"test_{name}.py"
-    pinned = set(re.findall(r"failure\.bug\) == \('[^']+', '([^']+)'\)", module.read_text()))
+    pinned = {c["bug"] for c in load_counterexamples(SAVED) if c["variant"] == variant}
     assert pinned == asynq_expected(variant) - {"BZ-11"}
+
+
+def test_cli_save_without_asynq_is_refused(capsys: pytest.CaptureFixture[str],
+                                           tmp_path: Path) -> None:
+    from keysim import cli
+
+    out = tmp_path / "saved.json"
+    assert cli.main(["zoo", "--save", str(out)]) == 2
+    assert "--save needs --asynq" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_zoo_prints_the_table_row_for_one_mutant(capsys: pytest.CaptureFixture[str]) -> None:
+    from keysim import cli
+
+    assert cli.main(["zoo", "--bug", "BZ-18", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "BZ-18" in out and "I1" in out
