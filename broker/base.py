@@ -121,15 +121,19 @@ class BrokerBase:
         """Every live key of ``queue`` in one round trip (a pipeline of one script + SISMEMBER)."""
         keys.validate_name("queue", queue)
         pattern = glob_escape(keys.queue_prefix(queue)) + "*"
-        pipe = self.client.pipeline(transaction=False)
-        self._run_in(pipe, "snapshot", [], [pattern, self.now_ms, 1000])
-        pipe.sismember(keys.ALL_QUEUES, queue)
-        raw, registered = pipe.execute()
+        try:
+            raw, registered = self._snapshot_pipeline(pattern, queue).execute()
+        except redis.exceptions.NoScriptError:  # the server lost its scripts: load them again
+            self._run.forget()
+            raw, registered = self._snapshot_pipeline(pattern, queue).execute()
         entries = {entry.key: entry for entry in map(self._entry, raw)}
         return KeyspaceSnapshot(queue, self.now_ms, entries, registered=bool(registered))
 
-    def _run_in(self, pipe: Any, script: str, keys_: Sequence[str], args: Sequence[Arg]) -> None:
-        self._run._script(script)(keys=list(keys_), args=list(args), client=pipe)
+    def _snapshot_pipeline(self, pattern: str, queue: str) -> Any:
+        pipe = self.client.pipeline(transaction=False)
+        self._run.queue_on(pipe, "snapshot", [], [pattern, self.now_ms, 1000])
+        pipe.sismember(keys.ALL_QUEUES, queue)
+        return pipe
 
     def _entry(self, raw: list[Any]) -> KeyEntry:
         key, kind, expire_at, value = text(raw[0]), KeyType(text(raw[1])), int(raw[2]), raw[3]

@@ -8,6 +8,7 @@ resulting text is registered once per client and run by EVALSHA (re-sent on NOSC
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -57,24 +58,94 @@ def header(name: str) -> dict[str, list[str]]:
 
 
 def full_source(name: str, variant: Variant) -> str:
-    """Script text as sent to Redis: quirk flags, prelude, then the script."""
-    flags = ", ".join(f"{q.value} = {'true' if q in variant.quirks else 'false'}" for q in Quirk)
-    return f"local Q = {{{flags}}}\n{script_text(PRELUDE)}\n{script_text(name)}"
+    """Script text as sent to Redis: quirk flags, the prelude definitions the script uses, then
+    the script.
+
+    >>> from broker.variants import variant
+    >>> source = full_source("extend_lease", variant("reference"))
+    >>> "local function ok(" in source, "local function archive_trim(" in source
+    (True, False)
+    """
+    return _source(name, variant.quirks)
+
+
+@cache
+def _source(name: str, quirks: frozenset[Quirk]) -> str:
+    flags = ", ".join(f"{q.value} = {'true' if q in quirks else 'false'}" for q in Quirk)
+    body = script_text(name)
+    return "\n".join([f"local Q = {{{flags}}}", *_prelude_needed_by(body), body])
+
+
+_TOP_LEVEL = re.compile(r"^local (?:function )?(\w+)")
+
+
+@cache
+def prelude_definitions() -> dict[str, str]:
+    """The prelude's top-level definitions by name, in order, comments left out: a
+    ``local function`` up to its closing ``end`` at column 0, or a one-line ``local X = ...``."""
+    definitions: dict[str, str] = {}
+    lines = script_text(PRELUDE).splitlines()
+    i = 0
+    while i < len(lines):
+        m = _TOP_LEVEL.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        end = i
+        if lines[i].startswith("local function"):
+            end = next(j for j in range(i, len(lines)) if lines[j] == "end")
+        definitions[m.group(1)] = "\n".join(lines[i:end + 1])
+        i = end + 1
+    return definitions
+
+
+def _prelude_needed_by(text: str) -> list[str]:
+    """The prelude definitions ``text`` refers to, with theirs, in prelude order. Sending only
+    these keeps every script small: fakeredis compiles the whole text on every call."""
+    definitions = prelude_definitions()
+    needed: set[str] = set()
+    pending = [text]
+    while pending:
+        words = set(re.findall(r"\w+", pending.pop()))
+        for name in words & definitions.keys() - needed:
+            needed.add(name)
+            pending.append(definitions[name])
+    return [body for name, body in definitions.items() if name in needed]
 
 
 class ScriptRunner:
-    """Runs named scripts of one variant on one Redis client."""
+    """Runs named scripts of one variant on one Redis client: the first call of a script sends
+    its text (EVAL, which also caches it in Redis), later calls only its SHA1 (EVALSHA) — so a
+    fresh database never pays for a NOSCRIPT answer and a reload."""
 
     def __init__(self, client: redis.Redis, variant: Variant) -> None:
         self._client = client
         self._variant = variant
-        self._scripts: dict[str, Any] = {}
-
-    def _script(self, name: str) -> Any:
-        if name not in self._scripts:
-            self._scripts[name] = self._client.register_script(full_source(name, self._variant))
-        return self._scripts[name]
+        self._sha: dict[str, str] = {}  # scripts this client has sent
 
     def __call__(self, name: str, keys: Sequence[str], args: Sequence[Arg] = ()) -> Any:
         """Run script ``name`` with ``keys`` and ``args`` and return its raw reply."""
-        return self._script(name)(keys=list(keys), args=list(args))
+        sha = self._sha.get(name)
+        if sha is not None:
+            try:
+                return self._client.evalsha(sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                pass  # the server lost its script cache (restart, SCRIPT FLUSH): send the text
+        source = full_source(name, self._variant)
+        reply = self._client.eval(source, len(keys), *keys, *args)
+        self._sha[name] = hashlib.sha1(source.encode()).hexdigest()
+        return reply
+
+    def queue_on(self, pipe: Any, name: str, keys: Sequence[str], args: Sequence[Arg] = ()
+                 ) -> None:
+        """Queue script ``name`` on the pipeline ``pipe`` as an EVALSHA (the script is loaded
+        first, once, if this client has not sent it). Should the server have lost it since,
+        the pipeline raises NoScriptError: call :meth:`forget` and run the pipeline again."""
+        sha = self._sha.get(name)
+        if sha is None:
+            sha = self._sha[name] = str(self._client.script_load(full_source(name, self._variant)))
+        pipe.evalsha(sha, len(keys), *keys, *args)
+
+    def forget(self) -> None:
+        """Assume the server has none of the scripts (after a NoScriptError)."""
+        self._sha.clear()

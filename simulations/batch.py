@@ -70,7 +70,7 @@ class _Deferred(Broker):
         self.calls: list[int] = []
 
     def call(self, script: str, keys_: Sequence[str], args: Sequence[Arg] = ()) -> list[Any]:
-        self._run._script(script)(keys=list(keys_), args=list(args), client=self.pipe)
+        self._run.queue_on(self.pipe, script, keys_, args)
         self.calls.append(len(self.pipe.command_stack) - 1)
         return list(_PLACEHOLDER.get(script, []))
 

@@ -267,3 +267,41 @@ def test_bench_runs_on_real_redis(real_server: RedisServer, capsys: pytest.Captu
         assert not [k for k in client.scan_iter(match="asynq:{bench-*") if k]
     finally:
         client.close()
+
+
+def test_runner_sends_the_text_once_then_the_sha_and_survives_a_script_flush(
+        redis_client: redis.Redis) -> None:
+    from broker.variants import variant
+
+    runner = ScriptRunner(redis_client, variant("reference"))
+    lease = "asynq:{default}:lease"
+    redis_client.zadd(lease, {"t1": 10})
+    assert runner("extend_lease", [lease], [99, "t1"]) == [b"OK", 1]
+    assert redis_client.script_exists(*runner._sha.values()) == [True]  # cached by the EVAL
+    redis_client.script_flush()
+    assert runner("extend_lease", [lease], [120, "t1", "t2"]) == [b"OK", 1]
+    assert redis_client.zscore(lease, "t1") == 120
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_scripts_carry_only_the_prelude_definitions_they_use(name: str) -> None:
+    from broker.scripting import full_source, prelude_definitions
+    from broker.variants import variant
+
+    source = full_source(name, variant("reference"))
+    body = script_text(name)
+    for definition, text in prelude_definitions().items():
+        sent = text in source
+        if re.search(rf"\b{definition}\b", body):
+            assert sent, f"{name} uses {definition} but it is not sent"
+        if sent:  # used by the script or by a definition that is sent
+            assert re.search(rf"\b{definition}\b", source.replace(text, "")), definition
+
+
+def test_snapshot_pipeline_survives_a_script_flush(redis_client: redis.Redis) -> None:
+    b = Broker(redis_client)
+    b.enqueue(TaskMessage(type="email", payload=b"", id="t1", queue="default"))
+    before = b.snapshot("default")
+    redis_client.script_flush()
+    assert b.snapshot("default") == before
+    assert before.registered and "asynq:{default}:t:t1" in {e.key for e in before}
