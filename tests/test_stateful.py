@@ -24,13 +24,18 @@ from model import keys
 SEEDS = tuple(range(8))
 
 
-@pytest.fixture(scope="module")
-def reference_runs() -> list[CheckResult]:
-    """Reference runs on fakeredis, one per seed until every transition has been executed."""
+@pytest.fixture(scope="module", params=["fakeredis", "real-redis"])
+def reference_runs(request: pytest.FixtureRequest) -> list[CheckResult]:
+    """Reference runs, one per seed until every transition has been executed: on fakeredis,
+    then on a real Redis (the same seeds, so both backends face the same programs)."""
+    backend = "fakeredis"
+    if request.param == "real-redis":
+        server: RedisServer = request.getfixturevalue("real_server")
+        backend = server.url
     runs: list[CheckResult] = []
     for seed in SEEDS:
-        runs.append(run_check(MachineConfig(), max_examples=25, steps=80, min_steps=60,
-                              seed=seed))
+        runs.append(run_check(MachineConfig(backend=backend), max_examples=25, steps=80,
+                              min_steps=60, seed=seed))
         if not missing_transitions(_union(runs)):
             break
     return runs
@@ -43,7 +48,7 @@ def _union(runs: list[CheckResult]) -> Counter[tuple[str, str]]:
     return total
 
 
-def test_reference_passes_on_fakeredis(reference_runs: list[CheckResult]) -> None:
+def test_reference_passes(reference_runs: list[CheckResult]) -> None:
     for run in reference_runs:
         assert run.passed, run.summary()
         assert run.examples >= 25 and run.steps > 25 * 60
@@ -59,13 +64,6 @@ def test_coverage_gate_can_fail() -> None:
     short = run_check(MachineConfig(), max_examples=2, steps=3, seed=0)
     assert short.passed
     assert "delete_expired_completed" in missing_transitions(short.coverage)
-
-
-def test_reference_passes_on_real_redis(real_server: RedisServer) -> None:
-    run = run_check(MachineConfig(backend=real_server.url), max_examples=20, steps=80,
-                    min_steps=60, seed=7)
-    assert run.passed, run.summary()
-    assert run.examples >= 20 and run.steps > 20 * 60
 
 
 def test_machine_finds_a_leak_and_shrinks_it() -> None:

@@ -78,12 +78,13 @@ def test_printed_program_replays_the_failure(hunted: Hunt) -> None:
 def test_every_mutant_has_a_case_and_the_reference_passes_each_case_config() -> None:
     # The faults and the flood are part of the environment, not defects: the reference design
     # heals what they break, so the same configurations pass on it.
-    for case in CASES.values():
-        if case.flood:
-            continue  # seconds per example; the reference's flood path: test_flood_...
-        config = MachineConfig(faults=case.faults, rules=case.rules, policy=case.policy)
-        result = run_check(config, max_examples=40, steps=case.steps, seed=1, targeting=False)
+    configs = {(MachineConfig(faults=c.faults, rules=c.rules, policy=c.policy), c.steps)
+               for c in CASES.values()
+               if not c.flood}  # seconds per example; the reference's flood path: test_flood_...
+    for config, steps in configs:
+        result = run_check(config, max_examples=40, steps=steps, seed=1, targeting=False)
         assert result.passed, result.summary()
+    assert len(configs) < len(CASES)  # mutants sharing a configuration run it once
 
 
 def test_flood_on_the_reference_is_trimmed_cleanly() -> None:
@@ -128,21 +129,25 @@ def test_attribution(invariant: str, message: str, ops: list[tuple[str, tuple[ob
     assert attribute(invariant, message, [Op(*op) for op in ops]) == bug
 
 
+@pytest.mark.parametrize("backend", ["fakeredis", "real-redis"])
 @pytest.mark.parametrize("variant", ASYNQ_VARIANTS)
-def test_asynq_variant_fails_with_known_defects(variant: str) -> None:
+def test_asynq_variant_fails_with_known_defects(variant: str, backend: str,
+                                                request: pytest.FixtureRequest) -> None:
     # A live hunt (two rounds, all rules: the first two defects, each shrunk); the full list
     # each version shows is pinned by the saved counterexamples in tests/regressions/.
-    found = asynq_defects(variant, seed=0, rounds=2, focused=False)
+    if backend == "real-redis":
+        backend = request.getfixturevalue("real_server").url
+    found = asynq_defects(variant, seed=0, rounds=2, focused=False, backend=backend)
     assert len(found) == 2
     for defect in found:
         assert defect.bug in asynq_expected(variant), defect.result.summary()
         assert 1 <= defect.result.shrunk_steps <= 10, defect.result.program
 
 
-@pytest.mark.parametrize("bug", ["BZ-2", "BZ-12", "BZ-18"])
+@pytest.mark.parametrize("bug", [_param(b) for b in sorted(CASES, key=lambda b: int(b[3:]))])
 def test_mutant_is_found_on_real_redis(bug: str, real_server: RedisServer) -> None:
-    # A subset on a real Redis: the same machine, scripts run by Redis' own Lua.
-    found = hunt(CASES[bug], seed=CI_SEED[bug], backend=real_server.url)
+    # Every mutant on a real Redis too: the same machine, scripts run by Redis' own Lua.
+    found = hunt(CASES[bug], seed=CI_SEED.get(bug, 0), backend=real_server.url)
     assert found.as_expected, found.result.summary()
 
 

@@ -21,9 +21,13 @@ from keysim.zoo import load_counterexamples
 SAVED = Path(__file__).with_name("asynq_counterexamples.json")
 
 
+@pytest.mark.parametrize("backend", ["fakeredis", "real-redis"])
 @pytest.mark.parametrize("saved", [pytest.param(c, id=f"{c['variant']}-{c['bug']}")
                                    for c in load_counterexamples(SAVED)])
-def test_counterexample_still_fails(saved: dict[str, Any]) -> None:
-    failure = replay_program("\n".join(saved["program"]))
+def test_counterexample_still_fails(saved: dict[str, Any], backend: str,
+                                    request: pytest.FixtureRequest) -> None:
+    if backend == "real-redis":
+        backend = request.getfixturevalue("real_server").url
+    failure = replay_program("\n".join(saved["program"]), backend=backend)
     assert failure is not None, f"{saved['bug']} no longer shows: {saved['message']}"
     assert (failure.invariant, failure.bug) == (saved["invariant"], saved["bug"])
