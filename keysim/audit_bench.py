@@ -1,9 +1,12 @@
 """Benchmark of ``keysim audit``: 1,000,000 task keys on a private real Redis.
 
-``python -m keysim.audit_bench [--tasks N]`` starts a Redis (broker.servers), seeds N task
-hashes with pipelines (98% pending and indexed, 1% archived and indexed, 1% zombies: archived
-hashes in no index), then audits in a fresh child process and prints the audit's wall time and
-the child's peak RSS (so seeding memory is not counted). Not part of the test run.
+``python -m keysim.audit_bench [--tasks N] [--reads auto|script|pipeline]`` starts a Redis
+(broker.servers), seeds N task hashes with pipelines (98% pending and indexed, 1% archived and
+indexed, 1% zombies: archived hashes in no index), then audits in a fresh child process and
+prints the audit's wall time, keys per second, the child's peak RSS (so seeding memory is not
+counted), its CPU time and the server's, and how task hashes were read (``reads``: one EVAL_RO
+per batch, or the pipeline a read-only ACL user without ``+eval_ro`` gets). Not part of the
+test run.
 """
 
 from __future__ import annotations
@@ -55,18 +58,29 @@ def seed(url: str, tasks: int) -> int:
     return zombies
 
 
-def measure(url: str) -> None:
+def _server_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
+
+
+def measure(url: str, reads: str) -> None:
     """Child process: audit ``url`` and print JSON figures."""
     from keysim.audit import AuditOptions, audit, connect
 
+    plain = redis.Redis.from_url(url)  # INFO for the figures only; the audit has its own client
+    server_before = _server_cpu(plain)
     client = connect(url)
+    cpu_before = time.process_time()
     started = time.monotonic()
-    result = audit(client, AuditOptions(scan_count=1000, chunk=1000))
+    result = audit(client, AuditOptions(scan_count=1000, chunk=1000, reads=reads))
     seconds = time.monotonic() - started
+    client_cpu = time.process_time() - cpu_before
     (report,) = result.queues
-    print(json.dumps({"seconds": round(seconds, 2),
+    print(json.dumps({"seconds": round(seconds, 2), "keys_per_s": round(report.keys / seconds),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                      "keys": report.keys, "findings": len(result.findings),
+                      "client_cpu_s": round(client_cpu, 2),
+                      "server_cpu_s": round(_server_cpu(plain) - server_before, 2),
+                      "reads": result.reads, "keys": report.keys, "findings": len(result.findings),
                       "leaked_bytes": report.leaked_bytes, "exact_bytes": report.bytes,
                       "asynq_estimate": report.asynq.bytes if report.asynq else None}))
 
@@ -74,10 +88,12 @@ def measure(url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keysim.audit_bench", description=__doc__)
     parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--reads", choices=("auto", "script", "pipeline"), default="auto",
+                        help="how the audit reads task hashes (default: auto)")
     parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        measure(args.measure)
+        measure(args.measure, args.reads)
         return 0
     if args.tasks < 1:
         parser.error(f"--tasks must be >= 1, got {args.tasks}")
@@ -85,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         zombies = seed(server.url, args.tasks)
         print(f"seeded {args.tasks} task hashes ({zombies} zombies) in {time.monotonic() - started:.1f} s")
-        out = subprocess.run([sys.executable, "-m", "keysim.audit_bench", "--measure", server.url],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, "-m", "keysim.audit_bench", "--measure", server.url,
+                              "--reads", args.reads], check=True, capture_output=True, text=True).stdout
         figures = json.loads(out)
-        print(f"audit: {figures['seconds']} s wall, peak client RSS {figures['peak_rss_mb']} MB, "
-              f"{figures['keys']} keys, {figures['findings']} findings")
+        print(f"audit: {figures['seconds']} s wall ({figures['keys_per_s']} keys/s), peak client RSS "
+              f"{figures['peak_rss_mb']} MB, {figures['keys']} keys, {figures['findings']} findings")
+        print(f"cpu: client {figures['client_cpu_s']} s, server {figures['server_cpu_s']} s; "
+              f"task hashes read by {figures['reads']}")
         print(f"bytes: exact {figures['exact_bytes']}, leaked {figures['leaked_bytes']}, "
               f"Asynq's sampled figure {figures['asynq_estimate']}")
     return 0

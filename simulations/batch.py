@@ -8,6 +8,14 @@ Only operations whose Python side does not depend on the reply may be submitted 
 family, dequeue, done, mark_as_complete, retry, archive, extend_lease); their replies are read
 from the flush result.
 
+Speed (the engine's fast path; the plain path above stays, and a test checks both give the
+same keyspace): on a real Redis the pipeline is a :class:`Wire` — hiredis packs each command as
+it is queued, chunks are streamed while the engine keeps building, and replies are parsed by
+hiredis and handed over one by one (:meth:`Batch.results`) — and the three calls of a plain
+lifecycle have shortcuts (:meth:`Batch.enqueue_new` from a per-queue :class:`Template`,
+:meth:`Batch.dequeue`, :meth:`Batch.done` of a :class:`Dequeued` that is never fully decoded)
+queueing the very commands the broker methods would, with each queue's keys built once.
+
 >>> import fakeredis
 >>> from broker import Broker
 >>> from model import TaskMessage
@@ -22,26 +30,35 @@ from the flush result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+import hashlib
+import socket
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
+import hiredis
 import redis
+from redis._parsers.base import BaseParser
 
 from broker.base import text
+from broker.codec import encode_message
 from broker.core import Broker
-from broker.scripting import Arg
+from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
+from broker.scripting import Arg, full_source
+from broker.variants import Quirk
 from model import keys
+from model.clock import utc_date
 from model.errors import ERROR_FOR
 from model.message import TaskMessage
 from model.transitions import Outcome
+from model.validation import check_message, check_queue, check_task_id
 
 # What the deferred call hands back to the broker method so that it returns without parsing
 # a real reply (the real reply is read after the flush).
 _PLACEHOLDER: dict[str, list[Any]] = {"extend_lease": [0]}
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """One submitted operation's outcome after the flush."""
 
@@ -59,32 +76,302 @@ class Result:
             return None
         return broker.decode(self.values[0])
 
+    def dequeued(self, broker: Broker | None = None) -> Dequeued | None:
+        """A dequeue's task as :class:`Dequeued` (None when the queue was empty or paused);
+        with ``broker``, its message is decoded right away (as :meth:`message` does)."""
+        if not self.ok or not self.values or self.values[0] is None:
+            return None
+        raw = self.values[0]
+        return Dequeued(raw, broker.decode(raw) if broker is not None else None)
+
+
+class Template:
+    """Messages that differ only in id and payload — one queue's arrivals — encoded from one
+    protobuf: :meth:`encode` gives ``encode_message(replace(msg, id=..., payload=...))`` byte
+    for byte, without building a :class:`TaskMessage` per task.
+
+    >>> from dataclasses import replace
+    >>> from broker.codec import encode_message
+    >>> template = Template(TaskMessage(type="t", payload=None, id="x", queue="q", retry=3))
+    >>> template.encode("a", b"p") == encode_message(replace(template.msg, id="a", payload=b"p"))
+    True
+    """
+
+    def __init__(self, msg: TaskMessage) -> None:
+        self.msg = check_message(msg)
+        # The codec's fields and checks, with no payload (so each task's may stay absent).
+        self._pb = TaskMessagePB.FromString(encode_message(replace(msg, payload=None)))
+
+    def encode(self, task_id: str, payload: bytes | None) -> bytes:
+        """The encoded message with ``task_id`` and ``payload`` (None = absent)."""
+        # A fresh copy: a reused message would keep every assigned value in its arena (upb).
+        pb = TaskMessagePB()
+        pb.CopyFrom(self._pb)
+        pb.id = task_id
+        if payload is not None:  # the template has none: absent stays absent
+            pb.payload = payload
+        return bytes(pb.SerializeToString(deterministic=True))
+
+
+class Dequeued:
+    """A dequeued task: its ``msg`` bytes, the fields the simulator reads for every task (by a
+    bare protobuf parse), and the :class:`TaskMessage` decoded by the broker's codec only when
+    asked (:meth:`message`) — a task that just succeeds never needs it.
+
+    >>> from broker.codec import encode_message
+    >>> task = Dequeued(encode_message(TaskMessage(type="t", payload=b"", id="a", queue="q")))
+    >>> task.id, task.queue, task.unique_key, task.retention
+    ('a', 'q', '', 0)
+    """
+
+    __slots__ = ("_msg", "id", "queue", "raw", "retention", "unique_key")
+
+    def __init__(self, raw: bytes, msg: TaskMessage | None = None) -> None:
+        self.raw = raw
+        self._msg = msg
+        head: Any = msg if msg is not None else TaskMessagePB.FromString(raw)
+        self.id: str = head.id
+        self.queue: str = head.queue
+        self.unique_key: str = head.unique_key
+        self.retention: int = head.retention
+
+    def message(self, broker: Broker) -> TaskMessage:
+        """The full message (``broker.decode`` of the bytes, once)."""
+        if self._msg is None:
+            self._msg = broker.decode(self.raw)
+        return self._msg
+
+
+#: Bytes read from the socket at a time by :class:`Wire`.
+_READ_CHUNK = 1 << 17
+#: :class:`Wire` sends what is queued once it reaches this many bytes.
+_SEND_EVERY = 1 << 15
+#: RESP encoding of one command (hiredis's stub types the argument as a 1-tuple).
+_pack = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
+
+
+def wire_capable(client: redis.Redis) -> bool:
+    """Whether ``client`` talks RESP2 over a real socket with bytes replies — what
+    :class:`Wire` reproduces. fakeredis (no socket), ``decode_responses`` and RESP3 are not."""
+    pool = getattr(client, "connection_pool", None)
+    cls = getattr(pool, "connection_class", None)
+    if pool is None or not isinstance(cls, type) or not issubclass(cls, redis.connection.AbstractConnection):
+        return False
+    options = pool.connection_kwargs
+    return (cls.__module__ == "redis.connection" and not options.get("decode_responses")
+            and str(options.get("protocol") or 2) == "2")
+
+
+class Wire:
+    """A pipeline without redis-py's per-command work. Commands are packed by hiredis as they
+    are queued and streamed to the server every ``send_every`` bytes on one of the client's
+    pooled connections (so Redis runs the first scripts while the simulator builds the next:
+    the two processes overlap); :meth:`execute` sends the rest and reads every reply with a
+    hiredis reader. Order is kept, and queued commands never depend on replies, so streaming
+    changes nothing but timing.
+
+    Replies are raw RESP2 values as a redis-py pipeline returns them with
+    ``raise_on_error=False`` before its response callbacks (bytes, int, None, lists; error
+    replies as redis-py's exception objects, built by redis-py's own parser). For the two
+    commands a batch sends, ``evalsha`` and ``sadd``, the callbacks change nothing, so the
+    replies are the pipeline's. Reads go straight to the connection's socket (redis-py's
+    ``_sock``), bypassing its parser, which never holds bytes between requests.
+
+    >>> Wire(__import__("fakeredis").FakeRedis())
+    Traceback (most recent call last):
+    ...
+    ValueError: client: Wire needs a redis-py socket client (RESP2, bytes replies)
+    """
+
+    def __init__(self, client: redis.Redis, send_every: int = _SEND_EVERY) -> None:
+        if not wire_capable(client):
+            raise ValueError("client: Wire needs a redis-py socket client (RESP2, bytes replies)")
+        if send_every < 1:
+            raise ValueError(f"send_every must be >= 1, got {send_every}")
+        self._pool = client.connection_pool
+        self._send_every = send_every
+        self._conn: Any = None  # checked out from the first send until the replies are read
+        self._packed: list[bytes] = []
+        self._unsent = 0  # bytes in _packed
+        self._count = 0  # commands since the last execute
+        self._buffer = bytearray(_READ_CHUNK)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Arg) -> None:
+        """Queue ``EVALSHA sha numkeys keys… args…``."""
+        self.queue_command(("EVALSHA", sha, numkeys, *keys_and_args))
+
+    def sadd(self, key: str, *members: Arg) -> None:
+        """Queue ``SADD key members…``."""
+        self.queue_command(("SADD", key, *members))
+
+    def queue_command(self, command: tuple[Arg, ...]) -> None:
+        """Queue one command given as its words (hiredis encodes str as UTF-8 and numbers
+        as redis-py does)."""
+        self.queue_packed(_pack(command))
+
+    def queue_packed(self, packed: bytes) -> None:
+        """Queue one command already encoded as RESP (see ``hiredis.pack_command``)."""
+        self._packed.append(packed)
+        self._count += 1
+        self._unsent += len(packed)
+        if self._unsent >= self._send_every:
+            self._send()
+
+    def _send(self) -> None:
+        data = b"".join(self._packed)
+        self._packed.clear()
+        self._unsent = 0
+        if self._conn is None:
+            self._conn = self._pool.get_connection()
+        try:
+            self._conn.send_packed_command([data], check_health=False)
+        except BaseException:
+            self._drop()
+            raise
+
+    def execute(self, raise_on_error: bool = False) -> list[Any]:
+        """Send what is left, return one reply per command since the last call (errors as
+        values)."""
+        if raise_on_error:
+            raise ValueError("raise_on_error: Wire returns errors as values only")
+        return list(self.replies())
+
+    def replies(self) -> Generator[Any, None, None]:
+        """As :meth:`execute`, but each reply is yielded as soon as it has arrived, so the
+        caller works on the first replies while Redis still runs the later commands. Stopping
+        early drops the connection (its unread replies would confuse the next user)."""
+        count, self._count = self._count, 0
+        if not count:
+            return
+        if self._packed:
+            self._send()
+        conn, self._conn = self._conn, None
+        try:
+            yield from self._read(conn._sock, count)
+        except BaseException:  # GeneratorExit too: unread replies stay on the socket
+            conn.disconnect()
+            raise
+        finally:
+            self._pool.release(conn)
+
+    def _drop(self) -> None:
+        """Forget the connection (and what was queued) after a failed send."""
+        conn, self._conn = self._conn, None
+        self._packed.clear()
+        self._unsent = self._count = 0
+        if conn is not None:
+            conn.disconnect()
+            self._pool.release(conn)
+
+    def _read(self, sock: socket.socket, count: int) -> Iterator[Any]:
+        reader = hiredis.Reader(replyError=BaseParser.parse_error)
+        gets, view = reader.gets, memoryview(self._buffer)
+        while True:
+            reply = gets()
+            while reply is not False:  # every complete reply in the buffer
+                yield reply
+                count -= 1
+                if not count:
+                    return
+                reply = gets()
+            try:
+                n = sock.recv_into(self._buffer)
+            except OSError as err:
+                raise redis.ConnectionError(f"reading batch replies: {err}") from err
+            if n == 0:
+                raise redis.ConnectionError("connection closed while reading batch replies")
+            reader.feed(view, 0, n)  # type: ignore[arg-type]  # the stub omits buffers
+
 
 class _Deferred(Broker):
     """A broker whose script calls (and queue registration) go onto a pipeline."""
 
-    def __init__(self, parent: Broker) -> None:
+    def __init__(self, parent: Broker, wire: bool) -> None:
         super().__init__(parent.client, parent.variant, parent.policy, parent.clock)
         self._run = parent._run  # share the registered scripts
-        self.pipe: Any = parent.client.pipeline(transaction=False)
-        self.calls: list[int] = []
+        self.pipe: Any = Wire(parent.client) if wire else parent.client.pipeline(transaction=False)
+        self.queued = 0  # commands on the pipeline (scripts and SADDs)
+        self.scripts = 0  # script calls among them
+        self.last_call = -1  # index of the latest script call
 
     def call(self, script: str, keys_: Sequence[str], args: Sequence[Arg] = ()) -> list[Any]:
         self._run.queue_on(self.pipe, script, keys_, args)
-        self.calls.append(len(self.pipe.command_stack) - 1)
+        self.queued_script()
         return list(_PLACEHOLDER.get(script, []))
+
+    def queued_script(self) -> int:
+        """Count a script call just put on the pipeline; return its index there."""
+        self.last_call = self.queued
+        self.queued += 1
+        self.scripts += 1
+        return self.last_call
+
+    def reset(self) -> None:
+        """The pipeline was sent: count afresh."""
+        self.queued = self.scripts = 0
+        self.last_call = -1
 
     def register(self, queue: str) -> None:
         self.pipe.sadd(keys.ALL_QUEUES, queue)
+        self.queued += 1
+
+
+class _QueueKeys:
+    """One queue's fixed keys, validated and built once (the ``keys`` functions, not spelled)."""
+
+    __slots__ = ("active", "day", "lease", "paused", "pending", "processed_daily",
+                 "processed_total", "register", "task_prefix", "unique_prefix")
+
+    def __init__(self, queue: str) -> None:
+        check_queue(queue)
+        self.pending = keys.pending(queue)
+        self.paused = keys.paused(queue)
+        self.active = keys.active(queue)
+        self.lease = keys.lease(queue)
+        self.task_prefix = keys.task_prefix(queue)
+        self.processed_total = keys.processed_total(queue)
+        self.unique_prefix = keys.unique_prefix(queue)
+        self.day = -1  # the Unix day processed_daily was built for
+        self.processed_daily = ""
+        # What Broker.register sends before each enqueue-family script, encoded once.
+        self.register = _pack(("SADD", keys.ALL_QUEUES, queue))
+
+
+_DAY_S = 86_400
 
 
 class Batch:
-    """Collects broker operations and runs them in one pipeline."""
+    """Collects broker operations and runs them in one pipeline.
 
-    def __init__(self, broker: Broker) -> None:
+    ``wire``: send through :class:`Wire` (hiredis packing and parsing, no redis-py pipeline);
+    None (default) = whenever the client allows it (:func:`wire_capable`). Both give the same
+    replies, so the same keyspace.
+
+    Besides :meth:`submit` (any broker method), the three calls of a plain lifecycle have
+    shortcuts — :meth:`enqueue`, :meth:`dequeue`, :meth:`done` — that queue exactly the
+    commands the broker method would (same script, keys and arguments; a test compares the
+    keyspaces) with each queue's keys built once and no message decoded.
+    """
+
+    def __init__(self, broker: Broker, wire: bool | None = None) -> None:
         self.broker = broker
-        self._deferred = _Deferred(broker)
+        if wire is None:
+            wire = wire_capable(broker.client)
+        self.wire = wire
+        self._deferred = _Deferred(broker, wire)
         self._ops: list[tuple[object, int]] = []
+        self._queue_keys: dict[str, _QueueKeys] = {}
+        self._sha: dict[str, str] = {}  # SHA1 of the scripts the shortcuts loaded
+        self._bz4 = broker.quirk(Quirk.BZ4)
+        pipe = self._deferred.pipe
+        self._emit: Callable[[tuple[Arg, ...]], None] = (
+            pipe.queue_command if wire else lambda command: pipe.execute_command(*command))
+        self._emit_register: Callable[[str, bytes], None] = (
+            (lambda _queue, packed: pipe.queue_packed(packed)) if wire
+            else lambda queue, _packed: pipe.sadd(keys.ALL_QUEUES, queue))
         self.script_calls = 0
 
     def __len__(self) -> int:
@@ -92,26 +379,102 @@ class Batch:
 
     def submit(self, tag: object, op: Callable[[Broker], object]) -> None:
         """Queue ``op(deferred_broker)``; its last script call is the one whose reply counts."""
-        before = len(self._deferred.calls)
-        op(self._deferred)
-        if len(self._deferred.calls) == before:
+        d = self._deferred
+        before = d.scripts
+        op(d)
+        if d.scripts == before:
             raise ValueError(f"operation {tag!r} made no script call")
-        self._ops.append((tag, self._deferred.calls[-1]))
+        self._ops.append((tag, d.last_call))
+
+    def enqueue_new(self, tag: object, template: Template, task_id: str, payload: bytes | None
+                    ) -> None:
+        """``enqueue`` of ``replace(template.msg, id=task_id, payload=payload)``, without
+        building that message."""
+        check_task_id(task_id)
+        queue = template.msg.queue
+        k = self._keys(queue)
+        encoded = template.encode(task_id, payload)
+        d = self._deferred
+        self._emit_register(queue, k.register)  # what d.register(queue) queues
+        d.queued += 1
+        now_ns = d.clock.now_ns
+        self._script(tag, "enqueue", (2, k.task_prefix + task_id, k.pending,
+                                      encoded, task_id, now_ns, now_ns // 1_000_000))
+
+    def dequeue(self, tag: object, queue: str) -> None:
+        """``submit(tag, lambda d: d.dequeue(queue))``, faster; read the task with
+        :meth:`Result.dequeued`."""
+        k = self._keys(queue)
+        d = self._deferred
+        self._script(tag, "dequeue", (4, k.pending, k.paused, k.active, k.lease,
+                                      d.now_s + d.policy.lease_duration, k.task_prefix))
+
+    def done(self, tag: object, task: Dequeued) -> None:
+        """``submit(tag, lambda d: d.done(msg))`` for the dequeued ``task``, faster."""
+        k = self._keys(task.queue)
+        d = self._deferred
+        now_s = d.now_s
+        if now_s // _DAY_S != k.day:  # the daily counter key changes at UTC midnight
+            k.day = now_s // _DAY_S
+            k.processed_daily = keys.processed_daily(task.queue, utc_date(now_s))
+        task_keys: tuple[Arg, ...] = (k.active, k.lease, k.task_prefix + task.id,
+                                      k.processed_daily, k.processed_total)
+        # Asynq variants (bz4) name the message's lock in KEYS, when it is a lock of this queue.
+        if self._bz4 and task.unique_key.startswith(k.unique_prefix):
+            task_keys += (task.unique_key,)
+        self._script(tag, "done", (len(task_keys), *task_keys, task.id,
+                                   d.clock.now_ns // 1_000_000, (now_s + d.policy.stats_ttl) * 1000))
+
+    def _keys(self, queue: str) -> _QueueKeys:
+        found = self._queue_keys.get(queue)
+        if found is None:
+            found = self._queue_keys[queue] = _QueueKeys(queue)
+        return found
+
+    def _script(self, tag: object, script: str, tail: tuple[Arg, ...]) -> None:
+        """Queue ``EVALSHA <script> numkeys keys… args…`` (``tail`` from numkeys on), as the
+        broker's runner would, minus its lookups."""
+        sha = self._sha.get(script)
+        if sha is None:
+            sha = self._sha[script] = self._load(script)
+        self._emit(("EVALSHA", sha, *tail))
+        self._ops.append((tag, self._deferred.queued_script()))
+
+    def _load(self, script: str) -> str:
+        """Load ``script`` (idempotent) and return its SHA1, as ScriptRunner.queue_on does."""
+        source = full_source(script, self.broker.variant)
+        sha = str(self.broker.client.script_load(source))
+        if sha != hashlib.sha1(source.encode()).hexdigest():
+            raise RuntimeError(f"SCRIPT LOAD of {script!r} answered an unexpected SHA1 {sha!r}")
+        return sha
 
     def flush(self) -> list[Result]:
         """Run everything submitted, in order; return one :class:`Result` per operation."""
+        return list(self.results())
+
+    def results(self) -> Iterator[Result]:
+        """As :meth:`flush`, yielding each operation's :class:`Result` as soon as its reply
+        has arrived (through :class:`Wire`; a redis-py pipeline answers all at once).
+        Consume it fully before submitting more."""
         if not self._ops:
-            return []
-        pipe = self._deferred.pipe
-        replies = pipe.execute(raise_on_error=False)
-        self.script_calls += len(self._deferred.calls)
-        results = [_result(tag, replies[index]) for tag, index in self._ops]
-        self._ops.clear()
-        self._deferred.calls.clear()
-        return results
+            return
+        d = self._deferred
+        ops, self._ops = self._ops, []
+        self.script_calls += d.scripts
+        d.reset()
+        replies = d.pipe.replies() if self.wire else d.pipe.execute(raise_on_error=False)
+        pending = iter(ops)
+        tag, index = next(pending)
+        # Every command has a reply; only each operation's (last) script call is reported.
+        for position, reply in enumerate(replies):
+            if position == index:
+                yield _result(tag, reply)
+                tag, index = next(pending, (None, -1))
 
 
 def _result(tag: object, reply: Any) -> Result:
+    if type(reply) is list and reply and reply[0] == b"OK":  # the common case, first
+        return Result(tag, "ok", reply[1:])
     if isinstance(reply, redis.ResponseError):
         kind = "OOMError" if "OOM" in str(reply) or "maxmemory" in str(reply) else "ScriptError"
         return Result(tag, kind, [str(reply)])

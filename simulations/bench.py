@@ -1,13 +1,25 @@
 """Simulator throughput on real Redis, next to redis-benchmark's pipelined EVALSHA ceiling.
 
-``python -m simulations.bench [--tasks 1000000] [--rate 1000] [--backend redis|fakeredis]``
+``python -m simulations.bench [--tasks 1000000] [--rate 1000] [--backend redis|fakeredis] [--plain]``
 
 Runs a steady workload (reference variant, every task succeeds, retention 0: each lifecycle is
 enqueue → dequeue → done, three script calls) of ``--tasks`` arrivals at ``--rate`` tasks per
 virtual second, and prints: wall time, simulated task lifecycles/s, script calls/s, the peak RSS
-of this process, and — on real Redis — ``redis-benchmark -P <pipeline> -c 1 EVALSHA`` of a
-trivial script against the same server in the same run, with the ratio of our script calls/s
-to that ceiling. Not part of the test suite.
+of this process and its CPU time per script call. On real Redis it also prints, measured in the
+same run:
+
+* Redis's own cost per script call: server CPU (``INFO cpu``, every command of the run — the
+  scripts, the client's SADDs, the engine's probes and samples — divided by the script calls)
+  and the time inside the scripts (``INFO commandstats``, EVALSHA ``usec`` / ``calls``);
+* ``redis-benchmark -P <pipeline> -c 1 EVALSHA`` of a trivial script against the same server,
+  with its server CPU per call, and the ratio of our script calls/s to that ceiling;
+* the ceiling for *these* scripts — what Redis could serve if the client cost nothing:
+  1 / (server CPU per script call) — and our ratio to it.
+
+The simulator and Redis work at the same time only when a second core is free; on a busy
+machine the wall time per call approaches client CPU + server CPU (both are printed).
+``--plain`` runs the engine's plain path (broker methods on a redis-py pipeline, every message
+decoded) instead of its fast path, for before/after comparisons. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -42,14 +54,42 @@ def bench_spec(tasks: int, rate: float) -> WorkloadSpec:
     })
 
 
+@dataclass(frozen=True)
+class ServerUsage:
+    """Redis's own accounting: CPU seconds (user + system) and EVALSHA calls and µs."""
+
+    cpu_s: float = 0.0
+    evalsha_calls: int = 0
+    evalsha_usec: int = 0
+
+    def __sub__(self, other: ServerUsage) -> ServerUsage:
+        return ServerUsage(self.cpu_s - other.cpu_s, self.evalsha_calls - other.evalsha_calls,
+                           self.evalsha_usec - other.evalsha_usec)
+
+    @property
+    def usec_per_evalsha(self) -> float:
+        """µs Redis spent inside EVALSHA per call (INFO commandstats)."""
+        return self.evalsha_usec / self.evalsha_calls if self.evalsha_calls else 0.0
+
+
+def server_usage(client: redis.Redis) -> ServerUsage:
+    """``INFO cpu`` and the EVALSHA line of ``INFO commandstats`` of a real Redis, now."""
+    cpu = client.info("cpu")
+    evalsha = client.info("commandstats").get("cmdstat_evalsha", {})
+    return ServerUsage(float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+                       int(evalsha.get("calls", 0)), int(evalsha.get("usec", 0)))
+
+
 @dataclass
 class BenchResult:
-    """Figures of one benchmark run."""
+    """Figures of one benchmark run (``server`` only on real Redis)."""
 
     tasks: int
     wall_s: float
     script_calls: int
     peak_rss_mib: float
+    client_cpu_s: float = 0.0
+    server: ServerUsage | None = None
 
     @property
     def lifecycles_per_s(self) -> float:
@@ -59,34 +99,55 @@ class BenchResult:
     def scripts_per_s(self) -> float:
         return self.script_calls / self.wall_s
 
+    @property
+    def client_us_per_call(self) -> float:
+        """CPU µs of this process per script call."""
+        return 1e6 * self.client_cpu_s / self.script_calls
 
-def run_bench(client: redis.Redis, real: bool, tasks: int, rate: float) -> BenchResult:
-    """Run the benchmark workload on ``client``."""
-    engine = Engine(bench_spec(tasks, rate), client, real=real, sink=ListSink())
-    start = time.perf_counter()
+    @property
+    def server_us_per_call(self) -> float:
+        """Redis CPU µs per script call (every command of the run counted)."""
+        return 1e6 * self.server.cpu_s / self.script_calls if self.server else 0.0
+
+    @property
+    def server_ceiling(self) -> float:
+        """Script calls/s Redis could serve on this workload if the client cost nothing."""
+        return 1e6 / self.server_us_per_call if self.server_us_per_call else 0.0
+
+
+def run_bench(client: redis.Redis, real: bool, tasks: int, rate: float,
+              fast: bool = True) -> BenchResult:
+    """Run the benchmark workload on ``client`` (``fast``: see :class:`Engine`)."""
+    engine = Engine(bench_spec(tasks, rate), client, real=real, sink=ListSink(), fast=fast)
+    before = server_usage(client) if real else None
+    cpu0, start = time.process_time(), time.perf_counter()
     counts = engine.run()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    used = server_usage(client) - before if before is not None else None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return BenchResult(counts.get("processed", 0), wall, engine.batch.script_calls, rss)
+    return BenchResult(counts.get("processed", 0), wall, engine.batch.script_calls, rss, cpu, used)
 
 
-def evalsha_ceiling(url: str, pipeline: int, requests: int = 2_000_000) -> float:
-    """``redis-benchmark -c 1 -P <pipeline>`` EVALSHA of a trivial script: calls/s."""
+def evalsha_ceiling(url: str, pipeline: int, requests: int = 2_000_000) -> tuple[float, ServerUsage]:
+    """``redis-benchmark -c 1 -P <pipeline>`` EVALSHA of a trivial script: calls/s, and the
+    server's usage during it."""
     binary = find_redis_benchmark()
     if binary is None:
         raise FileNotFoundError("redis-benchmark not found next to redis-server nor on PATH")
     client = redis.Redis.from_url(url)
     try:
         sha = client.script_load(TRIVIAL_SCRIPT)
+        command = [str(binary), *connection_args(url), "-n", str(requests), "-c", "1",
+                   "-P", str(pipeline), "--csv", "EVALSHA", sha, "0"]
+        before = server_usage(client)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
+                              stdin=subprocess.DEVNULL)
+        used = server_usage(client) - before
     finally:
         client.close()
-    command = [str(binary), *connection_args(url), "-n", str(requests), "-c", "1",
-               "-P", str(pipeline), "--csv", "EVALSHA", sha, "0"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
-                          stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise RuntimeError(f"redis-benchmark exited with {done.returncode}: {done.stderr.strip()}")
-    return parse_rps(done.stdout)
+    return parse_rps(done.stdout), used
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,14 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="tasks per virtual second")
     parser.add_argument("--backend", choices=("redis", "fakeredis"), default="redis")
     parser.add_argument("--pipeline", type=int, default=100, help="redis-benchmark -P (default 100)")
+    parser.add_argument("--plain", action="store_true",
+                        help="the engine's plain path (broker methods on a redis-py pipeline)")
     args = parser.parse_args(argv)
+    fast = not args.plain
     try:
         bench_spec(args.tasks, args.rate)
     except ValueError as err:
         parser.error(str(err))
     if args.backend == "fakeredis":
         with open_backend("fakeredis") as (client, _, label):
-            report(label, run_bench(client, False, args.tasks, args.rate))
+            report(label, run_bench(client, False, args.tasks, args.rate, fast))
         return 0
     try:
         server = start_server()
@@ -114,18 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         client = redis.Redis.from_url(server.url)
         client.flushdb()
         try:
-            result = run_bench(client, True, args.tasks, args.rate)
+            result = run_bench(client, True, args.tasks, args.rate, fast)
         finally:
             client.flushdb()
             client.close()
-        report(f"{server.kind} {server.version}", result)
+        report(f"{server.kind} {server.version}, {'plain' if args.plain else 'fast'} path", result)
         try:
-            ceiling = evalsha_ceiling(server.url, args.pipeline)
-        except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired) as err:
+            ceiling, trivial = evalsha_ceiling(server.url, args.pipeline)
+        except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired, redis.RedisError) as err:
             print(f"redis-benchmark: skipped ({err})")
             return 0
-        print(f"redis-benchmark -c 1 -P {args.pipeline} EVALSHA '{TRIVIAL_SCRIPT}': {ceiling:,.0f} calls/s")
-        print(f"simulator script calls/s ÷ ceiling = {result.scripts_per_s / ceiling:.3f}")
+        report_ceilings(result, args.pipeline, ceiling, trivial)
     return 0
 
 
@@ -135,6 +198,30 @@ def report(label: str, result: BenchResult) -> None:
     print(f"{result.tasks:,} task lifecycles in {result.wall_s:.1f} s wall: "
           f"{result.lifecycles_per_s:,.0f} lifecycles/s, {result.scripts_per_s:,.0f} script calls/s "
           f"({result.script_calls:,} calls); peak simulator RSS {result.peak_rss_mib:.0f} MiB")
+    print(f"simulator (client) CPU: {result.client_us_per_call:.1f} µs per script call")
+    if result.server is not None:
+        print(f"Redis server CPU: {result.server_us_per_call:.1f} µs per script call (INFO cpu; "
+              f"every command of the run); wall clock inside EVALSHA: "
+              f"{result.server.usec_per_evalsha:.1f} µs per call (INFO commandstats; it grows "
+              "when the server waits for a CPU)")
+        both = result.client_us_per_call + result.server_us_per_call
+        print(f"client + server CPU: {both:.1f} µs per script call = {1e6 / both:,.0f} calls/s "
+              "if they cannot overlap (one free core)")
+
+
+def report_ceilings(result: BenchResult, pipeline: int, ceiling: float, trivial: ServerUsage) -> None:
+    """Print the trivial-script ceiling, the ceiling for these scripts, and both ratios."""
+    per_call = 1e6 * trivial.cpu_s / trivial.evalsha_calls if trivial.evalsha_calls else 0.0
+    print(f"redis-benchmark -c 1 -P {pipeline} EVALSHA '{TRIVIAL_SCRIPT}': {ceiling:,.0f} calls/s "
+          f"(Redis server CPU {per_call:.2f} µs per call; inside the script "
+          f"{trivial.usec_per_evalsha:.2f} µs)")
+    print(f"simulator script calls/s ÷ ceiling = {result.scripts_per_s / ceiling:.3f}")
+    if result.server_ceiling:
+        print(f"ceiling for these scripts (1 / Redis CPU per script call of this run): "
+              f"{result.server_ceiling:,.0f} calls/s = {result.server_ceiling / ceiling:.3f} of the "
+              "trivial ceiling")
+        print(f"simulator script calls/s ÷ ceiling for these scripts = "
+              f"{result.scripts_per_s / result.server_ceiling:.3f}")
 
 
 if __name__ == "__main__":

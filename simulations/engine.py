@@ -15,7 +15,8 @@ Time advances in steps of ``spec.step`` seconds (default 1). At each step, in th
    a cheap probe (``ZRANGE … BYSCORE LIMIT 0 1``, ``SMEMBERS groups``) skips a loop's script
    when it could not do anything (a no-op script changes no key);
 7. dispatch: free workers dequeue from their covered queues (weighted by priority, no more
-   dequeues than pending tasks), in one pipeline; each dequeued task gets a handler duration
+   dequeues than pending tasks), in one pipeline whose replies are handled as they arrive
+   (Redis runs the later dequeues meanwhile); each dequeued task gets a handler duration
    and an outcome; it completes at the first step at or after ``now + duration`` (a worker
    finishes at most one task per step).
 
@@ -31,7 +32,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -47,11 +48,13 @@ from model.errors import KeysimError
 from model.message import TaskMessage
 from model.policy import Policy
 from model.states import TaskState
-from simulations.batch import Batch, Result
+from simulations.batch import Batch, Dequeued, Result, Template
 from simulations.measure import Sampler, info_stats
 from simulations.spec import Action, Distribution, QueueSpec, ServerSpec, WorkloadSpec
 
 HANDLER_ERROR = "handler error"
+#: Operations whose success the engine counts (by the first element of their batch tag).
+_COUNTED = frozenset({"processed", "retried", "archived", "enqueued"})
 AGGREGATOR_MAX_INTERVAL = 7
 
 
@@ -80,11 +83,11 @@ class ListSink:
         self.events.append((t, kind, detail))
 
 
-@dataclass
+@dataclass(slots=True)
 class InFlight:
     """A task a worker is running."""
 
-    msg: TaskMessage
+    task: Dequeued
     server: int
     outcome: str
 
@@ -144,12 +147,16 @@ class Engine:
     """Runs one :class:`WorkloadSpec` against one Redis client.
 
     ``real`` says the client is a real Redis (enables MEMORY USAGE/INFO and eviction settings).
-    ``progress`` is called after every sample with the row just written.
+    ``progress`` is called after every sample with the row just written. ``fast`` (default)
+    sends batches through :class:`simulations.batch.Wire` when the client allows it and uses
+    the batch's enqueue/dequeue/done shortcuts; ``fast=False`` is the plain path (broker
+    methods on a redis-py pipeline) — both give the same keyspace.
     """
 
     def __init__(self, spec: WorkloadSpec, client: redis.Redis, *, variant: str | None = None,
                  real: bool = False, sink: SampleSink | None = None,
-                 progress: Callable[[dict[str, float]], None] | None = None) -> None:
+                 progress: Callable[[dict[str, float]], None] | None = None,
+                 fast: bool = True) -> None:
         self.spec = spec
         self.variant = variant or spec.variant
         if spec.redis.maxmemory and not real:
@@ -161,7 +168,8 @@ class Engine:
         self.clock = VirtualClock(EPOCH_NS)
         self.policy = make_policy(spec, self.variant)
         self.broker = Broker(client, self.variant, self.policy, self.clock)
-        self.batch = Batch(self.broker)
+        self.fast = fast
+        self.batch = Batch(self.broker, None if fast else False)
         self.rng = random.Random(spec.seed)
         self.sink: SampleSink = sink if sink is not None else ListSink()
         self.progress = progress
@@ -175,6 +183,10 @@ class Engine:
         self._actions = sorted(((a.at, i, a) for i, a in enumerate(spec.actions)),
                                key=lambda x: (x[0], x[1]))
         self._queues = {q.name: q for q in spec.queues}
+        # Every arrival of a queue is this message with its own id and payload.
+        self._templates = {q.name: Template(TaskMessage(
+            type=f"{q.name}:work", payload=None, id="template", queue=q.name, retry=q.max_retry,
+            retention=q.retention)) for q in spec.queues}
         self.sampler: Sampler | None = None
         self._wall0 = 0.0
         self._evicted0 = 0
@@ -279,17 +291,19 @@ class Engine:
             self._finish(job)
 
     def _finish(self, job: InFlight) -> None:
-        msg, outcome = job.msg, job.outcome
+        task, outcome = job.task, job.outcome
         if outcome == "crash":
             self.counts["crashed"] += 1
             return
         if outcome in ("success", "revoke"):
             self.counts["revoked" if outcome == "revoke" else "succeeded"] += 1
-            if outcome == "success" and msg.retention > 0:
-                self.batch.submit(("processed", msg.id), lambda d: d.mark_as_complete(msg))
+            if outcome == "revoke" or task.retention <= 0:
+                self._done(task)
             else:
-                self.batch.submit(("processed", msg.id), lambda d: d.done(msg))
+                done = task.message(self.broker)
+                self.batch.submit(("processed", task.id), lambda d: d.mark_as_complete(done))
             return
+        msg = task.message(self.broker)
         if outcome == "failure":
             self.counts["failed_attempts"] += 1
             if msg.retried < msg.retry:
@@ -297,6 +311,13 @@ class Engine:
                 self.batch.submit(("retried", msg.id), lambda d: d.retry(msg, at, HANDLER_ERROR, True))
                 return
         self.batch.submit(("archived", msg.id), lambda d: d.archive(msg, outcome))
+
+    def _done(self, task: Dequeued) -> None:
+        if self.fast:
+            self.batch.done(("processed", task.id), task)
+        else:
+            msg = task.message(self.broker)
+            self.batch.submit(("processed", task.id), lambda d: d.done(msg))
 
     def _arrive(self, t: int) -> None:
         for queue in self.spec.queues:
@@ -333,9 +354,13 @@ class Engine:
     def _new_task(self, queue: QueueSpec) -> None:
         r = self.rng.random()
         unique = self.rng.random() < queue.unique.share
-        msg = TaskMessage(type=f"{queue.name}:work", payload=self._payload(queue, unique),
-                          id=self._task_id(), queue=queue.name, retry=queue.max_retry,
-                          retention=queue.retention)
+        payload = self._payload(queue, unique)
+        task_id = self._task_id()
+        if self.fast and not unique and r >= queue.scheduled.share + queue.grouped.share:
+            # A plain enqueue, the common case: no TaskMessage built (same bytes, see Template).
+            self.batch.enqueue_new(("enqueued", task_id), self._templates[queue.name], task_id, payload)
+            return
+        msg = replace(self._templates[queue.name].msg, payload=payload, id=task_id)
         ttl = queue.unique.ttl
         now = self.broker.now_s
         if r < queue.scheduled.share:
@@ -360,22 +385,28 @@ class Engine:
             by_queue: dict[str, list[str]] = {}
             for task_id, job in server.running.items():
                 if job.outcome != "crash":
-                    by_queue.setdefault(job.msg.queue, []).append(task_id)
+                    by_queue.setdefault(job.task.queue, []).append(task_id)
             for queue, ids in by_queue.items():
                 self.batch.submit(("lease", queue), _extend(queue, ids))
 
-    def _flush(self) -> list[Result]:
-        results = self.batch.flush()
-        for result in results:
-            kind = result.tag[0] if isinstance(result.tag, tuple) else str(result.tag)
-            if result.ok:
-                if kind in ("processed", "retried", "archived", "enqueued"):
-                    self.counts[kind] += 1
+    def _flush(self) -> None:
+        for _ in self._results():
+            pass
+
+    def _results(self) -> Iterator[Result]:
+        """Run the batch; count each result as it arrives and yield it."""
+        counts = self.counts
+        for result in self.batch.results():
+            tag = result.tag
+            kind = tag[0] if type(tag) is tuple else str(tag)
+            if result.status == "ok":
+                if kind in _COUNTED:
+                    counts[kind] += 1
             elif result.status == "DuplicateTaskError":
-                self.counts["duplicates"] += 1
+                counts["duplicates"] += 1
             elif kind != "dequeue":
                 self._error(result.status)
-        return results
+            yield result
 
     def _error(self, name: str) -> None:
         self.counts["errors"] += 1
@@ -479,22 +510,31 @@ class Engine:
         left = dict(zip(covered, (int(n) for n in pipe.execute()), strict=True))
         order = list(range(len(self.servers)))
         self.rng.shuffle(order)
+        batch = self.batch
         for index in order:
             server = self.servers[index]
+            tag = ("dequeue", index)
+            weights = list(zip(server.spec.queues, server.spec.priorities, strict=True))
             for _ in range(server.free):
-                queue = self._pick(server.spec, left)
+                queue = self._pick(weights, left)
                 if queue is None:
                     break
                 left[queue] -= 1
-                self.batch.submit(("dequeue", index), _dequeue(queue))
-        for result in self._flush():
-            msg = result.message(self.broker) if result.tag[0] == "dequeue" else None  # type: ignore[index]
-            if msg is not None:
-                self._start(self.servers[result.tag[1]], result.tag[1], msg, t)  # type: ignore[index]
+                if self.fast:
+                    batch.dequeue(tag, queue)
+                else:
+                    batch.submit(tag, _dequeue(queue))
+        decode = None if self.fast else self.broker  # the plain path decodes every message
+        # Each task starts as its reply arrives, while Redis still runs the later dequeues.
+        for result in self._results():
+            tag = result.tag  # type: ignore[assignment]
+            task = result.dequeued(decode) if tag[0] == "dequeue" else None
+            if task is not None:
+                self._start(self.servers[tag[1]], tag[1], task, t)
 
-    def _pick(self, server: ServerSpec, left: dict[str, int]) -> str | None:
-        options = [(q, p) for q, p in zip(server.queues, server.priorities, strict=True)
-                   if left.get(q, 0) > 0]
+    def _pick(self, weights: list[tuple[str, int]], left: dict[str, int]) -> str | None:
+        """A queue with pending tasks, drawn by priority among ``weights`` (queue, priority)."""
+        options = [(q, p) for q, p in weights if left.get(q, 0) > 0]
         if not options:
             return None
         total = sum(p for _, p in options)
@@ -505,8 +545,8 @@ class Engine:
                 return q
         return options[-1][0]
 
-    def _start(self, server: ServerState, index: int, msg: TaskMessage, t: int) -> None:
-        queue = self._queues.get(msg.queue)
+    def _start(self, server: ServerState, index: int, task: Dequeued, t: int) -> None:
+        queue = self._queues.get(task.queue)
         if queue is None:
             return
         self.counts["dequeued"] += 1
@@ -514,9 +554,9 @@ class Engine:
         outcome = self._outcome(queue)
         seconds = sample_value(queue.duration, self.rng)
         steps = max(1, math.ceil(seconds / self.spec.step))
-        server.running[msg.id] = InFlight(msg, index, outcome)
-        self._owner[msg.id] = index
-        heapq.heappush(self._completions, (t + steps * self.spec.step, self._next(), msg.id))
+        server.running[task.id] = InFlight(task, index, outcome)
+        self._owner[task.id] = index
+        heapq.heappush(self._completions, (t + steps * self.spec.step, self._next(), task.id))
 
     def _next(self) -> int:
         self._seq += 1

@@ -302,5 +302,16 @@ def test_bench_counts_lifecycles_and_script_calls() -> None:
     assert result.tasks == 200
     assert result.script_calls == 3 * 200 + 2 * 50  # + the last step's enqueue and dequeue
     assert result.lifecycles_per_s > 0 and result.peak_rss_mib > 10
+    assert result.client_us_per_call > 0 and result.server is None  # no INFO on fakeredis
+    assert run_bench(fakeredis.FakeRedis(), False, 200, 50, fast=False).script_calls == 700
     with pytest.raises(ValueError, match="tasks must be >= 1 and rate > 0"):
         bench_spec(0, 1)
+
+
+def test_bench_cli_plain_path_on_fakeredis(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulations.bench import main as bench_main
+
+    assert bench_main(["--backend", "fakeredis", "--tasks", "40", "--rate", "20", "--plain"]) == 0
+    out = capsys.readouterr().out
+    assert "40 task lifecycles in" in out and "(160 calls)" in out  # + the last step's 2 × 20
+    assert "simulator (client) CPU:" in out and "Redis server CPU" not in out

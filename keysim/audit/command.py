@@ -35,7 +35,8 @@ def run_audit(url: str, options: AuditOptions, *, as_json: bool = False,
         result = audit(client, options)
     except redis.exceptions.NoPermissionError as e:
         print(f"keysim audit: not permitted on {target}: {masked(str(e), secret)} "
-              "(the user needs +@read -@write -@dangerous +multi +exec +select)", file=err)
+              "(the user needs +@read -@write -@dangerous +multi +exec +select; "
+              "+eval_ro makes the audit several times faster)", file=err)
         return EXIT_UNAVAILABLE
     except (redis.RedisError, OSError, WriteRefused) as e:
         print(f"keysim audit: {target}: {masked(str(e), secret)}", file=err)

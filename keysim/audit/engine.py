@@ -6,7 +6,11 @@ A. **Indexes.** The members of pending, active, lease, scheduled, retry, archive
    every ``g:<group>`` / ``g:<group>:<set>`` zset (found by SCAN) are read page by page into an
    :class:`IdIndex` (11 bytes per id, not the ids themselves).
 B. **Keys.** SCAN over the queue's prefix. Keys are handled in chunks of ``chunk`` keys: task
-   hashes (HMGET of the lifecycle fields, PEXPIRETIME, MEMORY USAGE) become a small
+   hashes are read by :class:`TaskReader` (HMGET of the lifecycle fields, PEXPIRETIME, MEMORY
+   USAGE; one read-only EVAL_RO per batch when permitted, else one pipeline). A *plain* task —
+   a hash without TTL whose msg decodes to its own id and queue, whose state has one index
+   and whose id sits exactly once in exactly that index — breaks none of the per-key rules
+   below, so it is only counted. Every other task becomes part of a small
    :class:`KeyspaceSnapshot` holding those hashes plus the index entries of just their ids, on
    which ``check_i1``/``i4``/``i11``/``i12`` run unchanged; unique locks and their owners go
    through ``check_i6`` (strict: a live lock's owner must exist and name it); the other keys
@@ -27,17 +31,28 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import redis
 
 from broker.base import glob_escape, text
 from broker.codec import decode_message
+from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
 from broker.scripting import TTL_SHIFT_MS
 from keysim.audit.asynq_estimate import AsynqEstimate, asynq_estimate
 from keysim.audit.idindex import IdIndex
+from keysim.audit.taskread import (
+    READ_MODES,
+    TASK_FIELDS,
+    Inflight,
+    PendingTasks,
+    TaskReader,
+    execute,
+    peek_message,
+)
 from model import keys
 from model.invariants import (
     EXPECTED_TYPE,
@@ -59,7 +74,16 @@ from model.snapshot import FieldValue, KeyEntry, KeyspaceSnapshot, KeyType
 from model.states import TaskState
 
 CLOCKS = ("auto", "real")
-_TASK_FIELDS = ("msg", "state", "group", "unique_key", "pending_since")
+# Positions in a task's replies (taskread.TaskReplies): its fields, then PEXPIRETIME, MEMORY USAGE.
+_MSG, _STATE, _SINCE = (TASK_FIELDS.index(f) for f in ("msg", "state", "pending_since"))
+_PEXP, _BYTES = len(TASK_FIELDS), len(TASK_FIELDS) + 1
+#: States whose tasks sit in exactly one index named after the state (the plain-task fast path).
+_ONE_INDEX_STATES = (TaskState.PENDING, TaskState.ACTIVE, TaskState.SCHEDULED, TaskState.RETRY,
+                     TaskState.ARCHIVED, TaskState.COMPLETED)
+# Plain strings for the per-task hot path (an enum's .value is a descriptor call).
+_PENDING, _COMPLETED = TaskState.PENDING.value, TaskState.COMPLETED.value
+_FAILED_STATES = frozenset({TaskState.RETRY.value, TaskState.ARCHIVED.value})
+_TASK = Family.TASK.value
 _LISTS = frozenset({Family.PENDING, Family.ACTIVE})
 #: Families a server still works on: a queue holding one of them is not a dead leftover.
 _LIVE = (Family.PENDING, Family.ACTIVE, Family.LEASE, Family.SCHEDULED, Family.RETRY)
@@ -71,7 +95,9 @@ class AuditOptions:
 
     ``clock="auto"`` reads a PEXPIRETIME above ``TTL_SHIFT_MS`` (year 2033) as a deadline the
     keysim broker shifted (deadline + TTL_SHIFT_MS) and un-shifts it; ``"real"`` takes every
-    deadline as is. Real Asynq keyspaces are the same under both.
+    deadline as is. Real Asynq keyspaces are the same under both. ``reads`` picks how task hashes
+    are read (:mod:`keysim.audit.taskread`): ``"auto"`` (EVAL_RO, or a pipeline when refused),
+    ``"script"`` or ``"pipeline"``; the findings are the same.
 
     >>> AuditOptions(scan_count=0)
     Traceback (most recent call last):
@@ -88,6 +114,7 @@ class AuditOptions:
     policy: Policy = ASYNQ_POLICY
     #: LPOS MAXLEN when re-confirming that a zombie is not in pending/active (new ids sit at the head).
     lpos_maxlen: int = 10_000
+    reads: str = "auto"
 
     def __post_init__(self) -> None:
         for name, low, high in (("scan_count", 1, 100_000), ("pause_ms", 0, 60_000),
@@ -97,6 +124,8 @@ class AuditOptions:
                 raise ValueError(f"{name} must be an int in {low}..{high}, got {value!r}")
         if self.clock not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, got {self.clock!r}")
+        if self.reads not in READ_MODES:
+            raise ValueError(f"reads must be one of {READ_MODES}, got {self.reads!r}")
         if self.now_ms is not None and (not isinstance(self.now_ms, int) or self.now_ms < 0):
             raise ValueError(f"now_ms must be a non-negative int, got {self.now_ms!r}")
         for queue in self.queues:
@@ -145,6 +174,9 @@ class AuditResult:
     redis_version: str = ""
     used_memory: int | None = None
     seconds: float = 0.0
+    #: How task hashes were read: "script" or "pipeline" ("auto": there was none to read).
+    #: Not part of the report.
+    reads: str = ""
 
     @property
     def findings(self) -> list[Finding]:
@@ -159,10 +191,14 @@ class AuditResult:
 def audit(client: redis.Redis, options: AuditOptions | None = None) -> AuditResult:
     """Audit every queue (``options.queues`` or all discovered) through read-only ``client``."""
     opts = options or AuditOptions()
+    if client.get_encoder().decode_responses:
+        raise ValueError("client must not decode responses (decode_responses=False, as connect() "
+                         "makes it): the audit reads key names as raw bytes")
     started = time.monotonic()
-    queues = list(opts.queues) or discover_queues(client, opts)
-    reports = [QueueAudit(client, q, opts).run() for q in queues]
-    result = AuditResult(reports, seconds=time.monotonic() - started)
+    queues, groups = (list(opts.queues), {}) if opts.queues else _discover(client, opts)
+    reader = TaskReader(client, opts.reads)
+    reports = [QueueAudit(client, q, opts, reader, groups.get(q)).run() for q in queues]
+    result = AuditResult(reports, seconds=time.monotonic() - started, reads=reader.mode)
     _server_facts(client, result)
     return result
 
@@ -178,31 +214,92 @@ def _server_facts(client: redis.Redis, result: AuditResult) -> None:
 
 def scan(client: redis.Redis, match: str, opts: AuditOptions) -> Iterator[list[str]]:
     """SCAN pages (as text) for ``match``, pausing ``pause_ms`` between round trips."""
-    cursor = 0
-    while True:
-        cursor, batch = client.scan(cursor, match=match, count=opts.scan_count)
-        cursor = int(cursor)
-        if batch:
-            yield [text(k) for k in batch]
-        if cursor == 0:
-            return
-        if opts.pause_ms:
-            time.sleep(opts.pause_ms / 1000)
+    for batch in scan_raw(client, match, opts):
+        yield [text(k) for k in batch]
+
+
+def scan_raw(client: redis.Redis, match: str, opts: AuditOptions) -> Iterator[list[bytes]]:
+    """SCAN pages (raw key names) for ``match``, pausing ``pause_ms`` between round trips.
+
+    Without a pause the next page is asked for before this one is handed out, so the server
+    scans while the caller works on the page."""
+    ahead: Inflight | None = _send_scan(client, b"0", match, opts)
+    try:
+        while ahead is not None:
+            (reply,) = ahead.collect()
+            if isinstance(reply, Exception):
+                raise reply
+            cursor, batch = reply
+            done = int(cursor) == 0
+            ahead = None if done or opts.pause_ms else _send_scan(client, cursor, match, opts)
+            if batch:
+                yield cast(list[bytes], batch)  # the audit's client never decodes replies
+            if not done and ahead is None:
+                time.sleep(opts.pause_ms / 1000)
+                ahead = _send_scan(client, cursor, match, opts)
+    finally:
+        if ahead is not None:
+            ahead.abandon()  # the caller stopped early
+
+
+def _send_scan(client: redis.Redis, cursor: bytes, match: str, opts: AuditOptions) -> Inflight:
+    return Inflight(client, [(b"SCAN", cursor, b"MATCH", match, b"COUNT", opts.scan_count)])
 
 
 def discover_queues(client: redis.Redis, opts: AuditOptions) -> list[str]:
     """Members of ``asynq:queues`` plus every queue named in a key's hash tag, sorted."""
+    return _discover(client, opts)[0]
+
+
+def _discover(client: redis.Redis, opts: AuditOptions) -> tuple[list[str], dict[str, list[str]]]:
+    """:func:`discover_queues`, plus, per queue, the keys under its ``g:`` prefix in SCAN order:
+    pass A's group candidates, so that it needs no SCAN of its own. (A queue whose name holds
+    ``}:`` cannot be told by its hash tag; it gets no entry and scans for itself.)"""
     found = {text(q) for q in client.smembers(keys.ALL_QUEUES)}
-    for page in scan(client, "asynq:{*", opts):
-        found.update(q for q in map(keys.queue_of, page) if q)
-    return sorted(found)
+    tags: set[bytes] = set()
+    under_g: dict[bytes, list[bytes]] = {}
+    for page in scan_raw(client, "asynq:{*", opts):
+        for raw in page:
+            tag = _hash_tag(raw)  # on bytes: the same as keys.queue_of on the text
+            tags.add(tag)
+            if tag and raw.startswith(b"g:", len(tag) + 9):  # asynq:{<tag>}:g:
+                under_g.setdefault(tag, []).append(raw)
+    found.update(text(tag) for tag in tags if tag)
+    groups = {q: [text(k) for k in under_g.get(q.encode("utf-8", "surrogateescape"), [])]
+              for q in found if "}:" not in q}
+    return sorted(found), groups
+
+
+def _hash_tag(key: bytes) -> bytes:
+    """What :func:`keys.queue_of` finds in a key that starts with ``asynq:{`` (b"" for None).
+    ``}:`` is ASCII, so its first position in the bytes and in the decoded text agree."""
+    end = key.find(b"}:", 7)
+    return key[7:end] if end >= 0 else b""
+
+
+@dataclass(frozen=True)
+class _Recheck:
+    """Reads to repeat atomically (one MULTI/EXEC) and the test of their fresh replies: True
+    when the candidate violation still holds."""
+
+    calls: list[tuple[Any, ...]]
+    holds: Callable[[list[Any]], bool]
 
 
 class QueueAudit:
     """One queue's three passes (module docstring)."""
 
-    def __init__(self, client: redis.Redis, queue: str, opts: AuditOptions) -> None:
+    def __init__(self, client: redis.Redis, queue: str, opts: AuditOptions,
+                 reader: TaskReader | None = None, group_keys: list[str] | None = None) -> None:
+        """``group_keys``: the keys under the queue's ``g:`` prefix if already known (else pass A
+        SCANs for them)."""
         self.client, self.queue, self.opts = client, queue, opts
+        self.group_keys = group_keys
+        self.reader = reader or TaskReader(client, opts.reads)
+        self._task_prefix = keys.task_prefix(queue)
+        self._task_prefix_raw = self._task_prefix.encode("utf-8", "surrogateescape")
+        #: state as stored (bytes) -> (state, slot of its index); filled once the indexes are read.
+        self._home: dict[bytes, tuple[str, int]] = {}
         self.now_ms = opts.now_ms if opts.now_ms is not None else int(time.time() * 1000)
         self.report = QueueReport(queue)
         self.index = IdIndex()
@@ -252,7 +349,9 @@ class QueueAudit:
         for state in (TaskState.PENDING, TaskState.ACTIVE, TaskState.SCHEDULED, TaskState.RETRY,
                       TaskState.ARCHIVED, TaskState.COMPLETED):
             candidates[keys.state_index(self.queue, state)] = Family(state.value)
-        for page in scan(self.client, glob_escape(keys.group_prefix(self.queue)) + "*", self.opts):
+        pages = ([self.group_keys] if self.group_keys is not None
+                 else scan(self.client, glob_escape(keys.group_prefix(self.queue)) + "*", self.opts))
+        for page in pages:
             for key in page:
                 info = classify(self.queue, key)
                 if info is not None and info.family in (Family.GROUP, Family.GROUP_SET):
@@ -263,11 +362,15 @@ class QueueAudit:
                 self.present.add(family)
                 self.index_types[key] = family
                 slot = self.index.slot(key)
-                for ids in self._members(key, family):
+                for ids in self._member_pages(key, family):
                     self.index.add(slot, ids)
         self.index.freeze()
+        for state in _ONE_INDEX_STATES:
+            home = keys.state_index(self.queue, state)
+            if home in self.index_types:
+                self._home[state.value.encode()] = (state.value, self.index.slot(home))
 
-    def _members(self, key: str, family: Family) -> Iterator[list[str]]:
+    def _member_pages(self, key: str, family: Family) -> Iterator[list[bytes]]:
         """Members of an index in pages of ``chunk`` (by position; new pending ids go to the head,
         so a concurrent LPUSH repeats an id rather than hiding one)."""
         start, step = 0, self.opts.chunk
@@ -275,7 +378,7 @@ class QueueAudit:
             page: list[Any] = (self.client.lrange(key, start, start + step - 1) if family in _LISTS
                                else self.client.zrange(key, start, start + step - 1))
             if page:
-                yield [text(m) for m in page]
+                yield page
             if len(page) < step:
                 return
             start += step
@@ -289,20 +392,59 @@ class QueueAudit:
 
     # --- pass B: every key ---------------------------------------------------------------------
     def _scan_keys(self) -> None:
-        buffers: dict[str, list[tuple[str, KeyInfo | None]]] = {"task": [], "lock": [], "other": []}
-        handlers = {"task": self._tasks, "lock": self._locks, "other": self._others}
-        for page in scan(self.client, glob_escape(keys.queue_prefix(self.queue)) + "*", self.opts):
-            for key in page:
-                info = classify(self.queue, key)
-                kind = ("task" if info and info.family is Family.TASK
-                        else "lock" if info and info.family is Family.UNIQUE else "other")
-                buffers[kind].append((key, info))
-                if len(buffers[kind]) >= self.opts.chunk:
-                    handlers[kind](buffers[kind])
-                    buffers[kind] = []
-        for kind, buffer in buffers.items():
-            if buffer:
-                handlers[kind](buffer)
+        """Chunks are judged in SCAN order, as they fill up. A task chunk's reads are sent when
+        it fills but judged only when the next one is sent (or at the end): the server reads
+        one chunk while the client judges the previous one. Lock and other chunks wait behind
+        a task chunk in flight, so the order of the findings does not depend on timing."""
+        tasks: list[bytes] = []  # raw names: task hashes are the bulk, they skip text and classify
+        buffers: dict[str, list[tuple[str, KeyInfo | None]]] = {"lock": [], "other": []}
+        handlers = {"lock": self._locks, "other": self._others}
+        jobs: list[Callable[[], None]] = []  # non-empty only behind a task chunk in flight
+        in_flight: list[PendingTasks] = []  # abandoned if anything fails before they are read
+
+        def run_jobs() -> None:
+            while jobs:
+                jobs.pop(0)()
+
+        def send_tasks(chunk: list[bytes]) -> None:
+            pending = self.reader.submit(chunk)
+            in_flight.append(pending)
+            run_jobs()  # the previous task chunk, and what came after it
+            del in_flight[:-1]  # read and judged: let them go
+            jobs.append(partial(self._tasks, chunk, pending))
+
+        def handle(kind: str, chunk: list[tuple[str, KeyInfo | None]]) -> None:
+            if jobs:
+                jobs.append(partial(handlers[kind], chunk))
+            else:
+                handlers[kind](chunk)
+
+        prefix = self._task_prefix_raw
+        try:
+            for page in scan_raw(self.client, glob_escape(keys.queue_prefix(self.queue)) + "*", self.opts):
+                for raw in page:
+                    if raw.startswith(prefix) and len(raw) > len(prefix):  # what classify calls a task
+                        tasks.append(raw)
+                        if len(tasks) >= self.opts.chunk:
+                            send_tasks(tasks)
+                            tasks = []
+                        continue
+                    key = text(raw)
+                    info = classify(self.queue, key)
+                    kind = "lock" if info and info.family is Family.UNIQUE else "other"
+                    buffers[kind].append((key, info))
+                    if len(buffers[kind]) >= self.opts.chunk:
+                        handle(kind, buffers[kind])
+                        buffers[kind] = []
+            if tasks:
+                send_tasks(tasks)
+            for kind, buffer in buffers.items():
+                if buffer:
+                    handle(kind, buffer)
+            run_jobs()
+        finally:
+            for pending in in_flight:
+                pending.abandon()  # no-op for the ones already read
 
     def _count_key(self, key: str, family: str, nbytes: int) -> None:
         self.report.keys += 1
@@ -315,39 +457,76 @@ class QueueAudit:
                       "unregistered leftover", leaked=True, nbytes=nbytes)
 
     # tasks
-    def _tasks(self, chunk: list[tuple[str, KeyInfo | None]]) -> None:
-        calls: list[tuple[Any, ...]] = []
-        for key, _ in chunk:  # 3 commands a key: TYPE only when HMGET says WRONGTYPE
-            calls += [("hmget", key, list(_TASK_FIELDS)), ("pexpiretime", key), ("memory_usage", key, 0)]
-        replies = self._pipe(calls)
-        wrong = [n for n in range(len(chunk)) if isinstance(replies[3 * n], Exception)]
-        types = dict(zip(wrong, self._pipe([("type", chunk[n][0]) for n in wrong]), strict=True))
-        ids = [info.name for _, info in chunk if info]
-        slots = self.index.lookup(ids)
+    def _tasks(self, chunk: list[bytes], pending: PendingTasks) -> None:
+        """Judge a chunk of task hashes (raw key names) once their reads are in: plain ones are
+        only counted, the rest go through the invariant checks (module docstring, pass B)."""
+        replies = pending.result()
+        flat, wrong, stride = replies.flat, replies.wrong, replies.STRIDE
+        cut = len(self._task_prefix_raw)
+        raw_ids = [raw[cut:] for raw in chunk]
+        starts, counts, firsts = self.index.locate(raw_ids)  # marks every id seen, gone or not
         entries: dict[str, KeyEntry] = {}
         sizes: dict[str, int] = {}
         members: dict[str, list[str]] = {}  # index key -> the chunk's ids it holds
         stubs = []
-        for n, ((key, info), task_slots) in enumerate(zip(chunk, slots, strict=True)):
-            values, pexp, nbytes = replies[3 * n: 3 * n + 3]
-            kind = text(types[n]) if n in types else "hash"
+        plain = self._plain_task
+        for n, raw_id in enumerate(raw_ids):
+            at = n * stride
+            pexp, nbytes = flat[at + _PEXP], flat[at + _BYTES]
+            kind = wrong.get(n, "hash") if wrong else "hash"
             if kind == "none" or nbytes is None:
                 continue  # deleted since SCAN returned it
+            if counts[n] == 1 and n not in wrong and plain(raw_id, flat[at + _MSG], flat[at + _STATE],
+                                                           flat[at + _SINCE], pexp, nbytes, firsts[n]):
+                continue
+            task_id = text(raw_id)
+            key = self._task_prefix + task_id
             sizes[key] = int(nbytes or 0)
-            entry = self._task_entry(key, kind, values, self._deadline(pexp))
+            entry = self._task_entry(key, kind, flat[at:at + _PEXP], self._deadline(pexp))
             entries[key] = entry
             if entry.type is KeyType.HASH and not {"msg", "state"} <= set(entry.hash()):
                 stubs.append(key)
             self._account(key, entry, sizes[key])
-            assert info is not None
-            for index_key in self.index.keys_of(task_slots):
-                members.setdefault(index_key, []).append(info.name)
+            for index_key in self.index.keys_of(self.index.slots_at(starts[n], counts[n])):
+                members.setdefault(index_key, []).append(task_id)
+        if not entries:
+            return  # every task was plain: nothing for the checks
         for index_key, ids_in in members.items():
             kind = self._index_type(index_key)
             value = tuple((m, 0.0) for m in ids_in) if kind is KeyType.ZSET else tuple(ids_in)
             entries[index_key] = KeyEntry(index_key, kind, value)
         self._stub_fields(stubs, entries)
         self._judge_tasks(entries, sizes)
+
+    def _plain_task(self, raw_id: bytes, msg_raw: Any, state_raw: Any, pending_since: Any,
+                    pexp: Any, nbytes: int, first_slot: int) -> bool:
+        """Count a task that provably breaks none of I1, I4, I11, I12 and return True; return
+        False, having done nothing, for any other (it then takes the full path).
+
+        The caller has checked that the key is a hash and its id sits in exactly one index
+        (``first_slot``). Plain means: no TTL; state has one index and that is the id's index (so
+        I1's placement holds and I4 has nothing to count); msg decodes to this id and queue.
+        """
+        home = self._home.get(state_raw) if isinstance(state_raw, bytes) else None
+        if home is None or home[1] != first_slot or not isinstance(msg_raw, bytes) or (
+                isinstance(pexp, int) and pexp >= 0):
+            return False
+        msg = peek_message(msg_raw)
+        task_id = raw_id.decode("utf-8", "surrogateescape")
+        if msg is None or msg.id != task_id or msg.queue != self.queue:
+            return False
+        state, size, report = home[0], int(nbytes or 0), self.report
+        report.tasks_by_state[state] += 1
+        report.bytes_by_state[state] += size
+        if state != _PENDING or pending_since is not None:  # else _oldest_of finds no stamp
+            self._oldest_of(state, task_id, msg, None if pending_since is None else text(pending_since))
+        if self.dead:
+            self._count_key(self._task_prefix + task_id, _TASK, size)
+        else:  # _count_key, inlined for the hot path
+            report.keys += 1
+            report.bytes += size
+            report.bytes_by_family[_TASK] += size
+        return True
 
     def _index_type(self, key: str) -> KeyType:
         return EXPECTED_TYPE[self.index_types[key]]
@@ -357,7 +536,7 @@ class QueueAudit:
             return KeyEntry(key, KeyType(kind) if kind in KeyType._value2member_map_ else KeyType.STRING,
                             _placeholder(kind), expire)
         fields: dict[str, FieldValue] = {}
-        for name, raw in zip(_TASK_FIELDS, values, strict=True):
+        for name, raw in zip(TASK_FIELDS, values, strict=True):
             if raw is not None:
                 fields[name] = _msg(raw) if name == "msg" else text(raw)
         return KeyEntry(key, KeyType.HASH, fields, expire)
@@ -376,32 +555,39 @@ class QueueAudit:
             fields = entry.hash()
             raw_state = fields.get("state")
             state = "stub" if "msg" not in fields or raw_state is None else str(raw_state)
-            self._oldest(state, key, fields)
+            since, msg = fields.get("pending_since"), fields.get("msg")
+            self._oldest_of(state, key[len(self._task_prefix):],
+                            msg if isinstance(msg, TaskMessage) else None,
+                            None if since is None else str(since))
         self.report.tasks_by_state[state] += 1
         self.report.bytes_by_state[state] += nbytes
         self._count_key(key, Family.TASK.value, nbytes)
 
-    def _oldest(self, state: str, key: str, fields: Any) -> None:
-        """Age by the msg (retry/archived: last failure, completed: completion) or pending_since."""
-        msg = fields.get("msg")
+    def _oldest_of(self, state: str, task_id: str, msg: TaskMessage | TaskMessagePB | None,
+                   pending_since: str | None) -> None:
+        """Age by the msg (retry/archived: last failure, completed: completion) or pending_since;
+        ``msg`` is the decoded message (or its protobuf), None when it does not decode."""
         stamp = 0
-        if state == TaskState.PENDING.value and str(fields.get("pending_since", "")).isdigit():
-            stamp = int(str(fields["pending_since"])) // 10**9
-        elif isinstance(msg, TaskMessage) and state in (TaskState.RETRY.value, TaskState.ARCHIVED.value):
+        if state == _PENDING and (pending_since or "").isdigit():
+            stamp = int(pending_since or "") // 10**9
+        elif msg is not None and state in _FAILED_STATES:
             stamp = msg.last_failed_at
-        elif isinstance(msg, TaskMessage) and state == TaskState.COMPLETED.value:
+        elif msg is not None and state == _COMPLETED:
             stamp = msg.completed_at
         best = self.report.oldest.get(state)
         if stamp > 0 and (best is None or stamp < best[1]):
-            self.report.oldest[state] = (key[len(keys.task_prefix(self.queue)):], stamp)
+            self.report.oldest[state] = (task_id, stamp)
 
     def _judge_tasks(self, entries: dict[str, KeyEntry], sizes: dict[str, int]) -> None:
         snap = KeyspaceSnapshot(self.queue, self.now_ms, entries, registered=True)
-        for v in check_i1(snap) + check_i4(snap):
-            if self._confirm_task(v, entries):
+        candidates = check_i1(snap) + check_i4(snap)
+        rechecks = [self._task_recheck(v, entries) for v in candidates]
+        for v, holds in zip(candidates, self._confirmed(rechecks), strict=True):
+            if holds:
                 stub = v.message.startswith("stub:")
                 zombie = v.message.startswith("zombie:")
-                fields = entries[v.key].hash() if v.key in entries else {}
+                entry = entries.get(v.key)  # I4's pending duplicates name the list, not a hash
+                fields = entry.hash() if entry is not None and entry.type is KeyType.HASH else {}
                 kind = ("result-only hash" if stub and set(fields) == {"result"} else "stub" if stub
                         else "zombie" if zombie else "misplaced" if v.invariant == "I1" else "duplicate")
                 self._add(v, kind, leaked=stub or zombie, nbytes=sizes.get(v.key, 0))
@@ -410,29 +596,54 @@ class QueueAudit:
         for v in check_i12(snap):
             self._add(v, "bad key", nbytes=sizes.get(v.key, 0))
 
-    def _confirm_task(self, v: Violation, entries: dict[str, KeyEntry]) -> bool:
-        """Re-read a placement or membership candidate atomically; True when it still holds."""
+    def _confirmed(self, rechecks: Sequence[_Recheck | None]) -> list[bool]:
+        """Run each recheck in its own MULTI/EXEC, all of them in one round trip; True when the
+        candidate still holds (a None recheck: a property of the key alone, it holds as read)."""
+        commands: list[tuple[Any, ...]] = []
+        for recheck in rechecks:
+            if recheck is not None:
+                commands += [(b"MULTI",), *recheck.calls, (b"EXEC",)]
+        replies = iter(execute(self.client, commands) if commands else [])
+        out = []
+        for recheck in rechecks:
+            if recheck is None:
+                out.append(True)
+                continue
+            for _ in range(len(recheck.calls) + 1):
+                next(replies)  # MULTI's OK and one QUEUED a command
+            fresh = next(replies)
+            if isinstance(fresh, Exception):
+                raise fresh  # EXECABORT: a read could not even be queued
+            out.append(recheck.holds(list(fresh)))
+        return out
+
+    def _task_recheck(self, v: Violation, entries: dict[str, KeyEntry]) -> _Recheck | None:
+        """How to re-read a placement or membership candidate atomically (None: no need)."""
         if v.task_id is None or not (v.message.startswith("zombie:") or " sits in " in v.message
                                      or v.invariant == "I4"):
-            return True  # stubs, undecodable msgs: a property of the hash alone, stable
-        task_key = keys.task(self.queue, v.task_id)
+            return None  # stubs, undecodable msgs: a property of the hash alone, stable
+        task_id = v.task_id
+        task_key = keys.task(self.queue, task_id)
         entry = entries.get(task_key)
         state = entry.hash().get("state") if entry is not None and entry.type is KeyType.HASH else None
-        where = [k for k, e in entries.items() if k in self.index_types and v.task_id in e.members()]
+        where = [k for k, e in entries.items() if k in self.index_types and task_id in e.members()]
         expected = self._expected_indexes(str(state), entry) if v.invariant == "I1" else []
         probe = list(dict.fromkeys(where + expected))
-        calls: list[tuple[Any, ...]] = [("hget", task_key, "state")]
-        calls += [self._member_call(k, v.task_id, whole=v.invariant == "I4") for k in probe]
-        fresh = self._pipe(calls, atomic=True)
-        if fresh[0] is None or text(fresh[0]) != str(state):
-            return False  # the task moved or vanished meanwhile
-        held = {k for k, r in zip(probe, fresh[1:], strict=True) if _holds(r)}
-        if v.invariant == "I4":
-            pending = keys.pending(self.queue)
-            again = [r for k, r in zip(probe, fresh[1:], strict=True) if k == pending]
-            return len(held - {keys.lease(self.queue)}) > 1 or any(
-                isinstance(r, list) and len(r) > 1 for r in again)
-        return not held & set(expected)
+        calls: list[tuple[Any, ...]] = [("HGET", task_key, "state")]
+        calls += [self._member_call(k, task_id, whole=v.invariant == "I4") for k in probe]
+
+        def holds(fresh: list[Any]) -> bool:
+            if fresh[0] is None or text(fresh[0]) != str(state):
+                return False  # the task moved or vanished meanwhile
+            held = {k for k, r in zip(probe, fresh[1:], strict=True) if _holds(r)}
+            if v.invariant == "I4":
+                pending = keys.pending(self.queue)
+                again = [r for k, r in zip(probe, fresh[1:], strict=True) if k == pending]
+                return len(held - {keys.lease(self.queue)}) > 1 or any(
+                    isinstance(r, list) and len(r) > 1 for r in again)
+            return not held & set(expected)
+
+        return _Recheck(calls, holds)
 
     def _expected_indexes(self, state: str, entry: KeyEntry | None) -> list[str]:
         if state == TaskState.AGGREGATING.value and entry is not None:
@@ -445,11 +656,11 @@ class QueueAudit:
             return []
 
     def _member_call(self, key: str, member: str, whole: bool = False) -> tuple[Any, ...]:
-        """ZSCORE, or LPOS … COUNT 0 bounded by ``lpos_maxlen`` unless ``whole``."""
+        """ZSCORE, or LPOS … COUNT 0 bounded by ``lpos_maxlen`` unless ``whole`` (raw commands)."""
         if self.index_types.get(key) in _LISTS:
             maxlen = 0 if whole else self.opts.lpos_maxlen
-            return ("execute_command", "LPOS", key, member, "COUNT", 0, "MAXLEN", maxlen)
-        return ("zscore", key, member)
+            return ("LPOS", key, member, "COUNT", 0, "MAXLEN", maxlen)
+        return ("ZSCORE", key, member)
 
     # locks
     def _locks(self, chunk: list[tuple[str, KeyInfo | None]]) -> None:
@@ -471,8 +682,10 @@ class QueueAudit:
                             KeyEntry(key, KeyType(text(kind)), _placeholder(text(kind)), deadline))
         owners = self._owner_hashes(entries)
         snap = KeyspaceSnapshot(self.queue, self.now_ms, {**entries, **owners}, registered=True)
-        for v in check_i6(snap, strict_locks=True):
-            if self._confirm_lock(v):
+        candidates = check_i6(snap, strict_locks=True)
+        for v, holds in zip(candidates, self._confirmed([self._lock_recheck(v) for v in candidates]),
+                            strict=True):
+            if holds:
                 self._add(v, "lock without ttl" if v.message.endswith("no TTL") else "orphan lock",
                           leaked=True, nbytes=sizes.get(v.key, 0))
         for v in check_i12(snap):
@@ -490,18 +703,22 @@ class QueueAudit:
                 out[key] = KeyEntry(key, KeyType.HASH, fields)
         return out
 
-    def _confirm_lock(self, v: Violation) -> bool:
+    def _lock_recheck(self, v: Violation) -> _Recheck | None:
         if v.task_id is None or v.message.endswith("no TTL"):
-            return True
-        task_key = keys.task(self.queue, v.task_id)
-        got, fields = self._pipe([("get", v.key), ("hmget", task_key, ["state", "unique_key"])],
-                                 atomic=True)
-        if got is None or text(got) != v.task_id:
-            return False
-        state, unique_key = (None, None) if not isinstance(fields, list) else fields
-        if state is None and unique_key is None:
-            return True  # the owner is gone
-        return text(state or b"") == TaskState.COMPLETED.value or text(unique_key or b"") != v.key
+            return None
+        owner = v.task_id
+
+        def holds(fresh: list[Any]) -> bool:
+            got, fields = fresh
+            if got is None or text(got) != owner:
+                return False
+            state, unique_key = (None, None) if not isinstance(fields, list) else fields
+            if state is None and unique_key is None:
+                return True  # the owner is gone
+            return text(state or b"") == TaskState.COMPLETED.value or text(unique_key or b"") != v.key
+
+        return _Recheck([("GET", v.key), ("HMGET", keys.task(self.queue, owner), "state", "unique_key")],
+                        holds)
 
     # other keys
     def _others(self, chunk: list[tuple[str, KeyInfo | None]]) -> None:
@@ -536,20 +753,26 @@ class QueueAudit:
     def _dangling(self) -> None:
         for key, family in self.index_types.items():
             slot = self.index.slot(key)
-            for ids in self._members(key, family):
-                candidates = list(dict.fromkeys(self.index.unseen(slot, ids)))
+            for ids in self._member_pages(key, family):
+                candidates = [text(i) for i in dict.fromkeys(self.index.unseen(slot, ids))]
                 exists = self._pipe([("exists", keys.task(self.queue, i)) for i in candidates])
-                for task_id, found in zip(candidates, exists, strict=True):
-                    if not found and self._confirm_dangling(key, task_id):
+                gone = [i for i, found in zip(candidates, exists, strict=True) if not found]
+                rechecks = [self._dangling_recheck(key, i) for i in gone]
+                for task_id, holds in zip(gone, self._confirmed(rechecks), strict=True):
+                    if holds:
                         task = self.short(keys.task(self.queue, task_id))
                         self._add(Violation("I2", key, task_id, f"dangling: {self.short(key)} holds "
                                                                 f"{task_id!r} but {task} does not exist"),
                                   "dangling id")
 
-    def _confirm_dangling(self, key: str, task_id: str) -> bool:
+    def _dangling_recheck(self, key: str, task_id: str) -> _Recheck:
         member = self._member_call(key, task_id, whole=True)  # the id may sit anywhere
-        found, held = self._pipe([("exists", keys.task(self.queue, task_id)), member], atomic=True)
-        return not found and _holds(held)
+
+        def holds(fresh: list[Any]) -> bool:
+            found, held = fresh
+            return not found and _holds(held)
+
+        return _Recheck([("EXISTS", keys.task(self.queue, task_id)), member], holds)
 
     def _active_lease(self) -> None:
         active, lease = keys.active(self.queue), keys.lease(self.queue)

@@ -6,11 +6,15 @@ dict. The audit never trusts a hash match alone for a finding: every candidate i
 exactly from Redis before it is reported, so a (2⁻⁶⁴-rare) collision can only hide a finding,
 never invent one.
 
->>> ix = IdIndex(); a = ix.slot("asynq:{q}:pending"); ix.add(a, ["t1", "t2"]); ix.freeze()
->>> [ix.keys_of(s) for s in ix.lookup(["t2", "zz"])]
+Ids are the raw bytes Redis returns (no decoding on the hot path).
+
+>>> ix = IdIndex(); a = ix.slot("asynq:{q}:pending"); ix.add(a, [b"t1", b"t2"]); ix.freeze()
+>>> [ix.keys_of(s) for s in ix.lookup([b"t2", b"zz"])]
 [['asynq:{q}:pending'], []]
->>> ix.unseen(a, ["t1", "t2"])
-['t1']
+>>> ix.unseen(a, [b"t1", b"t2"])
+[b't1']
+>>> ix.locate([b"t1", b"zz"], mark_seen=False)[1:]  # counts, first slots (starts: hash order)
+([1, 0], [0, -1])
 """
 
 from __future__ import annotations
@@ -22,9 +26,23 @@ import numpy as np
 import numpy.typing as npt
 
 
-def _hashes(ids: Iterable[str]) -> npt.NDArray[np.int64]:
-    # Python's str hash is a keyed 64-bit SipHash, stable within this process — all we need.
-    return np.fromiter((hash(i) for i in ids), dtype=np.int64)
+def _hashes(ids: Sequence[bytes]) -> npt.NDArray[np.int64]:
+    # Python's bytes hash is a keyed 64-bit SipHash, stable within this process — all we need.
+    return np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+
+
+def _spans(table: npt.NDArray[np.int64], h: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.intp],
+                                                                            npt.NDArray[np.intp]]:
+    """Where each of ``h`` starts in sorted ``table`` and how often it occurs there. The needles
+    are searched in sorted order (twice as fast on millions of entries: the searches share
+    their path through the table), then put back in the caller's order."""
+    order = np.argsort(h, kind="stable")
+    needles = h[order]
+    left = np.empty(len(h), dtype=np.intp)
+    count = np.empty(len(h), dtype=np.intp)
+    left[order] = np.searchsorted(table, needles, side="left")
+    count[order] = np.searchsorted(table, needles, side="right") - left[order]
+    return left, count
 
 
 class IdIndex:
@@ -48,9 +66,9 @@ class IdIndex:
             self._slot_keys.append(key)
         return self._slot_of[key]
 
-    def add(self, slot: int, ids: Sequence[str]) -> None:
+    def add(self, slot: int, ids: Sequence[bytes]) -> None:
         """Record that index ``slot`` holds ``ids`` (duplicates are kept: a list may repeat one)."""
-        self._raw_hashes.extend(hash(i) for i in ids)
+        self._raw_hashes.extend(map(hash, ids))
         self._raw_slots.extend([slot] * len(ids))
 
     def freeze(self) -> None:
@@ -65,25 +83,37 @@ class IdIndex:
     def __len__(self) -> int:
         return len(self._hashes)
 
-    def lookup(self, ids: Sequence[str], mark_seen: bool = True) -> list[list[int]]:
-        """For each id, the slots holding it (with repeats); marks the ids as seen."""
-        h = _hashes(ids)
-        left = np.searchsorted(self._hashes, h, side="left")
-        right = np.searchsorted(self._hashes, h, side="right")
-        out = []
-        for lo, hi in zip(left.tolist(), right.tolist(), strict=True):
-            out.append(self._slots[lo:hi].tolist())
-            if mark_seen:
-                self._seen[lo:hi] = True
-        return out
+    def locate(self, ids: Sequence[bytes], mark_seen: bool = True) -> tuple[list[int], list[int], list[int]]:
+        """Per id: where its pairs start, how many there are and the first one's slot (-1 when
+        none); marks the ids as seen. :meth:`slots_at` lists the slots of one id."""
+        left, count = _spans(self._hashes, _hashes(ids))
+        first = np.full(len(ids), -1, dtype=np.int64)
+        found = count > 0
+        first[found] = self._slots[left[found]]
+        if mark_seen:
+            self._seen[left[count == 1]] = True
+            for lo, n in zip(left[count > 1].tolist(), count[count > 1].tolist(), strict=True):
+                self._seen[lo:lo + n] = True
+        return left.tolist(), count.tolist(), first.tolist()
 
-    def unseen(self, slot: int, ids: Sequence[str]) -> list[str]:
+    def slots_at(self, start: int, count: int) -> list[int]:
+        """The slots of the ``count`` pairs from ``start`` (one id, as :meth:`locate` found it)."""
+        return list(self._slots[start:start + count].tolist())
+
+    def lookup(self, ids: Sequence[bytes], mark_seen: bool = True) -> list[list[int]]:
+        """For each id, the slots holding it (with repeats); marks the ids as seen."""
+        starts, counts, _ = self.locate(ids, mark_seen)
+        return [self.slots_at(lo, n) for lo, n in zip(starts, counts, strict=True)]
+
+    def unseen(self, slot: int, ids: Sequence[bytes]) -> list[bytes]:
         """The ids of ``ids`` (members of ``slot``) whose task hash was never seen."""
-        h = _hashes(ids)
-        left = np.searchsorted(self._hashes, h, side="left")
-        right = np.searchsorted(self._hashes, h, side="right")
-        return [i for i, lo, hi in zip(ids, left.tolist(), right.tolist(), strict=True)
-                if lo == hi or not self._seen[lo:hi].any()]
+        left, count = _spans(self._hashes, _hashes(ids))
+        seen = np.zeros(len(ids), dtype=np.bool_)
+        one = count == 1
+        seen[one] = self._seen[left[one]]
+        for n in np.flatnonzero(count > 1).tolist():
+            seen[n] = self._seen[left[n]:left[n] + count[n]].any()
+        return [ids[n] for n in np.flatnonzero(~seen).tolist()]
 
     def keys_of(self, slots: Iterable[int]) -> list[str]:
         """Index key names of ``slots``."""

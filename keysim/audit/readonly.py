@@ -9,7 +9,14 @@ Traceback (most recent call last):
 keysim.audit.readonly.WriteRefused: refused DEL: the audit sends only read commands
 
 Allowed are exactly the read commands the audit uses, the connection handshake (AUTH, HELLO,
-SELECT, PING, CLIENT SETINFO|MAINT_NOTIFICATIONS) and MULTI/EXEC, which make a group of reads atomic.
+SELECT, PING, CLIENT SETINFO|MAINT_NOTIFICATIONS), MULTI/EXEC, which make a group of reads atomic,
+and EVAL_RO, whose script Redis itself runs read-only (a write inside it is refused by the server;
+plain EVAL, EVALSHA and FCALL stay refused):
+
+>>> check_command(("EVAL", "return redis.call('DEL', KEYS[1])", "1", "k"))
+Traceback (most recent call last):
+...
+keysim.audit.readonly.WriteRefused: refused EVAL: the audit sends only read commands
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ READ_COMMANDS = frozenset({
     "SCAN", "TYPE", "EXISTS", "PTTL", "PEXPIRETIME", "GET", "HGET", "HMGET", "HKEYS", "HLEN",
     "LRANGE", "LLEN", "LPOS", "ZRANGE", "ZCARD", "ZSCORE", "SMEMBERS", "SISMEMBER", "SCARD",
     "INFO", "PING", "ECHO", "AUTH", "HELLO", "SELECT", "MULTI", "EXEC", "DISCARD",
+    "EVAL_RO",  # taskread.READ_TASKS_LUA; read-only by the server's rule, not by our trust
 })
 # CLIENT SETINFO and MAINT_NOTIFICATIONS are redis-py's connection handshake (no data written).
 SUBCOMMANDS = {"MEMORY": frozenset({"USAGE"}), "CLIENT": frozenset({"SETINFO", "MAINT_NOTIFICATIONS"})}
@@ -47,17 +55,40 @@ def _word(arg: Any) -> str:
     return (arg.decode("ascii", "replace") if isinstance(arg, bytes) else str(arg)).upper()
 
 
+#: Spellings (str or bytes, exactly as the caller passed them) already allowed: a one-word name,
+#: or a (name, subcommand) pair. The audit packs millions of commands with a handful of spellings;
+#: this skips re-parsing them. Only a spelling that passed the full check below is ever added.
+_ALLOWED_SPELLINGS: set[Any] = set()
+_MAX_SPELLINGS = 64
+
+
 def check_command(args: tuple[Any, ...]) -> None:
     """Raise :class:`WriteRefused` unless ``args`` is a read command of :data:`READ_COMMANDS`."""
     if not args:
         raise WriteRefused("refused an empty command")
-    parts = _word(args[0]).split()  # redis-py sends "MEMORY USAGE" as one argument
+    first = args[0]
+    spelled = isinstance(first, str | bytes)
+    if spelled and first in _ALLOWED_SPELLINGS:
+        return
+    pair = (first, args[1]) if spelled and len(args) > 1 and isinstance(args[1], str | bytes) else None
+    if pair is not None and pair in _ALLOWED_SPELLINGS:
+        return
+    parts = _word(first).split()  # redis-py sends "MEMORY USAGE" as one argument
     name = parts[0]
     sub = parts[1] if len(parts) > 1 else (_word(args[1]) if len(args) > 1 else "")
-    if name in READ_COMMANDS or sub in SUBCOMMANDS.get(name, frozenset()):
+    if name in READ_COMMANDS:
+        _remember(first if spelled and len(parts) == 1 else None)
+        return
+    if sub in SUBCOMMANDS.get(name, frozenset()):
+        _remember(pair if len(parts) == 1 else first if spelled else None)
         return
     shown = f"{name} {sub}" if name in SUBCOMMANDS else name
     raise WriteRefused(f"refused {shown}: the audit sends only read commands")
+
+
+def _remember(spelling: Any) -> None:
+    if spelling is not None and len(_ALLOWED_SPELLINGS) < _MAX_SPELLINGS:
+        _ALLOWED_SPELLINGS.add(spelling)
 
 
 class _GuardedPacker:
