@@ -122,6 +122,9 @@ def run_check(config: MachineConfig, *, max_examples: int | None = None,
         if not failures:
             raise
     seconds = time.perf_counter() - start
+    for leak in failures:  # a kept traceback would keep the failing machine and its keyspace
+        leak.__traceback__ = None
+        leak.__context__ = leak.__cause__ = None
     failure = failures[0] if failures else None
     program = _program(failure, config) if failure else ""
     return CheckResult(config, failure is None, counts["examples"], counts["steps"], seconds,

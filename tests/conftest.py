@@ -37,6 +37,17 @@ def real_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture
+def real_client(real_server: RedisServer) -> Iterator[redis.Redis]:
+    """An empty database of the session's real server (a plain, writable client), flushed
+    afterwards."""
+    client = redis.Redis.from_url(real_server.url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """The backend name of the current case: ``fakeredis`` or ``redis``."""

@@ -36,13 +36,8 @@ def msg(task_id: str, queue: str = Q, **kw: Any) -> TaskMessage:
 
 
 @pytest.fixture
-def raw(real_server: RedisServer) -> Iterator[redis.Redis]:
-    """An empty database of the real server (a plain, writable client for seeding)."""
-    client = redis.Redis.from_url(real_server.url)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+def raw(real_client: redis.Redis) -> redis.Redis:
+    return real_client
 
 
 def run(url: str, clock: VirtualClock, **kw: Any) -> AuditResult:

@@ -9,7 +9,6 @@ and both read modes are exercised on the same keys and must agree, exactly.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,12 +38,8 @@ def t(task_id: str, queue: str = Q) -> str:
 
 
 @pytest.fixture
-def raw(real_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(real_server.url)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+def raw(real_client: redis.Redis) -> redis.Redis:
+    return real_client
 
 
 def seed(r: redis.Redis) -> None:

@@ -5,12 +5,9 @@ Skipped without a real Redis (failed instead under ``KEYSIM_REQUIRE_REDIS=1``, s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
-from broker.servers import RedisServer
 from simulations import presets
 from simulations.engine import Engine, ListSink
 from simulations.run import load
@@ -19,12 +16,8 @@ ESTIMATED = [p for p in presets.names() if not p.startswith("eviction")]
 
 
 @pytest.fixture
-def client(real_server: RedisServer) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(real_server.url)
-    c.flushdb()
-    yield c
-    c.flushdb()
-    c.close()
+def client(real_client: redis.Redis) -> redis.Redis:
+    return real_client
 
 
 def _run(client: redis.Redis, preset: str,
