@@ -91,10 +91,10 @@ CASES: dict[str, ZooCase] = {c.bug: c for c in (
     ZooCase("BZ-11", "I7", rules=frozenset({"schedule", "jump"}),
             note="focus: schedule + jump (a task scheduled with a group, then forwarded)"),
     ZooCase("BZ-12", "I12", also=frozenset({"drain"})),
-    ZooCase("BZ-15", "I1", flood=8000, policy=FLOOD_POLICY, max_examples=10, steps=3,
+    ZooCase("BZ-15", "I1", flood=8000, policy=FLOOD_POLICY, max_examples=10, steps=6,
             rules=frozenset({"archive_pressure"}), shrink=False,
             note="needs 8000 archived tasks older than the cutoff (a flood); not shrunk: "
-                 "each example costs seconds, and has at most 3 steps",
+                 "each example costs seconds, and has at most 6 steps",
             also=frozenset({"I2", "I3", "agreement"})),
     ZooCase("BZ-16", "I1", rules=frozenset({"archive_pressure"}),
             note="focus: archive pressure (a burst archived while the archive is at its cap)"),
