@@ -249,7 +249,7 @@ class KeyMachine(RuleBasedStateMachine):
     def both(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``operation`` on the model and the broker; their answers must agree."""
         self.step_ok = False
-        self.steps.append(f"{operation}{_render_args(args, kwargs)}")
+        self.steps.append(f"{operation}{render_args(args, kwargs)}")
         actual = _attempt(getattr(self.sut, operation), args, kwargs)
         expected = _attempt(getattr(self.model, operation), args, kwargs) \
             if self.config.oracle else actual
@@ -1005,7 +1005,12 @@ def _named(operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dic
     return named
 
 
-def _render_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def render_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """An operation's arguments as a person reads them: messages by id, states by value.
+
+    >>> render_args(("default", TaskState.PENDING), {"group": None})
+    "('default', pending, group=None)"
+    """
     parts = [_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()]
     return "(" + ", ".join(parts) + ")"
 
@@ -1152,5 +1157,6 @@ def profile_from_env() -> str:
 
 __all__ = ["ASYNQ_BACKEND", "COVERAGE", "MACHINE_POLICY", "KeyMachine", "LeakFound",
            "MachineConfig", "Op", "attribute", "drain_baseline", "leak", "leak_class",
-           "make_broker", "make_machine", "overriding", "rule_names", "transition_for"]
+           "make_broker", "make_machine", "overriding", "render_args", "rule_names",
+           "transition_for"]
 

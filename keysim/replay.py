@@ -57,16 +57,15 @@ import redis
 
 from broker import Broker
 from broker.variants import variant as lookup_variant
+from keysim.machine import render_args
 from model.api import KeyProtocol
 from model.clock import VirtualClock
 from model.errors import KeysimError, ScriptError
 from model.explore import QUEUE, Action, abstract_state, alphabet, explore, explore_policy
 from model.invariants import check_all
-from model.message import TaskMessage
 from model.policy import Policy
 from model.reference import ReferenceModel
 from model.snapshot import KeyspaceSnapshot
-from model.states import TaskState
 from model.transitions import TRANSITIONS, Outcome
 
 #: The operations of ``model.api.KeyProtocol`` (observation excluded): an action's calls of
@@ -221,18 +220,9 @@ class _Call:
     broker: Answer
 
     def render(self) -> str:
-        parts = [_short(a) for a in self.args] + [f"{k}={_short(v)}" for k, v in
-                                                  self.kwargs.items()]
-        return (f"  {self.name}({', '.join(parts)})\n    model : {self.model!r}\n"
+        return (f"  {self.name}{render_args(self.args, self.kwargs)}\n"
+                f"    model : {self.model!r}\n"
                 f"    broker: {self.broker!r}")
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, TaskMessage):
-        return f"msg({value.id})"
-    if isinstance(value, TaskState):
-        return value.value
-    return repr(value)
 
 
 class _Lockstep:
