@@ -183,6 +183,9 @@ def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="auto: un-shift keysim-broker TTL deadlines (> TTL_SHIFT_MS); real: as is")
     parser.add_argument("--now-ms", type=_positive(0), default=None, metavar="MS",
                         help="judge TTLs at this time (virtual clock of a keysim broker) instead of now")
+    parser.add_argument("--reads", choices=("auto", "script", "pipeline"), default="auto",
+                        help="how task hashes are read: auto (EVAL_RO batches, a pipeline when "
+                             "the server or ACL refuses it), script or pipeline")
     parser.set_defaults(handler=_run_audit)
 
 
@@ -193,7 +196,7 @@ def _run_audit(args: argparse.Namespace) -> int:
     try:
         options = AuditOptions(queues=tuple(args.queue), scan_count=args.scan_count,
                                pause_ms=args.pause_ms, chunk=min(args.scan_count, 1000),
-                               clock=args.clock, now_ms=args.now_ms)
+                               clock=args.clock, now_ms=args.now_ms, reads=args.reads)
     except ValueError as err:
         print(f"keysim audit: {err}", file=sys.stderr)
         return 2

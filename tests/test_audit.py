@@ -273,13 +273,15 @@ def test_password_from_env_is_used_and_never_printed(real_server: RedisServer, r
 
 
 # --- CLI ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("reads", ["auto", "script", "pipeline"])
 def test_cli_json_fix_plan_and_exit_codes(real_server: RedisServer, raw: redis.Redis,
-                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                                          tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          reads: str) -> None:
     clock = VirtualClock()
     expected = seed_v024(raw, clock)
     plan = tmp_path / "plan.redis"
     code = main(["audit", real_server.url, "--json", "--fix-plan", str(plan), "--queue", Q,
-                 "--scan-count", "5", "--now-ms", str(clock.now_ns // 10**6)])
+                 "--scan-count", "5", "--now-ms", str(clock.now_ns // 10**6), "--reads", reads])
     assert code == 1
     doc = json.loads(capsys.readouterr().out)
     (queue,) = doc["queues"]
