@@ -188,12 +188,12 @@ class AsynqGoBroker(BrokerBase):
     policy defaults to the matching variant's (Asynq's defaults); its fields that Asynq
     hard-codes (lease, archive size and cutoff, stats TTL, aggregation timeout) must keep
     Asynq's values. ``snapshot``, ``queues`` and the codec come from :class:`BrokerBase`.
-    Use it as a context manager, or call :meth:`close`.
+    Use it as a context manager, or call :meth:`close`. For example (needs Go and a real
+    Redis, so it is shown here and run by tests/test_conformance.py instead)::
 
-    >>> with AsynqGoBroker(url) as b:  # doctest: +SKIP
-    ...     b.enqueue(TaskMessage(type="t", payload=b"x", id="t1", queue="q"))
-    ...     b.dequeue("q").id
-    't1'
+        with AsynqGoBroker("redis://127.0.0.1:6379/3") as b:
+            b.enqueue(TaskMessage(type="t", payload=b"x", id="t1", queue="q"))
+            assert b.dequeue("q").id == "t1"
     """
 
     def __init__(self, url: str, version: str = DEFAULT_VERSION, policy: Policy | None = None,
