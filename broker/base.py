@@ -4,7 +4,8 @@ script calls, status mapping, input validation, queue registration and snapshots
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -43,11 +44,20 @@ class BrokerBase:
         policy: Policy | None = None,
         clock: VirtualClock | None = None,
     ) -> None:
-        self.client = client
+        self._client = client
         self.variant = variant if isinstance(variant, Variant) else _lookup(variant)
         self.policy = policy if policy is not None else self.variant.policy
         self.clock = clock if clock is not None else VirtualClock()
-        self._run = ScriptRunner(client, self.variant)
+        self._run = ScriptRunner.shared(client, self.variant)
+        self._observing: str | None = None  # see observe()
+        self._observed: tuple[list[Any], bool] | None = None  # (keys, registered) of _observing
+
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client. Whoever takes it may change the keyspace behind the broker's back,
+        so taking it forgets what :meth:`observe` saw."""
+        self._observed = None
+        return self._client
 
     # --- variant ---------------------------------------------------------------------------
     def quirk(self, quirk: Quirk) -> bool:
@@ -74,13 +84,16 @@ class BrokerBase:
         return (self.now_s + self.policy.stats_ttl) * 1000
 
     # --- scripts ---------------------------------------------------------------------------
-    def call(self, script: str, keys_: Sequence[str], args: Sequence[Arg] = ()) -> list[Any]:
+    def call(self, script: str, keys_: Sequence[str], args: Sequence[Arg] = (), *,
+             register: str | None = None) -> list[Any]:
         """Run ``script``; raise the KeysimError its status names; return the values after it.
 
-        A Lua error (an Asynq defect a variant reproduces) becomes :class:`ScriptError`.
+        ``register``: first add that queue to ``asynq:queues`` (as Asynq's client does before
+        every enqueue-family script), in the same round trip. A Lua error (an Asynq defect a
+        variant reproduces) becomes :class:`ScriptError`.
         """
         try:
-            reply = self._run(script, keys_, args)
+            reply = self._script(script, keys_, args, register)
         except redis.ResponseError as err:
             raise ScriptError(f"{script}: {err}") from err
         status = text(reply[0])
@@ -88,6 +101,30 @@ class BrokerBase:
             outcome = Outcome(status.lower())
             raise ERROR_FOR[outcome](f"{script}: {outcome.value}")
         return list(reply[1:])
+
+    def _script(self, script: str, keys_: Sequence[str], args: Sequence[Arg],
+              register: str | None) -> Any:
+        """The script's raw reply; sent alone, or pipelined after the registration and before
+        the snapshot :meth:`observe` asks for."""
+        observing = self._observing
+        if observing is None and register is None:
+            return self._run(script, keys_, args)
+
+        def queue_all(pipe: Any) -> None:
+            if register is not None:
+                pipe.sadd(keys.ALL_QUEUES, register)
+            self._run.queue_on(pipe, script, keys_, args)
+            if observing is not None:
+                self._queue_snapshot(pipe, observing)
+        at = 0 if register is None else 1
+        replies = self._execute(queue_all, script_at=at)
+        if observing is not None:
+            found, registered = replies[at + 1:]
+            self._observed = None if isinstance(found, Exception) else (found, bool(registered))
+        for reply in replies[:at + 1]:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[at]
 
     # --- validation ------------------------------------------------------------------------
     # The rules live in model.validation, shared with the reference model; these bind policy.
@@ -117,51 +154,67 @@ class BrokerBase:
         return frozenset(text(m) for m in self.client.smembers(keys.ALL_QUEUES))
 
     # --- observation -----------------------------------------------------------------------
+    def observe(self, queue: str | None) -> None:
+        """From now on read ``queue``'s keyspace in the same round trip as every script call
+        (None: stop), so that :meth:`snapshot` of ``queue`` costs no round trip while nothing
+        else has touched the keyspace since (taking :attr:`client` counts as touching it).
+
+        A stateful test reads the keyspace after every step; on a real server this halves its
+        round trips. Virtual time may pass in between: TTLs are judged when the snapshot is made.
+
+        >>> import fakeredis
+        >>> from broker import Broker
+        >>> broker = Broker(fakeredis.FakeRedis())
+        >>> broker.observe("q")
+        >>> broker.enqueue(TaskMessage(type="t", payload=None, id="t1", queue="q"))
+        >>> sorted(broker.snapshot("q").entries)  # answered from the enqueue's round trip
+        ['asynq:{q}:pending', 'asynq:{q}:t:t1']
+        """
+        if queue is not None:
+            keys.validate_name("queue", queue)
+        self._observing, self._observed = queue, None
+
     def snapshot(self, queue: str) -> KeyspaceSnapshot:
-        """Every live key of ``queue`` in one round trip (a pipeline of one script + SISMEMBER)."""
+        """Every live key of ``queue`` in one round trip (a pipeline of one script + SISMEMBER),
+        or none when :meth:`observe` saw it after the last change."""
         keys.validate_name("queue", queue)
+        if queue != self._observing or self._observed is None:
+            found, registered = self._execute(lambda pipe: self._queue_snapshot(pipe, queue))
+            if isinstance(found, Exception):
+                raise found
+            if queue == self._observing:
+                self._observed = (found, bool(registered))
+        else:
+            found, registered = self._observed
+        now = self.now_ms
+        entries = {entry.key: entry for entry in map(self._entry, found)
+                   if entry.expire_at_ms is None or entry.expire_at_ms > now}
+        return KeyspaceSnapshot(queue, now, entries, registered=bool(registered))
+
+    def _execute(self, queue_all: Callable[[Any], None], script_at: int = 0) -> list[Any]:
+        """Run the pipeline ``queue_all`` builds; each reply is a value or the error it raised.
+        Run it again, scripts reloaded, when Redis lost the script queued at ``script_at``
+        (NOSCRIPT: it did not run); another script's NOSCRIPT only makes the next call reload."""
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            queue_all(pipe)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+            if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                self._run.forget()
+            if attempt == 2 or not isinstance(replies[script_at], redis.exceptions.NoScriptError):
+                break
+        return replies
+
+    def _queue_snapshot(self, pipe: Any, queue: str) -> None:
+        """Queue the snapshot script (every key of ``queue``, whatever its TTL) and SISMEMBER."""
         pattern = glob_escape(keys.queue_prefix(queue)) + "*"
-        try:
-            raw, registered = self._snapshot_pipeline(pattern, queue).execute()
-        except redis.exceptions.NoScriptError:  # the server lost its scripts: load them again
-            self._run.forget()
-            raw, registered = self._snapshot_pipeline(pattern, queue).execute()
-        entries = {entry.key: entry for entry in map(self._entry, raw)}
-        return KeyspaceSnapshot(queue, self.now_ms, entries, registered=bool(registered))
-
-    def _snapshot_pipeline(self, pattern: str, queue: str) -> Any:
-        pipe = self.client.pipeline(transaction=False)
-        self._run.queue_on(pipe, "snapshot", [], [pattern, self.now_ms, 1000])
+        self._run.queue_on(pipe, "snapshot", [], [pattern, 1000])
         pipe.sismember(keys.ALL_QUEUES, queue)
-        return pipe
 
-    def _entry(self, raw: list[Any]) -> KeyEntry:
-        key, kind, expire_at, value = text(raw[0]), KeyType(text(raw[1])), int(raw[2]), raw[3]
-        expire = None if expire_at <= 0 else expire_at - TTL_SHIFT_MS
-        return KeyEntry(key, kind, self._value(kind, value), expire)
-
-    def _value(self, kind: KeyType, value: list[Any]) -> Any:
-        if kind is KeyType.STRING:
-            return text(value[0])
-        if kind is KeyType.LIST:
-            return tuple(text(v) for v in value)
-        if kind is KeyType.SET:
-            return frozenset(text(v) for v in value)
-        if kind is KeyType.ZSET:
-            return zset_value((text(value[i]), float(value[i + 1])) for i in range(0, len(value), 2))
-        fields: dict[str, FieldValue] = {}
-        for i in range(0, len(value), 2):
-            name = text(value[i])
-            fields[name] = self._field(name, value[i + 1])
-        return fields
-
-    def _field(self, name: str, raw: bytes) -> FieldValue:
-        if name == "msg":
-            try:
-                return self.decode(raw)
-            except ValueError:
-                return text(raw)
-        return text(raw)
+    @staticmethod
+    def _entry(raw: list[Any]) -> KeyEntry:
+        """One key of the snapshot script's reply as a KeyEntry (see :func:`decoded_entry`)."""
+        return decoded_entry(raw[0], raw[1], int(raw[2]), tuple(raw[3]))
 
     def expire_due(self, queue: str) -> int:
         """Delete the queue's TTL keys whose virtual deadline passed; return how many."""
@@ -174,6 +227,46 @@ class BrokerBase:
         if due:
             self.client.delete(*due)
         return len(due)
+
+
+@lru_cache(maxsize=16_384)
+def decoded_entry(key: bytes | str, kind: bytes | str, expire_at: int, value: tuple[Any, ...]
+                  ) -> KeyEntry:
+    """A key as the snapshot script replies it (name, type, shifted PEXPIRETIME or -1, flat
+    value), decoded. Cached: from one step to the next most keys do not change, and decoding
+    task messages is most of a snapshot's cost. Entries are shared, so never mutate one.
+
+    >>> decoded_entry(b"asynq:{q}:pending", b"list", -1, (b"t1",))
+    KeyEntry(key='asynq:{q}:pending', type=<KeyType.LIST: 'list'>, value=('t1',), expire_at_ms=None)
+    """
+    kind_ = KeyType(text(kind))
+    expire = None if expire_at <= 0 else expire_at - TTL_SHIFT_MS
+    return KeyEntry(text(key), kind_, _value(kind_, value), expire)
+
+
+def _value(kind: KeyType, value: tuple[Any, ...]) -> Any:
+    if kind is KeyType.STRING:
+        return text(value[0])
+    if kind is KeyType.LIST:
+        return tuple(text(v) for v in value)
+    if kind is KeyType.SET:
+        return frozenset(text(v) for v in value)
+    if kind is KeyType.ZSET:
+        return zset_value((text(value[i]), float(value[i + 1])) for i in range(0, len(value), 2))
+    fields: dict[str, FieldValue] = {}
+    for i in range(0, len(value), 2):
+        name = text(value[i])
+        fields[name] = _field(name, value[i + 1])
+    return fields
+
+
+def _field(name: str, raw: bytes) -> FieldValue:
+    if name == "msg":
+        try:
+            return decode_message(raw)
+        except ValueError:
+            return text(raw)
+    return text(raw)
 
 
 def _lookup(name: str) -> Variant:

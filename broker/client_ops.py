@@ -31,13 +31,12 @@ class ClientOps(BrokerBase):
 
     def _enqueue(self, msg: TaskMessage, lock: str | None, ttl: int) -> None:
         encoded = self.encode(msg)  # may raise on bad field values: before any write
-        self.register(msg.queue)
         task_keys = [keys.task(msg.queue, msg.id), keys.pending(msg.queue)]
         args: list[str | bytes | int] = [encoded, msg.id, self.clock.now_ns, self.now_ms]
         if lock is not None:
             task_keys.append(lock)
             args.append(self.now_ms + ttl * 1000)
-        self.call("enqueue", task_keys, args)
+        self.call("enqueue", task_keys, args, register=msg.queue)
 
     def schedule(self, msg: TaskMessage, process_at: int) -> None:
         """T3: a new task, scheduled for ``process_at`` (Unix seconds).
@@ -95,23 +94,22 @@ class ClientOps(BrokerBase):
 
     def _schedule(self, msg: TaskMessage, process_at: int, lock: str | None, ttl: int) -> None:
         encoded = self.encode(msg)
-        self.register(msg.queue)
         task_keys = [keys.task(msg.queue, msg.id), keys.scheduled(msg.queue)]
         args: list[str | bytes | int] = [encoded, msg.id, process_at, msg.group_key, self.now_ms]
-        self._call_unique("schedule", task_keys, args, lock, ttl)
+        self._call_unique("schedule", msg.queue, task_keys, args, lock, ttl)
 
     def _add_to_group(self, msg: TaskMessage, lock: str | None, ttl: int) -> None:
         encoded = self.encode(msg)
-        self.register(msg.queue)
         task_keys = [keys.task(msg.queue, msg.id), keys.group(msg.queue, msg.group_key),
                      keys.groups(msg.queue)]
         args: list[str | bytes | int] = [encoded, msg.id, self.now_s, msg.group_key, self.now_ms]
-        self._call_unique("add_to_group", task_keys, args, lock, ttl)
+        self._call_unique("add_to_group", msg.queue, task_keys, args, lock, ttl)
 
-    def _call_unique(self, script: str, task_keys: list[str], args: list[str | bytes | int],
-                     lock: str | None, ttl: int) -> None:
-        """Run a client script, appending the lock key and its deadline when unique."""
+    def _call_unique(self, script: str, queue: str, task_keys: list[str],
+                     args: list[str | bytes | int], lock: str | None, ttl: int) -> None:
+        """Run a client script of ``queue`` (registering it first), appending the lock key and
+        its deadline when unique."""
         if lock is not None:
             task_keys.append(lock)
             args.append(self.now_ms + ttl * 1000)
-        self.call(script, task_keys, args)
+        self.call(script, task_keys, args, register=queue)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import weakref
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -113,15 +114,39 @@ def _prelude_needed_by(text: str) -> list[str]:
     return [body for name, body in definitions.items() if name in needed]
 
 
+#: Scripts sent (name -> SHA1) by client, then by the quirk set that selects their text.
+_SENT: weakref.WeakKeyDictionary[redis.Redis, dict[frozenset[Quirk], dict[str, str]]] = \
+    weakref.WeakKeyDictionary()
+
+
 class ScriptRunner:
     """Runs named scripts of one variant on one Redis client: the first call of a script sends
     its text (EVAL, which also caches it in Redis), later calls only its SHA1 (EVALSHA) — so a
     fresh database never pays for a NOSCRIPT answer and a reload."""
 
-    def __init__(self, client: redis.Redis, variant: Variant) -> None:
+    def __init__(self, client: redis.Redis, variant: Variant,
+                 sent: dict[str, str] | None = None) -> None:
         self._client = client
         self._variant = variant
-        self._sha: dict[str, str] = {}  # scripts this client has sent
+        self._sha: dict[str, str] = {} if sent is None else sent  # scripts sent: name -> SHA1
+
+    @classmethod
+    def shared(cls, client: redis.Redis, variant: Variant) -> ScriptRunner:
+        """A runner that knows which of ``variant``'s scripts ``client`` has sent already:
+        brokers built one after another on one client (one per example of the stateful
+        machine) send each script's text once, not once per broker.
+
+        >>> import fakeredis
+        >>> from broker.variants import variant
+        >>> client = fakeredis.FakeRedis()
+        >>> first = ScriptRunner.shared(client, variant("reference"))
+        >>> first("pause", ["asynq:{q}:paused"], [1]) == [b"OK"]
+        True
+        >>> list(ScriptRunner.shared(client, variant("reference"))._sha)
+        ['pause']
+        """
+        sent = _SENT.setdefault(client, {}).setdefault(variant.quirks, {})
+        return cls(client, variant, sent)
 
     def __call__(self, name: str, keys: Sequence[str], args: Sequence[Arg] = ()) -> Any:
         """Run script ``name`` with ``keys`` and ``args`` and return its raw reply."""

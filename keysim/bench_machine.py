@@ -15,7 +15,7 @@ time includes the invariant checks after every step and the drain at the end of 
 from __future__ import annotations
 
 import argparse
-import statistics
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +36,8 @@ from keysim.machine import KeyMachine, MachineConfig, make_machine
 #: The default measurement: examples per run and steps per example.
 EXAMPLES = 40
 STEPS = 30
+#: Seeds per measurement (each one run of the machine and one of the no-op machine).
+REPEATS = 7
 
 
 @dataclass(frozen=True)
@@ -141,26 +143,30 @@ def time_machine(machine: type[RuleBasedStateMachine], label: str, *, examples: 
 
 
 def bench(backend: str = "fakeredis", *, examples: int = EXAMPLES, steps: int = STEPS,
-          repeats: int = 3, seed: int = 0) -> BenchResult:
-    """The reference machine on ``backend`` and the no-op machine, ``repeats`` times each
-    (interleaved, so load on the host affects both alike); the median time is kept."""
+          repeats: int = REPEATS, seed: int = 0) -> BenchResult:
+    """The reference machine on ``backend`` and the no-op machine, each run once per seed
+    ``seed .. seed + repeats - 1``, in pairs (so load on the host affects both alike).
+
+    The rates pool every run: total steps over total time. Pooling over several seeds matters:
+    how much Hypothesis draws per step depends on the seed (the no-op machine's rate varies
+    twofold from one seed to another), and both machines meet the same seeds.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     machine = make_machine(MachineConfig(backend=backend), name="BenchMachine")
     noop = noop_machine()
+    time_machine(machine, "warm-up", examples=2, steps=steps, seed=seed - 1)  # imports, scripts
     runs: dict[str, list[Rate]] = {"machine": [], "noop": []}
     for i in range(repeats):
-        runs["noop"].append(time_machine(noop, "noop", examples=examples, steps=steps,
-                                         seed=seed + i))
-        runs["machine"].append(time_machine(machine, "machine", examples=examples,
-                                            steps=steps, seed=seed + i))
-    return BenchResult(backend, _median(runs["machine"]), _median(runs["noop"]))
+        for label, which in (("noop", noop), ("machine", machine)):
+            gc.collect()  # start each run with the same (empty) collector debt
+            runs[label].append(time_machine(which, label, examples=examples, steps=steps,
+                                            seed=seed + i))
+    return BenchResult(backend, _pooled(runs["machine"]), _pooled(runs["noop"]))
 
 
-def _median(rates: Sequence[Rate]) -> Rate:
-    rate = statistics.median(r.per_second for r in rates)
-    steps = sum(r.steps for r in rates)
-    return Rate(rates[0].label, steps, steps / rate if rate else 0.0)
+def _pooled(rates: Sequence[Rate]) -> Rate:
+    return Rate(rates[0].label, sum(r.steps for r in rates), sum(r.seconds for r in rates))
 
 
 def format_results(results: Sequence[BenchResult]) -> str:
@@ -179,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(repeatable; default: fakeredis and server)")
     parser.add_argument("--examples", type=int, default=EXAMPLES, metavar="N")
     parser.add_argument("--steps", type=int, default=STEPS, metavar="N")
-    parser.add_argument("--repeats", type=int, default=3, metavar="N")
+    parser.add_argument("--repeats", type=int, default=REPEATS, metavar="N",
+                        help=f"seeds to pool (default {REPEATS})")
     args = parser.parse_args(argv)
     for name in ("examples", "steps", "repeats"):
         if getattr(args, name) < 1:

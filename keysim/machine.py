@@ -48,6 +48,7 @@ from hypothesis.stateful import (
 
 from broker import Broker
 from broker.scripting import TTL_SHIFT_MS
+from keysim.fakelua import compile_once
 from model import keys
 from model.clock import VirtualClock
 from model.errors import KeysimError, ScriptError
@@ -151,13 +152,43 @@ class MachineConfig:
 
 
 def make_client(backend: str) -> redis.Redis:
-    """A fresh, empty Redis database for one run of the machine."""
+    """An empty Redis database for one run of the machine.
+
+    Clients are reused across runs (a fakeredis server once its machine is torn down, see
+    :func:`release_client`; one client per real server URL) and emptied with FLUSHALL/FLUSHDB:
+    a new fakeredis server builds a new Lua interpreter and a new real client a new connection,
+    which cost more than a short example's steps. Redis keeps its script cache across FLUSHDB,
+    so scripts are sent once per process (see ``broker.scripting.ScriptRunner.shared``).
+    """
     if backend == "fakeredis":
-        return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        fake = _FAKE_POOL.pop() if _FAKE_POOL else _new_fake()
+        fake.flushall()
+        return fake
     url = backend if backend.startswith(("redis://", "rediss://", "unix://")) else _server_url()
-    client = redis.Redis.from_url(url)
+    if url not in _REAL_CLIENTS:
+        _REAL_CLIENTS[url] = redis.Redis.from_url(url)
+    client = _REAL_CLIENTS[url]
     client.flushdb()
     return client
+
+
+def _new_fake() -> fakeredis.FakeRedis:
+    """A fakeredis client on its own server, compiling each script once as Redis does."""
+    fake = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    compile_once(fake)
+    return fake
+
+
+def release_client(client: Any) -> None:
+    """Hand a finished run's fakeredis client back for the next run (real clients are shared
+    already). A client never released is simply not reused, so two live machines never share
+    a fakeredis server."""
+    if isinstance(client, fakeredis.FakeRedis) and len(_FAKE_POOL) < 4:
+        _FAKE_POOL.append(client)
+
+
+_FAKE_POOL: list[fakeredis.FakeRedis] = []
+_REAL_CLIENTS: dict[str, redis.Redis] = {}
 
 
 #: The backend that runs Asynq's own code (see ``MachineConfig.backend``).
@@ -232,6 +263,11 @@ class KeyMachine(RuleBasedStateMachine):
         self.clock = VirtualClock()
         self.model = ReferenceModel(cfg.policy, self.clock)
         self.sut: Any = make_broker(cfg, self.clock)
+        self.in_memory = isinstance(getattr(self.sut, "client", None), fakeredis.FakeRedis)
+        if isinstance(self.sut, Broker) and not self.in_memory:
+            # A real server: read the keyspace in each script's round trip (fakeredis is read
+            # from memory instead, see read()).
+            self.sut.observe(QUEUES[0])
         self.in_hand: dict[str, TaskMessage] = {}  # dequeued by a live worker
         self.stale: dict[str, TaskMessage] = {}  # held by a worker that crashed or lost its lease
         self.staged: list[tuple[str, str, str]] = []  # (queue, group, set id)
@@ -568,7 +604,7 @@ class KeyMachine(RuleBasedStateMachine):
     def read(self, queue: str) -> KeyspaceSnapshot:
         """The broker's keyspace of ``queue`` now (read straight from a fakeredis server's
         memory when possible: same content as ``sut.snapshot``, without the Lua round trip)."""
-        fast = _fake_snapshot(self.sut, queue)
+        fast = _fake_snapshot(self.sut, queue) if self.in_memory else None
         return fast if fast is not None else self.sut.snapshot(queue)
 
     def _check_invariants(self, queue: str = QUEUES[0], note: str = "") -> KeyspaceSnapshot:
@@ -579,9 +615,7 @@ class KeyMachine(RuleBasedStateMachine):
         """
         actual = self.read(queue)
         judged = self._without_fault_entries(actual)
-        violations = [v for v in check_all(judged, self.config.policy,
-                                           strict_locks=self.config.strict)
-                      if not self._tolerated(v, actual)]
+        violations = [v for v in self._violations(judged) if not self._tolerated(v, actual)]
         if violations:
             found = _violation(violations, actual)
             first = violations[0]
@@ -590,6 +624,17 @@ class KeyMachine(RuleBasedStateMachine):
                 found.add_note(note)
             raise found
         return actual
+
+    def _violations(self, snap: KeyspaceSnapshot) -> list[Violation]:
+        """``check_all`` of ``snap``, remembered for the next step: about half the steps leave
+        the keyspace (and the clock) as they found it, and the verdict is a function of both."""
+        if self._last_checked is not None and self._last_checked[0] == snap:
+            return self._last_checked[1]
+        found = check_all(snap, self.config.policy, strict_locks=self.config.strict)
+        self._last_checked = (snap, found)
+        return found
+
+    _last_checked: tuple[KeyspaceSnapshot, list[Violation]] | None = None
 
     def _tolerated(self, v: Violation, snap: KeyspaceSnapshot) -> bool:
         """True for a violation of an ignored defect (remembered by invariant and key; for an
@@ -728,6 +773,7 @@ class KeyMachine(RuleBasedStateMachine):
             target(float(len(self.reached)), label="transitions executed")
         if self.config.drain and self.step_ok and self.steps:
             self.drain()
+        release_client(getattr(self.sut, "client", None))
 
     def drain(self) -> None:
         """Finish everything, pass every deadline, delete what remains, compare to baseline."""

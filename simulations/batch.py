@@ -297,7 +297,10 @@ class _Deferred(Broker):
         self.scripts = 0  # script calls among them
         self.last_call = -1  # index of the latest script call
 
-    def call(self, script: str, keys_: Sequence[str], args: Sequence[Arg] = ()) -> list[Any]:
+    def call(self, script: str, keys_: Sequence[str], args: Sequence[Arg] = (), *,
+             register: str | None = None) -> list[Any]:
+        if register is not None:
+            self.register(register)
         self._run.queue_on(self.pipe, script, keys_, args)
         self.queued_script()
         return list(_PLACEHOLDER.get(script, []))

@@ -134,7 +134,7 @@ NOW = 1_767_225_600
 
 
 class Spy:
-    """Records (script, keys) of every ScriptRunner call."""
+    """Records (script, keys) of every ScriptRunner call, sent alone or on a pipeline."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str]]] = []
@@ -149,7 +149,15 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spy]:
         recorder.calls.append((name, list(keys)))
         return original(self, name, keys, args)
 
+    queue_original = ScriptRunner.queue_on
+
+    def recording_queued(self: ScriptRunner, pipe: Any, name: str, keys: Sequence[str],
+                         args: Sequence[Any] = ()) -> None:
+        recorder.calls.append((name, list(keys)))
+        queue_original(self, pipe, name, keys, args)
+
     monkeypatch.setattr(ScriptRunner, "__call__", recording)
+    monkeypatch.setattr(ScriptRunner, "queue_on", recording_queued)  # pipelined calls
     yield recorder
 
 

@@ -1,36 +1,34 @@
--- snapshot: read every key of one queue (read-only); keys whose virtual TTL passed are skipped.
+-- snapshot: read every key of one queue (read-only), with its expiry; the caller judges the
+-- (virtual) TTLs, so a snapshot taken before the clock moves stays usable after.
 -- KEYS: none (the keys are found by SCAN over the queue's hash-tagged prefix)
 -- ARGV[1] MATCH pattern for the queue's keys (glob-escaped prefix followed by *)
--- ARGV[2] now_ms (virtual)
--- ARGV[3] SCAN COUNT hint
+-- ARGV[2] SCAN COUNT hint
 -- Reply: flat list of {key, type, pexpiretime, value...} entries, one table per key, where
--- value is: string -> {s}; list -> items; set -> members; zset -> member, score, ...;
--- hash -> field, value, ...
+-- pexpiretime is -1 without a TTL and value is: string -> {s}; list -> items; set -> members;
+-- zset -> member, score, ...; hash -> field, value, ...
 local out = {}
 local cursor = "0"
 repeat
-    local page = redis.call("SCAN", cursor, "MATCH", ARGV[1], "COUNT", ARGV[3])
+    local page = redis.call("SCAN", cursor, "MATCH", ARGV[1], "COUNT", ARGV[2])
     cursor = page[1]
     for _, key in ipairs(page[2]) do
         local at = redis.call("PEXPIRETIME", key)
-        if at <= 0 or at - TTL_SHIFT_MS > tonumber(ARGV[2]) then
-            local kind = redis.call("TYPE", key)["ok"]
-            local value
-            if kind == "string" then
-                value = {redis.call("GET", key)}
-            elseif kind == "list" then
-                value = redis.call("LRANGE", key, 0, -1)
-            elseif kind == "set" then
-                value = redis.call("SMEMBERS", key)
-            elseif kind == "zset" then
-                value = redis.call("ZRANGE", key, 0, -1, "WITHSCORES")
-            elseif kind == "hash" then
-                value = redis.call("HGETALL", key)
-            else
-                value = {}
-            end
-            table.insert(out, {key, kind, at, value})
+        local kind = redis.call("TYPE", key)["ok"]
+        local value
+        if kind == "string" then
+            value = {redis.call("GET", key)}
+        elseif kind == "list" then
+            value = redis.call("LRANGE", key, 0, -1)
+        elseif kind == "set" then
+            value = redis.call("SMEMBERS", key)
+        elseif kind == "zset" then
+            value = redis.call("ZRANGE", key, 0, -1, "WITHSCORES")
+        elseif kind == "hash" then
+            value = redis.call("HGETALL", key)
+        else
+            value = {}
         end
+        table.insert(out, {key, kind, at, value})
     end
 until cursor == "0"
 return out

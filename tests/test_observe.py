@@ -1,0 +1,86 @@
+"""Broker.observe: the keyspace read in the same round trip as each script, on both backends.
+
+What the machine judges after every step must be exactly what a fresh read sees; a read the
+broker cannot vouch for (someone took the client, time passed a TTL) must not be answered from
+the observation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from test_scripts import _inspector_workload, _server_workload
+
+from broker import Broker
+from model.message import TaskMessage
+
+Q = "default"
+
+
+class Checked(Broker):
+    """A broker that, after every script call, compares the observed keyspace with a fresh one."""
+
+    served = 0
+
+    def call(self, *args: Any, **kwargs: Any) -> list[Any]:
+        try:
+            return super().call(*args, **kwargs)
+        finally:
+            self._compare()
+
+    def _compare(self) -> None:
+        if self._observed is not None:
+            type(self).served += 1
+        observed = self.snapshot(Q)
+        fresh = Broker(self._client, self.variant, self.policy, self.clock).snapshot(Q)
+        assert observed == fresh, fresh.diff(observed, "fresh", "observed")
+
+
+@pytest.mark.parametrize("variant", ["reference", "asynq-v0.26.0"])
+def test_every_observed_keyspace_equals_a_fresh_read(redis_client: redis.Redis,
+                                                    variant: str) -> None:
+    Checked.served = 0
+    b = Checked(redis_client, variant)
+    b.observe(Q)
+    _server_workload(b, Q)
+    _inspector_workload(b, Q)
+    assert Checked.served > 50  # the comparisons were answered from observations
+
+
+def test_taking_the_client_forgets_the_observation(redis_client: redis.Redis) -> None:
+    b = Broker(redis_client)
+    b.observe(Q)
+    b.enqueue(TaskMessage(type="t", payload=None, id="t1", queue=Q))
+    b.client.set("asynq:{default}:paused", 1)  # behind the broker's back
+    assert "asynq:{default}:paused" in b.snapshot(Q).entries
+
+
+def test_ttls_are_judged_when_the_snapshot_is_made(redis_client: redis.Redis) -> None:
+    b = Broker(redis_client)
+    b.observe(Q)
+    b.enqueue_unique(TaskMessage(type="t", payload=b"p", id="t1", queue=Q), ttl=10)
+    lock = next(k for k in b.snapshot(Q).entries if ":unique:" in k)
+    b.clock.advance(11)  # the lock's virtual TTL passes: no script ran since
+    assert lock not in b.snapshot(Q).entries
+
+
+def test_observe_refuses_a_bad_queue_name_and_changes_nothing(redis_client: redis.Redis) -> None:
+    b = Broker(redis_client)
+    b.enqueue(TaskMessage(type="t", payload=None, id="t1", queue=Q))
+    before = sorted(redis_client.keys("*"))
+    with pytest.raises(ValueError, match="queue must be a non-blank string"):
+        b.observe("")
+    assert b._observing is None
+    assert sorted(redis_client.keys("*")) == before
+
+
+def test_an_observing_broker_survives_a_script_flush(real_client: redis.Redis) -> None:
+    b = Broker(real_client)
+    b.observe(Q)
+    b.enqueue(TaskMessage(type="t", payload=None, id="t1", queue=Q))
+    real_client.script_flush()  # Redis forgets every script (a restart, SCRIPT FLUSH)
+    b.enqueue(TaskMessage(type="t", payload=None, id="t2", queue=Q))
+    assert b.snapshot(Q).members("asynq:{default}:pending") == ("t2", "t1")
+    assert b.dequeue(Q) is not None
