@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import fakeredis
+import redis
 
 #: Distinct script texts remembered per server (the machine has a few dozen; the cap only
 #: bounds memory for a caller sending endless one-off scripts).
@@ -63,9 +63,10 @@ class CompiledChunks:
         return getattr(self.runtime, name)
 
 
-def compile_once(client: fakeredis.FakeRedis) -> bool:
+def compile_once(client: redis.Redis) -> bool:
     """Make ``client``'s server compile each Lua script once (see the module docstring).
-    Idempotent; False when this fakeredis keeps its Lua interpreter elsewhere."""
+    Idempotent; False for a client of a real server, or a fakeredis that keeps its Lua
+    interpreter elsewhere."""
     server = client.connection_pool.connection_kwargs.get("server")
     if server is None:
         return False

@@ -24,7 +24,7 @@ def _fake(compiled: bool) -> fakeredis.FakeRedis:
     return client
 
 
-def _dump(client: fakeredis.FakeRedis) -> dict[str, Any]:
+def _dump(client: redis.Redis) -> dict[str, Any]:
     """Every key of both queues, decoded (DUMP would compare fakeredis' pickles, not values)."""
     reader = Broker(client)
     return {q: reader.snapshot(q) for q in QUEUES}
@@ -42,12 +42,11 @@ class Recording(Broker):
 
     def call(self, *args: Any, **kwargs: Any) -> list[Any]:
         try:
-            reply: Any = super().call(*args, **kwargs)
+            reply = super().call(*args, **kwargs)
         except KeysimError as err:
-            reply = repr(err)
+            self.trace.append((repr(err), _dump(self._client)))
             raise
-        finally:
-            self.trace.append((reply, _dump(self._client)))
+        self.trace.append((reply, _dump(self._client)))
         return reply
 
 
