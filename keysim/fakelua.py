@@ -7,12 +7,19 @@ third of its time. :func:`compile_once` gives one fakeredis server real Redis' h
 server's Lua interpreter is wrapped so that a script's text is compiled the first time and its
 compiled chunk is called again after (running a chunk again runs the script afresh: its
 ``local`` state starts over each time), and the per-call ``collectgarbage()`` is left to Lua.
-Everything else about EVAL — KEYS and ARGV, ``redis.call``, the globals check, error messages,
-reply conversion — is fakeredis' own code, unchanged.
 
-It relies on one private attribute of fakeredis (the server's ``_lua_runtime``); when a
-fakeredis release no longer has it, :func:`compile_once` says so by returning False and leaves
-the server as it was. tests/test_fakelua.py checks that scripts answer and write alike either way.
+fakeredis also checks, before every ``redis.call`` a script makes, that the script created no
+global variable, by copying the names of all globals into a Python set: another third. For
+such a server that question is asked in Lua first (one pass over ``_G`` against a table of the
+expected names, no copying); only when a new global shows up does fakeredis' own check run, to
+clean up and raise its own error. Everything else about EVAL — KEYS and ARGV, ``redis.call``,
+error messages, reply conversion — is fakeredis' own code, unchanged.
+
+It relies on private names of fakeredis (the server's ``_lua_runtime`` and
+``_lua_expected_globals``, the module function ``_check_for_lua_globals``); whichever a
+fakeredis release no longer has, that half is left out (:func:`compile_once` returns False when
+both are) and the server works as before. tests/test_fakelua.py checks that scripts answer and
+write alike either way.
 
 >>> import fakeredis
 >>> client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
@@ -25,9 +32,11 @@ True
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import redis
+from fakeredis.commands_mixins import scripting_mixin
 
 #: Distinct script texts remembered per server (the machine has a few dozen; the cap only
 #: bounds memory for a caller sending endless one-off scripts).
@@ -36,13 +45,32 @@ MAX_CHUNKS = 1024
 _GC = ("collectgarbage()", b"collectgarbage()")
 
 
+#: In Lua: given the expected global names, a function telling whether ``_G`` has another.
+_NEW_GLOBAL_FINDER = """
+function(expected)
+    local G, next = _G, next
+    return function()
+        for name in next, G do
+            if not expected[name] then
+                return true
+            end
+        end
+        return false
+    end
+end
+"""
+
+
 class CompiledChunks:
     """A stand-in for a fakeredis server's ``LuaRuntime``: ``execute`` compiles each text once
     and skips the forced full collection; every other attribute is the runtime's own."""
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Any, expected_globals: set[Any]) -> None:
         self.runtime = runtime
         self.chunks: dict[str | bytes, Any] = {}
+        self.expected_globals = expected_globals
+        names = runtime.table_from({name: True for name in expected_globals})
+        self.has_new_global = runtime.eval(_NEW_GLOBAL_FINDER)(names)
 
     def execute(self, code: str | bytes, *args: Any) -> Any:
         """Run ``code`` as ``LuaRuntime.execute`` does, from its compiled chunk when cached."""
@@ -64,16 +92,43 @@ class CompiledChunks:
 
 
 def compile_once(client: redis.Redis) -> bool:
-    """Make ``client``'s server compile each Lua script once (see the module docstring).
-    Idempotent; False for a client of a real server, or a fakeredis that keeps its Lua
-    interpreter elsewhere."""
+    """Make ``client``'s server compile each Lua script once and check for new globals in Lua
+    (see the module docstring). Idempotent; False for a client of a real server, or a fakeredis
+    that keeps its Lua interpreter elsewhere."""
     server = client.connection_pool.connection_kwargs.get("server")
     if server is None:
         return False
     if not isinstance(getattr(server, "_lua_runtime", None), CompiledChunks):
         client.eval("return 1", 0)  # fakeredis builds the interpreter on the first script
         runtime = getattr(server, "_lua_runtime", None)
-        if runtime is None or not hasattr(runtime, "compile"):
+        expected = getattr(server, "_lua_expected_globals", None)
+        if runtime is None or not hasattr(runtime, "compile") or not isinstance(expected, set):
             return False
-        server._lua_runtime = CompiledChunks(runtime)
+        server._lua_runtime = CompiledChunks(runtime, expected)
+        _lua_checked[id(expected)] = weakref.ref(server._lua_runtime)
+        weakref.finalize(server, _lua_checked.pop, id(expected), None)
+        _install_globals_check()
     return True
+
+
+#: Servers whose new-globals check runs in Lua, by the id of their expected-globals set.
+_lua_checked: dict[int, weakref.ref[CompiledChunks]] = {}
+
+
+def _install_globals_check() -> None:
+    """Put :func:`_check_for_lua_globals` in front of fakeredis' own, once (it answers for the
+    servers of :data:`_lua_checked` and hands every other server to fakeredis)."""
+    stock = getattr(scripting_mixin, "_check_for_lua_globals", None)
+    if stock is None or getattr(stock, "stock", None) is not None:
+        return  # not this fakeredis, or installed already
+
+    def check(lua_runtime: Any, expected_globals: set[Any]) -> None:
+        ref = _lua_checked.get(id(expected_globals))
+        chunks = ref() if ref is not None else None
+        if chunks is not None and chunks.expected_globals is expected_globals \
+                and not chunks.has_new_global():
+            return
+        stock(lua_runtime, expected_globals)
+
+    check.stock = stock  # type: ignore[attr-defined]
+    scripting_mixin._check_for_lua_globals = check

@@ -326,10 +326,15 @@ def by_actor(actor: Actor) -> list[Transition]:
 
 def by_operation(operation: str) -> list[Transition]:
     """Transitions performed by one broker method (e.g. ``retry`` → two rows)."""
-    rows = [t for t in TRANSITIONS.values() if t.operation == operation]
+    rows = _BY_OPERATION.get(operation)
     if not rows:
         raise KeyError(f"no transition is performed by operation {operation!r}")
-    return rows
+    return list(rows)
+
+
+_BY_OPERATION: dict[str, tuple[Transition, ...]] = {
+    op: tuple(t for t in TRANSITIONS.values() if t.operation == op)
+    for op in dict.fromkeys(t.operation for t in TRANSITIONS.values())}
 
 
 def operations() -> list[str]:
