@@ -148,6 +148,7 @@ class KeyInfo:
     set_id: str = ""
 
 
+@functools.lru_cache(maxsize=16_384)
 def classify(queue: str, key: str) -> KeyInfo | None:
     """The family of ``key`` within ``queue``, or None when no key function of the queue makes it.
 
@@ -214,12 +215,16 @@ class _View:
     snap: KeyspaceSnapshot
     info: dict[str, KeyInfo] = field(default_factory=dict)
     layout: list[Violation] = field(default_factory=list)
+    #: The well-formed entries of each family, sorted by key (what :meth:`of` walks).
+    families: dict[Family, list[tuple[KeyEntry, KeyInfo]]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, snap: KeyspaceSnapshot) -> _View:
         view = cls(snap)
         for key in sorted(snap.entries):
             view._admit(key, snap.entries[key])
+        for key, info in view.info.items():
+            view.families.setdefault(info.family, []).append((snap.entries[key], info))
         return view
 
     def _admit(self, key: str, entry: KeyEntry) -> None:
@@ -256,6 +261,9 @@ class _View:
 
     def of(self, *families: Family) -> Iterator[tuple[KeyEntry, KeyInfo]]:
         """Well-formed entries of the given families, sorted by key."""
+        if len(families) == 1:
+            yield from self.families.get(families[0], ())
+            return
         for key, info in self.info.items():
             if info.family in families:
                 yield self.snap.entries[key], info
