@@ -42,7 +42,7 @@ REPEATS = 7
 
 @dataclass(frozen=True)
 class Rate:
-    """Steps executed and the wall time they took (median of the repeats)."""
+    """Steps executed and the wall time they took (all repeats pooled)."""
 
     label: str
     steps: int
@@ -61,6 +61,8 @@ class BenchResult:
     backend: str
     machine: Rate
     noop: Rate
+    #: The ratio of each seed's pair of runs: their spread shows how far to trust :attr:`ratio`.
+    per_seed: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -69,8 +71,9 @@ class BenchResult:
 
     def line(self) -> str:
         """One row of the table :func:`format_results` prints."""
+        spread = f"{min(self.per_seed):.0%}–{max(self.per_seed):.0%}" if self.per_seed else "-"
         return (f"{self.backend:10} {self.machine.steps:7d} {self.machine.per_second:10.0f} "
-                f"{self.noop.per_second:10.0f} {self.ratio:8.1%}")
+                f"{self.noop.per_second:10.0f} {self.ratio:8.1%} {spread:>10}")
 
 
 class _NoopBase(RuleBasedStateMachine):
@@ -162,7 +165,9 @@ def bench(backend: str = "fakeredis", *, examples: int = EXAMPLES, steps: int = 
             gc.collect()  # start each run with the same (empty) collector debt
             runs[label].append(time_machine(which, label, examples=examples, steps=steps,
                                             seed=seed + i))
-    return BenchResult(backend, _pooled(runs["machine"]), _pooled(runs["noop"]))
+    pairs = tuple(m.per_second / n.per_second if n.per_second else 0.0
+                  for m, n in zip(runs["machine"], runs["noop"], strict=True))
+    return BenchResult(backend, _pooled(runs["machine"]), _pooled(runs["noop"]), pairs)
 
 
 def _pooled(rates: Sequence[Rate]) -> Rate:
@@ -170,8 +175,10 @@ def _pooled(rates: Sequence[Rate]) -> Rate:
 
 
 def format_results(results: Sequence[BenchResult]) -> str:
-    """The table: backend, steps measured, machine steps/s, no-op steps/s, ratio."""
-    head = f"{'backend':10} {'steps':>7} {'machine/s':>10} {'no-op/s':>10} {'ratio':>8}"
+    """The table: backend, steps measured, machine steps/s, no-op steps/s, the pooled ratio
+    and the range of the per-seed ratios."""
+    head = (f"{'backend':10} {'steps':>7} {'machine/s':>10} {'no-op/s':>10} {'ratio':>8} "
+            f"{'per seed':>10}")
     return "\n".join([head, *(r.line() for r in results)])
 
 

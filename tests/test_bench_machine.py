@@ -24,6 +24,8 @@ def test_bench_measures_both_machines_and_the_ratio() -> None:
     assert result.machine.steps == result.noop.steps == 2 * 5
     assert result.machine.seconds > 0 and result.noop.seconds > 0
     assert result.ratio == pytest.approx(result.machine.per_second / result.noop.per_second)
+    assert len(result.per_seed) == 1  # one seed: its pair is the pool
+    assert result.per_seed[0] == pytest.approx(result.ratio)
     assert format_results([result]).splitlines()[1].startswith("fakeredis")
 
 
@@ -33,9 +35,11 @@ def test_bench_refuses_zero_repeats() -> None:
 
 
 def test_ratio_and_table_line() -> None:
-    result = BenchResult("server", Rate("machine", 100, 2.0), Rate("noop", 100, 0.5))
+    result = BenchResult("server", Rate("machine", 100, 2.0), Rate("noop", 100, 0.5),
+                         (0.2, 0.31, 0.25))
     assert result.ratio == 0.25
-    assert result.line().split() == ["server", "100", "50", "200", "25.0%"]
+    assert result.line().split() == ["server", "100", "50", "200", "25.0%", "20%–31%"]
+    assert BenchResult("x", Rate("m", 1, 1.0), Rate("n", 1, 1.0)).line().split()[-1] == "-"
 
 
 def test_fast_fakeredis_read_equals_the_broker_snapshot() -> None:
