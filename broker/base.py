@@ -103,7 +103,7 @@ class BrokerBase:
         return list(reply[1:])
 
     def _script(self, script: str, keys_: Sequence[str], args: Sequence[Arg],
-              register: str | None) -> Any:
+                register: str | None) -> Any:
         """The script's raw reply; sent alone, or pipelined after the registration and before
         the snapshot :meth:`observe` asks for."""
         observing = self._observing

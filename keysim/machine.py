@@ -183,11 +183,12 @@ def release_client(client: Any) -> None:
     """Hand a finished run's fakeredis client back for the next run (real clients are shared
     already). A client never released is simply not reused, so two live machines never share
     a fakeredis server."""
-    if isinstance(client, fakeredis.FakeRedis) and len(_FAKE_POOL) < 4:
+    if isinstance(client, fakeredis.FakeRedis) and len(_FAKE_POOL) < _FAKE_POOL_SIZE:
         _FAKE_POOL.append(client)
 
 
 _FAKE_POOL: list[fakeredis.FakeRedis] = []
+_FAKE_POOL_SIZE = 4  # servers kept for reuse; machines run one at a time, a few nest
 _REAL_CLIENTS: dict[str, redis.Redis] = {}
 
 
