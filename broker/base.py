@@ -218,15 +218,10 @@ class BrokerBase:
 
     def expire_due(self, queue: str) -> int:
         """Delete the queue's TTL keys whose virtual deadline passed; return how many."""
-        due = []
+        validation.check_queue(queue)
         pattern = glob_escape(keys.queue_prefix(queue)) + "*"
-        for key in self.client.scan_iter(match=pattern, count=1000):
-            at = self.client.pexpiretime(key)
-            if at > 0 and at - TTL_SHIFT_MS <= self.now_ms:
-                due.append(key)
-        if due:
-            self.client.delete(*due)
-        return len(due)
+        (swept,) = self.call("sweep_expired", [], [pattern, self.now_ms, 1000])
+        return int(swept)
 
 
 @lru_cache(maxsize=16_384)

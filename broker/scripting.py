@@ -22,6 +22,9 @@ from broker.variants import Quirk, Variant
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 PRELUDE = "_prelude"
+#: Scripts that find their keys by SCAN over one queue's prefix instead of taking KEYS: the
+#: harness's view of the keyspace and its clock, not Asynq operations.
+SCAN_SCRIPTS = frozenset({"snapshot", "sweep_expired"})
 #: Virtual TTL deadlines are stored shifted by this many ms (see docs/reference-design.md).
 TTL_SHIFT_MS = 2_000_000_000_000
 

@@ -84,3 +84,34 @@ def test_an_observing_broker_survives_a_script_flush(real_client: redis.Redis) -
     b.enqueue(TaskMessage(type="t", payload=None, id="t2", queue=Q))
     assert b.snapshot(Q).members("asynq:{default}:pending") == ("t2", "t1")
     assert b.dequeue(Q) is not None
+
+
+def _keys(client: redis.Redis) -> set[str]:
+    return {k.decode() if isinstance(k, bytes) else k for k in client.keys("*")}
+
+
+def test_expire_due_sweeps_only_keys_past_their_virtual_deadline(redis_client: redis.Redis
+                                                                  ) -> None:
+    b = Broker(redis_client)
+    b.observe(Q)
+    b.enqueue_unique(TaskMessage(type="t", payload=b"a", id="t1", queue=Q), ttl=10)
+    b.enqueue_unique(TaskMessage(type="u", payload=b"b", id="t2", queue=Q), ttl=100)
+    short, long = sorted((k for k in b.snapshot(Q).entries if ":unique:" in k),
+                         key=lambda k: b.snapshot(Q).entries[k].expire_at_ms or 0)
+    before = _keys(redis_client)
+    assert b.expire_due(Q) == 0
+    b.clock.advance(11)
+    assert b.expire_due(Q) == 1  # t1's lock; t2's lock, the hashes, the list and the registry stay
+    assert _keys(redis_client) == before - {short}
+    assert long in b.snapshot(Q).entries and short not in b.snapshot(Q).entries
+
+
+def test_expire_due_refuses_a_bad_queue_name_and_changes_nothing(redis_client: redis.Redis
+                                                                 ) -> None:
+    b = Broker(redis_client)
+    b.enqueue_unique(TaskMessage(type="t", payload=b"a", id="t1", queue=Q), ttl=10)
+    b.clock.advance(11)
+    before = sorted(redis_client.keys("*"))
+    with pytest.raises(ValueError, match="queue"):
+        b.expire_due("bad{queue}")
+    assert sorted(redis_client.keys("*")) == before

@@ -17,7 +17,14 @@ import pytest
 import redis
 
 from broker import Broker, bench
-from broker.scripting import PRELUDE, ScriptRunner, header, script_names, script_text
+from broker.scripting import (
+    PRELUDE,
+    SCAN_SCRIPTS,
+    ScriptRunner,
+    header,
+    script_names,
+    script_text,
+)
 from broker.servers import RedisServer
 from model.message import TaskMessage
 from model.states import TaskState
@@ -253,7 +260,7 @@ def test_every_call_keeps_its_keys_in_one_slot(spy: Spy) -> None:
                 slots = {key_slot(k) for k in keys}
                 assert slots == {slot}, f"{variant} {name} on {q!r}: keys {keys} span slots {slots}"
             called |= {name for name, _ in spy.calls}
-    missing = set(SCRIPTS) - {"snapshot"} - called
+    missing = set(SCRIPTS) - SCAN_SCRIPTS - called
     assert not missing, f"the workload never ran: {sorted(missing)}"
 
 

@@ -1,0 +1,21 @@
+-- sweep_expired: delete every key of one queue whose virtual deadline has passed, as Redis's own
+-- expiry would have by now. Not an Asynq operation: the environment's clock, one round trip.
+-- KEYS: none (the keys are found by SCAN over the queue's hash-tagged prefix)
+-- ARGV[1] MATCH pattern for the queue's keys (glob-escaped prefix followed by *)
+-- ARGV[2] now_ms (virtual)
+-- ARGV[3] SCAN COUNT hint
+-- Reply: {"OK", number of keys deleted}
+local swept = 0
+local cursor = "0"
+repeat
+    local page = redis.call("SCAN", cursor, "MATCH", ARGV[1], "COUNT", ARGV[3])
+    cursor = page[1]
+    for _, key in ipairs(page[2]) do
+        local at = redis.call("PEXPIRETIME", key)
+        if at > 0 and at - TTL_SHIFT_MS <= tonumber(ARGV[2]) then
+            redis.call("DEL", key)
+            swept = swept + 1
+        end
+    end
+until cursor == "0"
+return ok(swept)
