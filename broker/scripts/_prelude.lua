@@ -16,6 +16,19 @@ local function expire_due(key, now_ms)
     end
 end
 
+-- Call fn(key) for every key SCAN finds matching `pattern` (`hint`: SCAN's COUNT); for the
+-- scripts that look at a whole queue (its keys share the queue's hash-tagged prefix).
+local function each_key(pattern, hint, fn)
+    local cursor = "0"
+    repeat
+        local page = redis.call("SCAN", cursor, "MATCH", pattern, "COUNT", hint)
+        cursor = page[1]
+        for _, key in ipairs(page[2]) do
+            fn(key)
+        end
+    until cursor == "0"
+end
+
 -- Give `key` a TTL ending at virtual time deadline_ms.
 local function set_deadline(key, deadline_ms)
     redis.call("PEXPIREAT", key, tonumber(deadline_ms) + TTL_SHIFT_MS)

@@ -7,28 +7,23 @@
 -- pexpiretime is -1 without a TTL and value is: string -> {s}; list -> items; set -> members;
 -- zset -> member, score, ...; hash -> field, value, ...
 local out = {}
-local cursor = "0"
-repeat
-    local page = redis.call("SCAN", cursor, "MATCH", ARGV[1], "COUNT", ARGV[2])
-    cursor = page[1]
-    for _, key in ipairs(page[2]) do
-        local at = redis.call("PEXPIRETIME", key)
-        local kind = redis.call("TYPE", key)["ok"]
-        local value
-        if kind == "string" then
-            value = {redis.call("GET", key)}
-        elseif kind == "list" then
-            value = redis.call("LRANGE", key, 0, -1)
-        elseif kind == "set" then
-            value = redis.call("SMEMBERS", key)
-        elseif kind == "zset" then
-            value = redis.call("ZRANGE", key, 0, -1, "WITHSCORES")
-        elseif kind == "hash" then
-            value = redis.call("HGETALL", key)
-        else
-            value = {}
-        end
-        table.insert(out, {key, kind, at, value})
+each_key(ARGV[1], ARGV[2], function(key)
+    local at = redis.call("PEXPIRETIME", key)
+    local kind = redis.call("TYPE", key)["ok"]
+    local value
+    if kind == "string" then
+        value = {redis.call("GET", key)}
+    elseif kind == "list" then
+        value = redis.call("LRANGE", key, 0, -1)
+    elseif kind == "set" then
+        value = redis.call("SMEMBERS", key)
+    elseif kind == "zset" then
+        value = redis.call("ZRANGE", key, 0, -1, "WITHSCORES")
+    elseif kind == "hash" then
+        value = redis.call("HGETALL", key)
+    else
+        value = {}
     end
-until cursor == "0"
+    table.insert(out, {key, kind, at, value})
+end)
 return out

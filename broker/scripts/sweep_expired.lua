@@ -6,16 +6,11 @@
 -- ARGV[3] SCAN COUNT hint
 -- Reply: {"OK", number of keys deleted}
 local swept = 0
-local cursor = "0"
-repeat
-    local page = redis.call("SCAN", cursor, "MATCH", ARGV[1], "COUNT", ARGV[3])
-    cursor = page[1]
-    for _, key in ipairs(page[2]) do
-        local at = redis.call("PEXPIRETIME", key)
-        if at > 0 and at - TTL_SHIFT_MS <= tonumber(ARGV[2]) then
-            redis.call("DEL", key)
-            swept = swept + 1
-        end
+each_key(ARGV[1], ARGV[3], function(key)
+    local at = redis.call("PEXPIRETIME", key)
+    if at > 0 and at - TTL_SHIFT_MS <= tonumber(ARGV[2]) then
+        redis.call("DEL", key)
+        swept = swept + 1
     end
-until cursor == "0"
+end)
 return ok(swept)
