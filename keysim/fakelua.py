@@ -15,11 +15,11 @@ expected names, no copying); only when a new global shows up does fakeredis' own
 clean up and raise its own error. Everything else about EVAL — KEYS and ARGV, ``redis.call``,
 error messages, reply conversion — is fakeredis' own code, unchanged.
 
-It relies on private names of fakeredis (the server's ``_lua_runtime`` and
-``_lua_expected_globals``, the module function ``_check_for_lua_globals``); whichever a
-fakeredis release no longer has, that half is left out (:func:`compile_once` returns False when
-both are) and the server works as before. tests/test_fakelua.py checks that scripts answer and
-write alike either way.
+It relies on private names of fakeredis: the server's ``_lua_runtime`` and
+``_lua_expected_globals`` (without them :func:`compile_once` leaves the server as it was and
+returns False) and the module function ``_check_for_lua_globals`` (without it only the
+compile-once half applies). tests/test_fakelua.py checks that scripts answer and write alike
+either way.
 
 >>> import fakeredis
 >>> client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
