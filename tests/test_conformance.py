@@ -112,6 +112,14 @@ def test_daily_counter_expiry_is_shifted_by_the_driver(go: AsynqGoBroker) -> Non
     assert go.snapshot(Q).get(daily) is None
 
 
+def test_observing_is_refused_and_snapshots_stay_fresh(go: AsynqGoBroker) -> None:
+    with pytest.raises(TypeError, match="cannot observe"):
+        go.observe(Q)
+    go.observe(None)  # not observing is fine
+    go.enqueue(TaskMessage(type="t", payload=b"x", id="t1", queue=Q))
+    assert keys.task(Q, "t1") in go.snapshot(Q).entries  # written by Asynq, read afresh
+
+
 def test_reset_gives_a_fresh_queue_cache(go: AsynqGoBroker) -> None:
     """After reset Asynq registers the queue again (its queuesPublished cache is per RDB)."""
     go.enqueue(TaskMessage(type="a", payload=b"x", id="t0", queue=Q))
