@@ -13,6 +13,7 @@ import redis
 from broker.codec import decode_message, encode_message
 from broker.scripting import TTL_SHIFT_MS, Arg, ScriptRunner
 from broker.variants import Quirk, Variant, variant
+from broker.wire import Wire
 from model import keys, validation
 from model.clock import NS, VirtualClock, utc_date
 from model.errors import ERROR_FOR, ScriptError
@@ -49,6 +50,8 @@ class BrokerBase:
         self.policy = policy if policy is not None else self.variant.policy
         self.clock = clock if clock is not None else VirtualClock()
         self._run = ScriptRunner.shared(client, self.variant)
+        # Every script call, with what is pipelined with it, goes out on this lean pipeline.
+        self._wire = Wire(client)
         self._observing: str | None = None  # see observe()
         self._observed: tuple[list[Any], bool] | None = None  # (keys, registered) of _observing
 
@@ -107,8 +110,6 @@ class BrokerBase:
         """The script's raw reply; sent alone, or pipelined after the registration and before
         the snapshot :meth:`observe` asks for."""
         observing = self._observing
-        if observing is None and register is None:
-            return self._run(script, keys_, args)
 
         def queue_all(pipe: Any) -> None:
             if register is not None:
@@ -196,9 +197,12 @@ class BrokerBase:
         Run it again, scripts reloaded, when Redis lost the script queued at ``script_at``
         (NOSCRIPT: it did not run); another script's NOSCRIPT only makes the next call reload."""
         for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            queue_all(pipe)
-            replies: list[Any] = pipe.execute(raise_on_error=False)
+            try:
+                queue_all(self._wire)
+            except BaseException:
+                self._wire.reset()
+                raise
+            replies = self._wire.execute()
             if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                 self._run.forget()
             if attempt == 2 or not isinstance(replies[script_at], redis.exceptions.NoScriptError):

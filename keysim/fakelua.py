@@ -10,10 +10,13 @@ compiled chunk is called again after (running a chunk again runs the script afre
 
 fakeredis also checks, before every ``redis.call`` a script makes, that the script created no
 global variable, by copying the names of all globals into a Python set: another third. For
-such a server that question is asked in Lua first (one pass over ``_G`` against a table of the
-expected names, no copying); only when a new global shows up does fakeredis' own check run, to
-clean up and raise its own error. Everything else about EVAL — KEYS and ARGV, ``redis.call``,
-error messages, reply conversion — is fakeredis' own code, unchanged.
+such a server the question is answered by a flag: ``_G`` gets a ``__newindex`` metamethod (a
+new global name is exactly what triggers it) that raises the flag, and a script's end adds one
+pass over ``_G`` in Lua for names created around it (``rawset``). Only with the flag up does
+fakeredis' own check run, to clean up and raise its own error. (A ``rawset`` global is thus
+reported when its script ends, not at the script's next ``redis.call``.) Everything else about
+EVAL — KEYS and ARGV, ``redis.call``, error messages, reply conversion — is fakeredis' own
+code, unchanged.
 
 It relies on private names of fakeredis: the server's ``_lua_runtime`` and
 ``_lua_expected_globals`` (without them :func:`compile_once` leaves the server as it was and
@@ -61,6 +64,25 @@ end
 """
 
 
+#: In Lua: make ``_G`` call ``mark`` whenever a new global name is assigned; false when ``_G``
+#: has a ``__newindex`` of its own already (then every check is the full pass).
+_NEW_GLOBAL_ALARM = """
+function(mark)
+    local meta = getmetatable(_G)
+    if meta ~= nil and meta.__newindex ~= nil then
+        return false
+    end
+    meta = meta or {}
+    meta.__newindex = function(t, name, value)
+        mark()
+        rawset(t, name, value)
+    end
+    setmetatable(_G, meta)
+    return true
+end
+"""
+
+
 class CompiledChunks:
     """A stand-in for a fakeredis server's ``LuaRuntime``: ``execute`` compiles each text once
     and skips the forced full collection; every other attribute is the runtime's own."""
@@ -71,6 +93,20 @@ class CompiledChunks:
         self.expected_globals = expected_globals
         names = runtime.table_from({name: True for name in expected_globals})
         self.has_new_global = runtime.eval(_NEW_GLOBAL_FINDER)(names)
+        # A one-element list, not an attribute: Lua holds ``raise_flag``, and a reference from
+        # Lua back to this object would be a cycle Python's collector cannot see.
+        self._flag = flag = [False]
+
+        def raise_flag() -> None:
+            flag[0] = True
+        self._alarm = bool(runtime.eval(_NEW_GLOBAL_ALARM)(raise_flag))
+
+    def may_have_new_global(self) -> bool:
+        """False when no global name can have appeared since the last time this said True."""
+        if not self._alarm:
+            return bool(self.has_new_global())
+        seen, self._flag[0] = self._flag[0], False
+        return seen
 
     def execute(self, code: str | bytes, *args: Any) -> Any:
         """Run ``code`` as ``LuaRuntime.execute`` does, from its compiled chunk when cached."""
@@ -85,7 +121,10 @@ class CompiledChunks:
             except Exception:  # let execute raise it, worded as fakeredis words it
                 return self.runtime.execute(code, *args)
             self.chunks[code] = chunk
-        return chunk(*args)
+        result = chunk(*args)
+        if self._alarm and not self._flag[0] and self.has_new_global():
+            self._flag[0] = True  # created without the metamethod (rawset): fakeredis' check reports it
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.runtime, name)
@@ -126,7 +165,7 @@ def _install_globals_check() -> None:
         ref = _lua_checked.get(id(expected_globals))
         chunks = ref() if ref is not None else None
         if chunks is not None and chunks.expected_globals is expected_globals \
-                and not chunks.has_new_global():
+                and not chunks.may_have_new_global():
             return
         stock(lua_runtime, expected_globals)
 

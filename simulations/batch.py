@@ -9,9 +9,9 @@ family, dequeue, done, mark_as_complete, retry, archive, extend_lease); their re
 from the flush result.
 
 Speed (the engine's fast path; the plain path above stays, and a test checks both give the
-same keyspace): on a real Redis the pipeline is a :class:`Wire` — hiredis packs each command as
-it is queued, chunks are streamed while the engine keeps building, and replies are parsed by
-hiredis and handed over one by one (:meth:`Batch.results`) — and the three calls of a plain
+same keyspace): on a real Redis the pipeline is a :class:`broker.wire.Wire` — hiredis packs
+each command as it is queued, chunks are streamed while the engine keeps building, and replies
+are parsed by hiredis and handed over one by one (:meth:`Batch.results`) — and the three calls of a plain
 lifecycle have shortcuts (:meth:`Batch.enqueue_new` from a per-queue :class:`Template`,
 :meth:`Batch.dequeue`, :meth:`Batch.done` of a :class:`Dequeued` that is never fully decoded)
 queueing the very commands the broker methods would, with each queue's keys built once.
@@ -31,14 +31,11 @@ queueing the very commands the broker methods would, with each queue's keys buil
 from __future__ import annotations
 
 import hashlib
-import socket
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any
 
-import hiredis
 import redis
-from redis._parsers.base import BaseParser
 
 from broker.base import text
 from broker.codec import encode_message
@@ -46,6 +43,7 @@ from broker.core import Broker
 from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
 from broker.scripting import Arg, full_source
 from broker.variants import Quirk
+from broker.wire import Wire, pack_command, wire_capable
 from model import keys
 from model.clock import utc_date
 from model.errors import ERROR_FOR
@@ -142,150 +140,6 @@ class Dequeued:
         return self._msg
 
 
-#: Bytes read from the socket at a time by :class:`Wire`.
-_READ_CHUNK = 1 << 17
-#: :class:`Wire` sends what is queued once it reaches this many bytes.
-_SEND_EVERY = 1 << 15
-#: RESP encoding of one command (hiredis's stub types the argument as a 1-tuple).
-_pack = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
-
-
-def wire_capable(client: redis.Redis) -> bool:
-    """Whether ``client`` talks RESP2 over a real socket with bytes replies — what
-    :class:`Wire` reproduces. fakeredis (no socket), ``decode_responses`` and RESP3 are not."""
-    pool = getattr(client, "connection_pool", None)
-    cls = getattr(pool, "connection_class", None)
-    if pool is None or not isinstance(cls, type) or not issubclass(cls, redis.connection.AbstractConnection):
-        return False
-    options = pool.connection_kwargs
-    return (cls.__module__ == "redis.connection" and not options.get("decode_responses")
-            and str(options.get("protocol") or 2) == "2")
-
-
-class Wire:
-    """A pipeline without redis-py's per-command work. Commands are packed by hiredis as they
-    are queued and streamed to the server every ``send_every`` bytes on one of the client's
-    pooled connections (so Redis runs the first scripts while the simulator builds the next:
-    the two processes overlap); :meth:`execute` sends the rest and reads every reply with a
-    hiredis reader. Order is kept, and queued commands never depend on replies, so streaming
-    changes nothing but timing.
-
-    Replies are raw RESP2 values as a redis-py pipeline returns them with
-    ``raise_on_error=False`` before its response callbacks (bytes, int, None, lists; error
-    replies as redis-py's exception objects, built by redis-py's own parser). For the two
-    commands a batch sends, ``evalsha`` and ``sadd``, the callbacks change nothing, so the
-    replies are the pipeline's. Reads go straight to the connection's socket (redis-py's
-    ``_sock``), bypassing its parser, which never holds bytes between requests.
-
-    >>> Wire(__import__("fakeredis").FakeRedis())
-    Traceback (most recent call last):
-    ...
-    ValueError: client: Wire needs a redis-py socket client (RESP2, bytes replies)
-    """
-
-    def __init__(self, client: redis.Redis, send_every: int = _SEND_EVERY) -> None:
-        if not wire_capable(client):
-            raise ValueError("client: Wire needs a redis-py socket client (RESP2, bytes replies)")
-        if send_every < 1:
-            raise ValueError(f"send_every must be >= 1, got {send_every}")
-        self._pool = client.connection_pool
-        self._send_every = send_every
-        self._conn: Any = None  # checked out from the first send until the replies are read
-        self._packed: list[bytes] = []
-        self._unsent = 0  # bytes in _packed
-        self._count = 0  # commands since the last execute
-        self._buffer = bytearray(_READ_CHUNK)
-
-    def __len__(self) -> int:
-        return self._count
-
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Arg) -> None:
-        """Queue ``EVALSHA sha numkeys keys… args…``."""
-        self.queue_command(("EVALSHA", sha, numkeys, *keys_and_args))
-
-    def sadd(self, key: str, *members: Arg) -> None:
-        """Queue ``SADD key members…``."""
-        self.queue_command(("SADD", key, *members))
-
-    def queue_command(self, command: tuple[Arg, ...]) -> None:
-        """Queue one command given as its words (hiredis encodes str as UTF-8 and numbers
-        as redis-py does)."""
-        self.queue_packed(_pack(command))
-
-    def queue_packed(self, packed: bytes) -> None:
-        """Queue one command already encoded as RESP (see ``hiredis.pack_command``)."""
-        self._packed.append(packed)
-        self._count += 1
-        self._unsent += len(packed)
-        if self._unsent >= self._send_every:
-            self._send()
-
-    def _send(self) -> None:
-        data = b"".join(self._packed)
-        self._packed.clear()
-        self._unsent = 0
-        if self._conn is None:
-            self._conn = self._pool.get_connection()
-        try:
-            self._conn.send_packed_command([data], check_health=False)
-        except BaseException:
-            self._drop()
-            raise
-
-    def execute(self, raise_on_error: bool = False) -> list[Any]:
-        """Send what is left, return one reply per command since the last call (errors as
-        values)."""
-        if raise_on_error:
-            raise ValueError("raise_on_error: Wire returns errors as values only")
-        return list(self.replies())
-
-    def replies(self) -> Generator[Any, None, None]:
-        """As :meth:`execute`, but each reply is yielded as soon as it has arrived, so the
-        caller works on the first replies while Redis still runs the later commands. Stopping
-        early drops the connection (its unread replies would confuse the next user)."""
-        count, self._count = self._count, 0
-        if not count:
-            return
-        if self._packed:
-            self._send()
-        conn, self._conn = self._conn, None
-        try:
-            yield from self._read(conn._sock, count)
-        except BaseException:  # GeneratorExit too: unread replies stay on the socket
-            conn.disconnect()
-            raise
-        finally:
-            self._pool.release(conn)
-
-    def _drop(self) -> None:
-        """Forget the connection (and what was queued) after a failed send."""
-        conn, self._conn = self._conn, None
-        self._packed.clear()
-        self._unsent = self._count = 0
-        if conn is not None:
-            conn.disconnect()
-            self._pool.release(conn)
-
-    def _read(self, sock: socket.socket, count: int) -> Iterator[Any]:
-        reader = hiredis.Reader(replyError=BaseParser.parse_error)
-        gets, view = reader.gets, memoryview(self._buffer)
-        while True:
-            reply = gets()
-            while reply is not False:  # every complete reply in the buffer
-                yield reply
-                count -= 1
-                if not count:
-                    return
-                reply = gets()
-            try:
-                n = sock.recv_into(self._buffer)
-            except OSError as err:
-                raise redis.ConnectionError(f"reading batch replies: {err}") from err
-            if n == 0:
-                raise redis.ConnectionError("connection closed while reading batch replies")
-            reader.feed(view, 0, n)  # type: ignore[arg-type]  # the stub omits buffers
-
-
 class _Deferred(Broker):
     """A broker whose script calls (and queue registration) go onto a pipeline."""
 
@@ -340,7 +194,7 @@ class _QueueKeys:
         self.day = -1  # the Unix day processed_daily was built for
         self.processed_daily = ""
         # What Broker.register sends before each enqueue-family script, encoded once.
-        self.register = _pack(("SADD", keys.ALL_QUEUES, queue))
+        self.register = pack_command(("SADD", keys.ALL_QUEUES, queue))
 
 
 _DAY_S = 86_400

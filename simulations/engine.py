@@ -148,7 +148,7 @@ class Engine:
 
     ``real`` says the client is a real Redis (enables MEMORY USAGE/INFO and eviction settings).
     ``progress`` is called after every sample with the row just written. ``fast`` (default)
-    sends batches through :class:`simulations.batch.Wire` when the client allows it and uses
+    sends batches through :class:`broker.wire.Wire` when the client allows it and uses
     the batch's enqueue/dequeue/done shortcuts; ``fast=False`` is the plain path (broker
     methods on a redis-py pipeline) — both give the same keyspace.
     """

@@ -70,14 +70,23 @@ def test_every_script_answers_and_writes_alike_compiled_or_not(
 
 def test_errors_and_the_globals_guard_are_fakeredis_own() -> None:
     stock, compiled = _fake(False), _fake(True)
-    for script in ("return redis.call('NOSUCH')", "x = 1 return redis.call('GET', 'k')",
-                   "return nil + 1", "this is not lua"):
+    for script in ("return redis.call('NOSUCH')", "x = 1 return redis.call('SET', 'k', 1)",
+                   "return nil + 1", "this is not lua",
+                   "rawset(_G, 'y', 1) return 1",  # no metamethod: the pass at the end sees it
+                   "z = 1 z = nil w = 2 return 1"):
         answers = []
         for client in (stock, compiled):
             with pytest.raises(redis.ResponseError) as err:
                 client.eval(script, 0)
             answers.append(str(err.value))
+            assert client.keys("*") == []  # refused before its redis.call wrote anything
+            assert client.eval("return 7", 0) == 7  # the offending globals were cleaned up
         assert answers[0] == answers[1], script
+    # A global created and removed again within one script is no error, on either server.
+    assert stock.eval("q = 1 q = nil return 1", 0) == compiled.eval("q = 1 q = nil return 1", 0)
+    runtime = compiled.connection_pool.connection_kwargs["server"]._lua_runtime
+    assert runtime._alarm  # the flag, not the full pass, guarded the redis.calls above
+    assert not runtime.may_have_new_global()
     assert stock.eval("return KEYS[1] .. ARGV[1]", 1, "a", "b") == \
         compiled.eval("return KEYS[1] .. ARGV[1]", 1, "a", "b") == b"ab"
 

@@ -1,5 +1,5 @@
-"""The simulator's fast path (simulations/batch.py: Wire, the batch shortcuts, Template,
-Dequeued) against the plain path (broker methods on a redis-py pipeline): same replies, same
+"""The simulator's fast path (broker/wire.py: Wire; simulations/batch.py: the batch shortcuts,
+Template, Dequeued) against the plain path (broker methods on a redis-py pipeline): same replies, same
 keyspace, same samples."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from broker.codec import decode_message, encode_message
 from broker.core import Broker
 from broker.servers import RedisServer
 from model.message import TaskMessage
-from simulations.batch import Batch, Dequeued, Template, Wire, wire_capable
+from simulations.batch import Batch, Dequeued, Template
 from simulations.engine import Engine, ListSink
 from simulations.spec import WorkloadSpec, spec_from_dict
 
@@ -105,68 +105,6 @@ def test_fast_and_plain_paths_give_the_same_run_on_redis(real_client: redis.Redi
 def test_fast_and_plain_paths_give_the_same_run_on_fakeredis() -> None:
     # asynq-v0.26.0 (bz4): done names the message's unique lock in KEYS.
     _assert_same_run(fakeredis.FakeRedis(), "asynq-v0.26.0", real=False)
-
-
-# --- Wire ------------------------------------------------------------------------------------
-
-MIXED_REPLY = ("return {1, 'two', false, {3, {'four'}}, redis.status_reply('FIVE'), "
-               "redis.error_reply('SIX nested')}")
-
-
-def _queue(pipe: Any, sha: str, failing: str) -> None:
-    """The same commands on a redis-py pipeline or a Wire (both offer sadd and evalsha)."""
-    pipe.sadd("s", "a")
-    pipe.evalsha(sha, 0)
-    pipe.sadd("s", "a", 2, 3.5)
-    pipe.evalsha(failing, 1, "k")
-    pipe.evalsha("0" * 40, 0)  # NOSCRIPT
-    pipe.sadd("s", b"\xff")
-
-
-def test_wire_replies_equal_a_redis_py_pipeline(real_client: redis.Redis) -> None:
-    sha = real_client.script_load(MIXED_REPLY)
-    failing = real_client.script_load("return redis.call('INCR', KEYS[1], 'x')")
-    pipe = real_client.pipeline(transaction=False)
-    _queue(pipe, sha, failing)
-    expected = pipe.execute(raise_on_error=False)
-    real_client.flushdb()
-    wire = Wire(real_client, send_every=64)  # streams mid-way
-    _queue(wire, sha, failing)
-    assert len(wire) == 6
-    got = wire.execute()
-    assert len(wire) == 0 and wire.execute() == []
-
-    def normal(value: Any) -> Any:
-        if isinstance(value, Exception):
-            return (type(value), str(value))
-        return [normal(v) for v in value] if isinstance(value, list) else value
-
-    assert normal(got) == normal(expected)
-    assert isinstance(got[4], redis.exceptions.NoScriptError)
-    assert isinstance(got[3], redis.ResponseError) and got[0] == 1 and got[2] == 2
-
-
-def test_wire_stopped_early_drops_its_connection(real_client: redis.Redis) -> None:
-    wire = Wire(real_client, send_every=1)  # every command is sent as it is queued
-    for i in range(50):
-        wire.sadd("s", i)
-    replies = wire.replies()
-    assert next(replies) == 1
-    replies.close()  # 49 replies unread: the connection must not go back to the pool as is
-    assert real_client.scard("s") == 50 and real_client.ping()
-    wire.sadd("s", "x")
-    assert wire.execute() == [1]
-
-
-def test_wire_capable_and_bad_arguments(real_server: RedisServer) -> None:
-    assert wire_capable(redis.Redis.from_url(real_server.url))
-    assert not wire_capable(redis.Redis.from_url(real_server.url, decode_responses=True))
-    assert not wire_capable(redis.Redis.from_url(real_server.url, protocol=3))
-    assert not wire_capable(fakeredis.FakeRedis())
-    with pytest.raises(ValueError, match="send_every must be >= 1, got 0"):
-        Wire(redis.Redis.from_url(real_server.url), send_every=0)
-    with pytest.raises(ValueError, match="raise_on_error: Wire returns errors as values only"):
-        Wire(redis.Redis.from_url(real_server.url)).execute(raise_on_error=True)
 
 
 # --- Template, Dequeued, shortcuts -------------------------------------------------------------

@@ -1,0 +1,230 @@
+"""``Wire``: a pipeline to a real Redis without redis-py's per-command work, and with a client
+that answers fast.
+
+Two users: the simulator streams thousands of script calls per batch through it
+(``simulations.batch``), and a :class:`broker.Broker` sends each script call, with the keyspace
+read :meth:`~broker.Broker.observe` asks for, as one small batch — the stateful machine makes
+one or two such round trips per step, so their latency is most of its time on a real server.
+
+Waiting for a reply, a blocked process is put to sleep and woken by the kernel when the reply
+lands; on a virtual machine that wake-up costs more than the server's work (a loopback PING:
+~60 µs blocked, ~20 µs polling, measured on the 2-CPU VM this was written on). So a read first
+polls the socket without blocking for up to ``spin_us`` microseconds, then blocks as usual.
+The replies are the same either way; only the latency and the client's CPU time change.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, cast
+
+import hiredis
+import redis
+from redis._parsers.base import BaseParser
+
+from broker.scripting import Arg
+
+#: Bytes read from the socket at a time by :class:`Wire`.
+_READ_CHUNK = 1 << 17
+#: :class:`Wire` sends what is queued once it reaches this many bytes.
+_SEND_EVERY = 1 << 15
+#: RESP encoding of one command (hiredis's stub types the argument as a 1-tuple).
+pack_command = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
+#: How long (µs) :class:`Wire` polls the socket for a reply before it blocks in the kernel.
+SPIN_US = 1000
+
+
+def default_spin_us() -> int:
+    """:data:`SPIN_US` when this process may run on more than one CPU, else 0: on a single CPU
+    a polling client only delays the server it waits for."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return SPIN_US if cpus > 1 else 0
+
+
+def wire_capable(client: redis.Redis) -> bool:
+    """Whether ``client`` talks RESP2 over a real socket with bytes replies — what
+    :class:`Wire` reproduces. fakeredis (no socket), ``decode_responses`` and RESP3 are not."""
+    pool = getattr(client, "connection_pool", None)
+    cls = getattr(pool, "connection_class", None)
+    if pool is None or not isinstance(cls, type) or not issubclass(cls, redis.connection.AbstractConnection):
+        return False
+    options = pool.connection_kwargs
+    return (cls.__module__ == "redis.connection" and not options.get("decode_responses")
+            and str(options.get("protocol") or 2) == "2")
+
+
+class Wire:
+    """A pipeline without redis-py's per-command work. Commands are packed by hiredis as they
+    are queued and streamed to the server every ``send_every`` bytes on one of the client's
+    pooled connections (so Redis runs the first scripts while the simulator builds the next:
+    the two processes overlap); :meth:`execute` sends the rest and reads every reply. Order is
+    kept, and queued commands never depend on replies, so streaming changes nothing but timing.
+
+    Replies are raw values as a redis-py pipeline returns them with ``raise_on_error=False``
+    before its response callbacks (bytes, int, None, lists; error replies as redis-py's
+    exception objects, built by redis-py's own parser). For the commands it offers,
+    ``evalsha``, ``sadd`` and ``sismember``, the callbacks change nothing but SISMEMBER's 0/1
+    into a bool, so the replies are the pipeline's.
+
+    How replies are read depends on the client. A plain socket client (:func:`wire_capable`)
+    is read straight from the connection's socket (redis-py's ``_sock``) by a hiredis reader,
+    polling before it blocks (``spin_us``, see the module docstring); redis-py's own parser
+    never holds bytes between requests, so bypassing it is safe. Any other client (fakeredis,
+    ``decode_responses``, RESP3) is read through its connection's ``read_response``, one reply
+    per command.
+
+    >>> import fakeredis
+    >>> wire = Wire(fakeredis.FakeRedis())
+    >>> wire.sadd("s", "a", "b"); wire.sismember("s", "b"); wire.evalsha("0" * 40, 0)
+    >>> added, member, missing = wire.execute()
+    >>> added, member, type(missing).__name__
+    (2, 1, 'NoScriptError')
+    """
+
+    def __init__(self, client: redis.Redis, send_every: int = _SEND_EVERY,
+                 spin_us: int | None = None) -> None:
+        if send_every < 1:
+            raise ValueError(f"send_every must be >= 1, got {send_every}")
+        spin_us = default_spin_us() if spin_us is None else spin_us
+        if spin_us < 0:
+            raise ValueError(f"spin_us must be >= 0, got {spin_us}")
+        self._spin_ns = spin_us * 1000
+        self._raw = wire_capable(client)  # read replies straight from the socket
+        self._pool = client.connection_pool
+        self._send_every = send_every
+        self._conn: Any = None  # checked out from the first send until the replies are read
+        self._packed: list[bytes] = []
+        self._unsent = 0  # bytes in _packed
+        self._count = 0  # commands since the last execute
+        self._buffer = bytearray(_READ_CHUNK if self._raw else 0)  # only the socket reader uses it
+
+    def __len__(self) -> int:
+        return self._count
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Arg) -> None:
+        """Queue ``EVALSHA sha numkeys keys… args…``."""
+        self.queue_command(("EVALSHA", sha, numkeys, *keys_and_args))
+
+    def sadd(self, key: str, *members: Arg) -> None:
+        """Queue ``SADD key members…``."""
+        self.queue_command(("SADD", key, *members))
+
+    def sismember(self, key: str, member: Arg) -> None:
+        """Queue ``SISMEMBER key member`` (its reply stays 0 or 1: no bool callback)."""
+        self.queue_command(("SISMEMBER", key, member))
+
+    def queue_command(self, command: tuple[Arg, ...]) -> None:
+        """Queue one command given as its words (hiredis encodes str as UTF-8 and numbers
+        as redis-py does)."""
+        self.queue_packed(pack_command(command))
+
+    def queue_packed(self, packed: bytes) -> None:
+        """Queue one command already encoded as RESP (see ``hiredis.pack_command``)."""
+        self._packed.append(packed)
+        self._count += 1
+        self._unsent += len(packed)
+        if self._unsent >= self._send_every:
+            self._send()
+
+    def _send(self) -> None:
+        data = b"".join(self._packed)
+        self._packed.clear()
+        self._unsent = 0
+        if self._conn is None:
+            self._conn = self._pool.get_connection()
+        try:
+            self._conn.send_packed_command([data], check_health=False)
+        except BaseException:
+            self._drop()
+            raise
+
+    def execute(self, raise_on_error: bool = False) -> list[Any]:
+        """Send what is left, return one reply per command since the last call (errors as
+        values)."""
+        if raise_on_error:
+            raise ValueError("raise_on_error: Wire returns errors as values only")
+        return list(self.replies())
+
+    def replies(self) -> Generator[Any, None, None]:
+        """As :meth:`execute`, but each reply is yielded as soon as it has arrived, so the
+        caller works on the first replies while Redis still runs the later commands. Stopping
+        early drops the connection (its unread replies would confuse the next user)."""
+        count, self._count = self._count, 0
+        if not count:
+            return
+        if self._packed:
+            self._send()
+        conn, self._conn = self._conn, None
+        try:
+            if self._raw:
+                yield from self._read(conn._sock, count)
+            else:
+                yield from _read_each(conn, count)
+        except BaseException:  # GeneratorExit too: unread replies stay on the socket
+            conn.disconnect()
+            raise
+        finally:
+            self._pool.release(conn)
+
+    def reset(self) -> None:
+        """Forget what was queued since the last :meth:`execute` (after a failure while
+        queueing); a connection that already carries part of it is dropped."""
+        self._drop()
+
+    def _drop(self) -> None:
+        """Forget the connection (and what was queued) after a failed send."""
+        conn, self._conn = self._conn, None
+        self._packed.clear()
+        self._unsent = self._count = 0
+        if conn is not None:
+            conn.disconnect()
+            self._pool.release(conn)
+
+    def _read(self, sock: socket.socket, count: int) -> Iterator[Any]:
+        reader = hiredis.Reader(replyError=BaseParser.parse_error)
+        gets, view = reader.gets, memoryview(self._buffer)
+        while True:
+            reply = gets()
+            while reply is not False:  # every complete reply in the buffer
+                yield reply
+                count -= 1
+                if not count:
+                    return
+                reply = gets()
+            try:
+                n = self._receive(sock)
+            except OSError as err:
+                raise redis.ConnectionError(f"reading batch replies: {err}") from err
+            if n == 0:
+                raise redis.ConnectionError("connection closed while reading batch replies")
+            reader.feed(view, 0, n)  # type: ignore[arg-type]  # the stub omits buffers
+
+    def _receive(self, sock: socket.socket) -> int:
+        """``sock.recv_into`` the buffer, polling first (see the module docstring). Only a plain
+        socket is polled — its file descriptor carries the protocol's own bytes (TLS would
+        not) — and only while redis-py keeps it non-blocking (it does: it has a timeout)."""
+        if self._spin_ns and type(sock) is socket.socket and sock.gettimeout() is not None:
+            fd, buffers = sock.fileno(), (self._buffer,)
+            deadline = time.perf_counter_ns() + self._spin_ns
+            while True:
+                try:
+                    return os.readv(fd, buffers)
+                except BlockingIOError:
+                    if time.perf_counter_ns() >= deadline:
+                        break
+        return sock.recv_into(self._buffer)
+
+
+def _read_each(conn: Any, count: int) -> Iterator[Any]:
+    """``count`` replies through the connection's own parser, error replies as values."""
+    for _ in range(count):
+        try:
+            yield conn.read_response()
+        except redis.ResponseError as err:
+            yield err

@@ -1,0 +1,146 @@
+"""broker.wire: the lean pipeline every script call goes out on — the same replies as a
+redis-py pipeline on every kind of client, and a read that polls before it blocks."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from broker import Broker
+from broker.servers import RedisServer
+from broker.wire import SPIN_US, Wire, default_spin_us, wire_capable
+from model import keys
+
+MIXED_REPLY = ("return {1, 'two', false, {3, {'four'}}, redis.status_reply('FIVE'), "
+               "redis.error_reply('SIX nested')}")
+
+
+def _queue(pipe: Any, sha: str, failing: str) -> None:
+    """The same commands on a redis-py pipeline or a Wire (both offer these three)."""
+    pipe.sadd("s", "a")
+    pipe.evalsha(sha, 0)
+    pipe.sadd("s", "a", 2, 3.5)
+    pipe.evalsha(failing, 1, "k")
+    pipe.evalsha("0" * 40, 0)  # NOSCRIPT
+    pipe.sadd("s", b"\xff")
+    pipe.sismember("s", "a")
+    pipe.sismember("s", "zz")
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, Exception):
+        return (type(value), str(value))
+    if isinstance(value, bool):
+        return int(value)  # redis-py's SISMEMBER callback; the Wire keeps the 0/1
+    return [_normal(v) for v in value] if isinstance(value, list) else value
+
+
+def _clients(kind: str, request: pytest.FixtureRequest) -> redis.Redis:
+    if kind == "fakeredis":
+        return fakeredis.FakeRedis()
+    server: RedisServer = request.getfixturevalue("real_server")
+    return redis.Redis.from_url(server.url, decode_responses=kind == "redis-decoded")
+
+
+@pytest.mark.parametrize("kind", ["fakeredis", "redis", "redis-decoded"])
+@pytest.mark.parametrize("spin_us", [0, SPIN_US])
+def test_wire_replies_equal_a_redis_py_pipeline(kind: str, spin_us: int,
+                                                request: pytest.FixtureRequest) -> None:
+    client = _clients(kind, request)
+    client.flushdb()
+    sha = client.script_load(MIXED_REPLY)
+    failing = client.script_load("return redis.call('INCR', KEYS[1], 'x')")
+    pipe = client.pipeline(transaction=False)
+    _queue(pipe, sha, failing)
+    expected = pipe.execute(raise_on_error=False)
+    client.flushdb()
+    wire = Wire(client, send_every=64, spin_us=spin_us)  # streams mid-way
+    _queue(wire, sha, failing)
+    assert len(wire) == 8
+    got = wire.execute()
+    assert len(wire) == 0 and wire.execute() == []
+    assert _normal(got) == _normal(expected)
+    assert isinstance(got[4], redis.exceptions.NoScriptError)
+    assert isinstance(got[3], redis.ResponseError) and got[0] == 1 and got[2] == 2
+    client.flushdb()
+
+
+def test_a_socket_client_is_read_by_polling_first(real_client: redis.Redis,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    polls: list[int] = []
+    readv = os.readv
+
+    def counting_readv(fd: int, buffers: Any) -> int:
+        polls.append(fd)
+        return readv(fd, buffers)
+
+    monkeypatch.setattr(os, "readv", counting_readv)
+    wire = Wire(real_client, spin_us=SPIN_US)
+    for i in range(20):
+        wire.sadd("s", i)
+        assert wire.execute() == [1]
+    assert polls, "the reply was never polled for"
+    polls.clear()
+    Wire(real_client, spin_us=0).execute()
+    quiet = Wire(real_client, spin_us=0)
+    quiet.sadd("s", "x")
+    assert quiet.execute() == [1] and not polls  # spin_us=0: straight to the blocking read
+
+
+def test_a_reply_slower_than_the_spin_is_waited_for(real_client: redis.Redis) -> None:
+    # The script keeps Redis busy ~30 ms, far past a 100 µs spin: the read must then block.
+    slow = ("local t0 = redis.call('TIME') local function us(t) return t[1] * 1e6 + t[2] end "
+            "repeat until us(redis.call('TIME')) - us(t0) > 30000 return 'late'")
+    wire = Wire(real_client, spin_us=100)
+    wire.evalsha(real_client.script_load(slow), 0)
+    wire.sadd("s", "after")
+    assert wire.execute() == [b"late", 1]
+
+
+def test_polling_needs_a_second_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert default_spin_us() == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert default_spin_us() == SPIN_US
+
+
+def test_wire_stopped_early_drops_its_connection(real_client: redis.Redis) -> None:
+    wire = Wire(real_client, send_every=1)  # every command is sent as it is queued
+    for i in range(50):
+        wire.sadd("s", i)
+    replies = wire.replies()
+    assert next(replies) == 1
+    replies.close()  # 49 replies unread: the connection must not go back to the pool as is
+    assert real_client.scard("s") == 50 and real_client.ping()
+    wire.sadd("s", "x")
+    assert wire.execute() == [1]
+
+
+def test_wire_capable_and_bad_arguments(real_server: RedisServer) -> None:
+    assert wire_capable(redis.Redis.from_url(real_server.url))
+    assert not wire_capable(redis.Redis.from_url(real_server.url, decode_responses=True))
+    assert not wire_capable(redis.Redis.from_url(real_server.url, protocol=3))
+    assert not wire_capable(fakeredis.FakeRedis())
+    with pytest.raises(ValueError, match="send_every must be >= 1, got 0"):
+        Wire(redis.Redis.from_url(real_server.url), send_every=0)
+    with pytest.raises(ValueError, match="spin_us must be >= 0, got -1"):
+        Wire(fakeredis.FakeRedis(), spin_us=-1)
+    with pytest.raises(ValueError, match="raise_on_error: Wire returns errors as values only"):
+        Wire(redis.Redis.from_url(real_server.url)).execute(raise_on_error=True)
+
+
+def test_a_call_that_cannot_be_encoded_leaves_keyspace_and_broker_as_they_were(
+        redis_client: redis.Redis) -> None:
+    broker = Broker(redis_client)
+    broker.observe("q")
+    broker.register("q")
+    before = sorted(redis_client.keys("*"))
+    with pytest.raises(TypeError):
+        broker.call("pause", [keys.paused("q")], [object()])  # type: ignore[list-item]
+    assert sorted(redis_client.keys("*")) == before
+    broker.pause("q")  # the broker's pipeline was emptied: the next call is its own
+    assert broker.snapshot("q").get(keys.paused("q")) is not None
