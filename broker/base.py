@@ -50,8 +50,9 @@ class BrokerBase:
         self.policy = policy if policy is not None else self.variant.policy
         self.clock = clock if clock is not None else VirtualClock()
         self._run = ScriptRunner.shared(client, self.variant)
-        # Every script call, with what is pipelined with it, goes out on this lean pipeline.
-        self._wire = Wire(client)
+        # Every script call, with what is pipelined with it, goes out on this lean pipeline,
+        # on a connection of its own for the broker's lifetime.
+        self._wire = Wire(client, hold=True)
         self._observing: str | None = None  # see observe()
         self._observed: tuple[list[Any], bool] | None = None  # (keys, registered) of _observing
 

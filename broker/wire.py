@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
@@ -88,7 +89,7 @@ class Wire:
     """
 
     def __init__(self, client: redis.Redis, send_every: int = _SEND_EVERY,
-                 spin_us: int | None = None) -> None:
+                 spin_us: int | None = None, hold: bool = False) -> None:
         if send_every < 1:
             raise ValueError(f"send_every must be >= 1, got {send_every}")
         spin_us = default_spin_us() if spin_us is None else spin_us
@@ -99,6 +100,9 @@ class Wire:
         self._pool = client.connection_pool
         self._send_every = send_every
         self._conn: Any = None  # checked out from the first send until the replies are read
+        self._hold = hold  # keep the connection from one execute to the next
+        self._in_flight = False  # part of the batch was sent: its replies are on the socket
+        self._give_back_later: weakref.finalize[Any, Any] | None = None
         self._packed: list[bytes] = []
         self._unsent = 0  # bytes in _packed
         self._count = 0  # commands since the last execute
@@ -138,7 +142,10 @@ class Wire:
         self._unsent = 0
         if self._conn is None:
             self._conn = self._pool.get_connection()
+            if self._hold:  # the pool gets it back when this Wire is gone
+                self._give_back_later = weakref.finalize(self, self._pool.release, self._conn)
         try:
+            self._in_flight = True
             self._conn.send_packed_command([data], check_health=False)
         except BaseException:
             self._drop()
@@ -160,30 +167,45 @@ class Wire:
             return
         if self._packed:
             self._send()
-        conn, self._conn = self._conn, None
+        conn, read_all = self._conn, False
         try:
             if self._raw:
                 yield from self._read(conn._sock, count)
             else:
                 yield from _read_each(conn, count)
-        except BaseException:  # GeneratorExit too: unread replies stay on the socket
-            conn.disconnect()
-            raise
+            read_all = True
         finally:
-            self._pool.release(conn)
+            self._in_flight = False
+            if not read_all:  # an error, or a caller that stopped: replies stay on the socket
+                conn.disconnect()
+            if not read_all or not self._hold:
+                self._release()
 
     def reset(self) -> None:
         """Forget what was queued since the last :meth:`execute` (after a failure while
         queueing); a connection that already carries part of it is dropped."""
-        self._drop()
+        if self._in_flight:
+            self._drop()
+        self._packed.clear()
+        self._unsent = self._count = 0
 
     def _drop(self) -> None:
         """Forget the connection (and what was queued) after a failed send."""
-        conn, self._conn = self._conn, None
+        conn = self._conn
         self._packed.clear()
         self._unsent = self._count = 0
+        self._in_flight = False
         if conn is not None:
             conn.disconnect()
+            self._release()
+
+    def _release(self) -> None:
+        """Hand the connection back to the pool."""
+        conn, self._conn = self._conn, None
+        if self._give_back_later is not None:
+            self._give_back_later.detach()
+            self._give_back_later = None
+        if conn is not None:
             self._pool.release(conn)
 
     def _read(self, sock: socket.socket, count: int) -> Iterator[Any]:

@@ -144,3 +144,32 @@ def test_a_call_that_cannot_be_encoded_leaves_keyspace_and_broker_as_they_were(
     assert sorted(redis_client.keys("*")) == before
     broker.pause("q")  # the broker's pipeline was emptied: the next call is its own
     assert broker.snapshot("q").get(keys.paused("q")) is not None
+
+
+@pytest.mark.parametrize("kind", ["fakeredis", "redis"])
+def test_a_holding_wire_keeps_one_connection_and_returns_it_when_gone(
+        kind: str, request: pytest.FixtureRequest) -> None:
+    client = _clients(kind, request)
+    pool = client.connection_pool
+    wire = Wire(client, hold=True)
+    held = set()
+    for i in range(5):
+        wire.sadd("held", i)
+        assert wire.execute() == [1]
+        held.add(id(wire._conn))
+    assert len(held) == 1 and wire._conn in pool._in_use_connections
+    wire.reset()  # nothing in flight: the connection stays
+    assert wire._conn is not None
+    for i in range(3):
+        wire.sadd("held", "again", i)
+    replies = wire.replies()
+    next(replies)
+    replies.close()  # stopped early: that connection is dropped, a new one serves next time
+    assert wire._conn is None
+    wire.sadd("held", "x")
+    assert wire.execute() == [1]
+    conn = wire._conn
+    del wire
+    assert conn not in pool._in_use_connections  # back in the pool with its Wire gone
+    assert client.scard("held") == 7
+    client.delete("held")
