@@ -130,6 +130,8 @@ INDEX_FAMILIES = frozenset({Family.PENDING, Family.ACTIVE, Family.LEASE, Family.
 _TTL_FAMILIES = frozenset({Family.UNIQUE, Family.PROCESSED_DAILY, Family.FAILED_DAILY})
 _COUNTERS = frozenset({Family.PROCESSED_TOTAL, Family.FAILED_TOTAL, Family.PROCESSED_DAILY,
                        Family.FAILED_DAILY})
+#: Families that must never carry a TTL (I11).
+_NEVER_EXPIRE = frozenset(Family) - _TTL_FAMILIES - _COUNTERS
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -217,10 +219,12 @@ class _View:
     layout: list[Violation] = field(default_factory=list)
     #: The well-formed entries of each family, sorted by key (what :meth:`of` walks).
     families: dict[Family, list[tuple[KeyEntry, KeyInfo]]] = field(default_factory=dict)
+    _prefix: str = ""
+    _slots: dict[str, set[str]] | None = None
 
     @classmethod
     def build(cls, snap: KeyspaceSnapshot) -> _View:
-        view = cls(snap)
+        view = cls(snap, _prefix=keys.queue_prefix(snap.queue))
         for key in sorted(snap.entries):
             view._admit(key, snap.entries[key])
         for key, info in view.info.items():
@@ -256,7 +260,7 @@ class _View:
 
     def short(self, key: str) -> str:
         """``key`` without the queue prefix, for messages: ``t:abc``, ``g:g1``."""
-        prefix = keys.queue_prefix(self.queue)
+        prefix = self._prefix
         return key[len(prefix):] if key.startswith(prefix) else key
 
     def of(self, *families: Family) -> Iterator[tuple[KeyEntry, KeyInfo]]:
@@ -264,8 +268,9 @@ class _View:
         if len(families) == 1:
             yield from self.families.get(families[0], ())
             return
+        wanted = frozenset(families)
         for key, info in self.info.items():
-            if info.family in families:
+            if info.family in wanted:
                 yield self.snap.entries[key], info
 
     def entry(self, key: str) -> KeyEntry | None:
@@ -285,13 +290,16 @@ class _View:
         return None if entry is None else entry.hash()
 
     def slots(self) -> dict[str, set[str]]:
-        """Task id → the index keys holding it; lease counts as the active slot (I3 pairs them)."""
-        out: dict[str, set[str]] = {}
-        for entry, info in self.of(*INDEX_FAMILIES):
-            slot = keys.active(self.queue) if info.family is Family.LEASE else entry.key
-            for task_id in entry.members():
-                out.setdefault(task_id, set()).add(slot)
-        return out
+        """Task id → the index keys holding it; lease counts as the active slot (I3 pairs them).
+        Worked out once per view (I1 and I4 both ask); callers must not change it."""
+        if self._slots is None:
+            out: dict[str, set[str]] = {}
+            for entry, info in self.of(*INDEX_FAMILIES):
+                slot = keys.active(self.queue) if info.family is Family.LEASE else entry.key
+                for task_id in entry.members():
+                    out.setdefault(task_id, set()).add(slot)
+            self._slots = out
+        return self._slots
 
 
 def _num(score: float) -> str:
@@ -301,13 +309,11 @@ def _num(score: float) -> str:
 
 def _state_of(fields: HashValue) -> TaskState | None:
     raw = fields.get("state")
-    if not isinstance(raw, str):
-        return None
-    try:
-        state = TaskState(raw)
-    except ValueError:
-        return None
-    return state if state.stored else None
+    return _STORED_STATES.get(raw) if isinstance(raw, str) else None
+
+
+#: The ``state`` field values of stored tasks.
+_STORED_STATES = {state.value: state for state in TaskState if state.stored}
 
 
 # --- I1 --------------------------------------------------------------------------------------
@@ -555,7 +561,7 @@ def _i11(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> li
     return [Violation("I11", entry.key, info.name if info.family is Family.TASK else None,
                       f"{view.short(entry.key)} has a TTL (expires at {entry.expire_at_ms} ms); "
                       f"a {info.family} key must never expire")
-            for entry, info in view.of(*(set(Family) - _TTL_FAMILIES - _COUNTERS))
+            for entry, info in view.of(*_NEVER_EXPIRE)
             if entry.has_ttl]
 
 

@@ -140,17 +140,20 @@ def failed_daily(queue: str, date: str) -> str:
 
 def state_index(queue: str, state: TaskState) -> str:
     """The list or zset named after a state (pending, active, scheduled, retry, archived, completed)."""
-    by_state = {
-        TaskState.PENDING: pending,
-        TaskState.ACTIVE: active,
-        TaskState.SCHEDULED: scheduled,
-        TaskState.RETRY: retry,
-        TaskState.ARCHIVED: archived,
-        TaskState.COMPLETED: completed,
-    }
-    if state not in by_state:
+    index = _INDEX_OF_STATE.get(state)
+    if index is None:
         raise ValueError(f"state {state.value!r} has no single index key")
-    return by_state[state](queue)
+    return index(queue)
+
+
+_INDEX_OF_STATE = {
+    TaskState.PENDING: pending,
+    TaskState.ACTIVE: active,
+    TaskState.SCHEDULED: scheduled,
+    TaskState.RETRY: retry,
+    TaskState.ARCHIVED: archived,
+    TaskState.COMPLETED: completed,
+}
 
 
 def queue_of(key: str) -> str | None:
