@@ -30,6 +30,16 @@ def glob_escape(text: str) -> str:
     return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
+@lru_cache(maxsize=256)
+def queue_pattern(queue: str) -> str:
+    """The SCAN MATCH pattern of every key of ``queue``.
+
+    >>> print(queue_pattern("a*b"))
+    asynq:{a\\*b}:*
+    """
+    return glob_escape(keys.queue_prefix(queue)) + "*"
+
+
 def text(value: bytes | str) -> str:
     """Redis bytes as lossless text (undecodable bytes survive as surrogates)."""
     return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
@@ -212,8 +222,7 @@ class BrokerBase:
 
     def _queue_snapshot(self, pipe: Any, queue: str) -> None:
         """Queue the snapshot script (every key of ``queue``, whatever its TTL) and SISMEMBER."""
-        pattern = glob_escape(keys.queue_prefix(queue)) + "*"
-        self._run.queue_on(pipe, "snapshot", [], [pattern, 1000])
+        self._run.queue_on(pipe, "snapshot", [], [queue_pattern(queue), 1000])
         pipe.sismember(keys.ALL_QUEUES, queue)
 
     @staticmethod
@@ -224,8 +233,7 @@ class BrokerBase:
     def expire_due(self, queue: str) -> int:
         """Delete the queue's TTL keys whose virtual deadline passed; return how many."""
         validation.check_queue(queue)
-        pattern = glob_escape(keys.queue_prefix(queue)) + "*"
-        (swept,) = self.call("sweep_expired", [], [pattern, self.now_ms, 1000])
+        (swept,) = self.call("sweep_expired", [], [queue_pattern(queue), self.now_ms, 1000])
         return int(swept)
 
 

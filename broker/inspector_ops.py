@@ -19,7 +19,7 @@ queue's keys by SCAN first and SREMs ``asynq:queues`` after its script, as Asynq
 
 from __future__ import annotations
 
-from broker.base import BrokerBase, glob_escape, text
+from broker.base import BrokerBase, queue_pattern, text
 from broker.scripting import Arg
 from broker.variants import Quirk
 from model import keys, validation
@@ -160,7 +160,7 @@ pending, scheduled, retry, archived, completed, aggregating
 
     def _scan_queue(self, queue: str, exclude: list[str]) -> list[str]:
         """Every key of ``queue`` not in ``exclude``, by SCAN (never KEYS), without repeats."""
-        pattern = glob_escape(keys.queue_prefix(queue)) + "*"
+        pattern = queue_pattern(queue)
         skip = set(exclude)
         found = (text(k) for k in self.client.scan_iter(match=pattern, count=1000))
         return [k for k in dict.fromkeys(found) if k not in skip]

@@ -664,8 +664,8 @@ class KeyMachine(RuleBasedStateMachine):
     def _note_self_trim(self, msg: TaskMessage) -> None:
         """Remember an id the archive trim removed from the very index it was just added to
         (BZ-16's signature, told apart from BZ-1's older victims by :func:`attribute`)."""
-        client = getattr(self.sut, "client", None)
-        if client is not None and client.zscore(keys.archived(msg.queue), msg.id) is None:
+        archived = self.read(msg.queue).get(keys.archived(msg.queue))
+        if archived is None or msg.id not in archived.members():
             self.self_trimmed.add(msg.id)
 
     # --- faults ----------------------------------------------------------------------------

@@ -179,6 +179,8 @@ def validate_name(what: str, value: object) -> str:
     """
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{what} must be a non-blank string, got {value!r}")
+    if FORBIDDEN_CHARS.isdisjoint(value):
+        return value
     bad = sorted({c for c in value if c in FORBIDDEN_CHARS})
     if bad:
         raise ValueError(f"{what} {value!r} contains characters that break the key layout: {bad!r}")

@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import redis
 
-from broker.base import glob_escape, text
+from broker.base import glob_escape, queue_pattern, text
 from broker.codec import decode_message
 from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
 from broker.scripting import TTL_SHIFT_MS
@@ -421,7 +421,7 @@ class QueueAudit:
 
         prefix = self._task_prefix_raw
         try:
-            for page in scan_raw(self.client, glob_escape(keys.queue_prefix(self.queue)) + "*", self.opts):
+            for page in scan_raw(self.client, queue_pattern(self.queue), self.opts):
                 for raw in page:
                     if raw.startswith(prefix) and len(raw) > len(prefix):  # what classify calls a task
                         tasks.append(raw)
