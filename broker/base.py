@@ -73,6 +73,12 @@ class BrokerBase:
         self._observed = None
         return self._client
 
+    def release_connection(self) -> None:
+        """Give the connection the broker's script calls hold back to the client's pool (the
+        next call takes one again). Brokers that come and go on one client — one per example
+        of the stateful machine — call this when done, rather than wait for the collector."""
+        self._wire.release()
+
     # --- variant ---------------------------------------------------------------------------
     def quirk(self, quirk: Quirk) -> bool:
         """True when this broker's variant has ``quirk`` switched on."""

@@ -101,6 +101,7 @@ class Wire:
         self._send_every = send_every
         self._conn: Any = None  # checked out from the first send until the replies are read
         self._hold = hold  # keep the connection from one execute to the next
+        self._pid = os.getpid()  # the process the connection was checked out in
         self._in_flight = False  # part of the batch was sent: its replies are on the socket
         self._give_back_later: weakref.finalize[Any, Any] | None = None
         self._packed: list[bytes] = []
@@ -140,8 +141,11 @@ class Wire:
         data = b"".join(self._packed)
         self._packed.clear()
         self._unsent = 0
+        if self._conn is not None and self._pid != os.getpid():
+            self._conn = self._reader = None  # inherited through fork: the parent's to use
         if self._conn is None:
             self._conn = self._pool.get_connection()
+            self._pid = os.getpid()
             if self._hold:  # the pool gets it back when this Wire is gone
                 self._give_back_later = weakref.finalize(self, self._pool.release, self._conn)
         try:
@@ -188,6 +192,13 @@ class Wire:
             self._drop()
         self._packed.clear()
         self._unsent = self._count = 0
+
+    def release(self) -> None:
+        """Give a held connection back to the pool now (the next batch borrows one again)."""
+        if self._in_flight:
+            self._drop()
+        else:
+            self._release()
 
     def _drop(self) -> None:
         """Forget the connection (and what was queued) after a failed send."""

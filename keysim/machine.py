@@ -772,8 +772,12 @@ class KeyMachine(RuleBasedStateMachine):
         if currently_in_test_context():
             # Steer generation toward runs that execute many different transitions.
             target(float(len(self.reached)), label="transitions executed")
-        if self.config.drain and self.step_ok and self.steps:
-            self.drain()
+        try:
+            if self.config.drain and self.step_ok and self.steps:
+                self.drain()
+        finally:  # a failed run keeps its server (it is not reused) but not the connection
+            if isinstance(self.sut, Broker):
+                self.sut.release_connection()
         release_client(getattr(self.sut, "client", None))
 
     def drain(self) -> None:

@@ -173,3 +173,30 @@ def test_a_holding_wire_keeps_one_connection_and_returns_it_when_gone(
     assert conn not in pool._in_use_connections  # back in the pool with its Wire gone
     assert client.scard("held") == 7
     client.delete("held")
+
+
+def test_a_wire_never_reuses_a_connection_from_before_a_fork(real_client: redis.Redis) -> None:
+    wire = Wire(real_client, hold=True)
+    wire.sadd("f", "a")
+    assert wire.execute() == [1]
+    parents = wire._conn
+    wire._pid = -1  # as a forked child sees it: the held connection is its parent's
+    wire.sadd("f", "b")
+    assert wire.execute() == [1]
+    assert wire._conn is not parents
+    wire.release()
+    assert wire._conn is None and real_client.scard("f") == 2
+
+
+def test_machines_give_their_connections_back_even_when_they_fail() -> None:
+    # Every example builds a broker on a pooled fakeredis client; a mutant fails and shrinks,
+    # so many of those runs end in an exception that keeps its machine alive for a while.
+    from keysim.check import run_check
+    from keysim.machine import _FAKE_POOL, MachineConfig
+
+    result = run_check(MachineConfig(variant="reference+BZ-2"), max_examples=150, steps=20, seed=1)
+    assert result.failure is not None  # it did fail, and shrink
+    clients = list(_FAKE_POOL)
+    assert clients
+    for client in clients:
+        assert not client.connection_pool._in_use_connections
