@@ -154,6 +154,10 @@ class ReferenceModel:
         self.clock = clock if clock is not None else VirtualClock()
         self._stores: dict[str, QueueStore] = {}
         self._registered: set[str] = set()
+        # Every change goes through store() (which bumps the count) right before it is made,
+        # so a snapshot taken since at the same instant is still exact.
+        self._stores_handed_out = 0
+        self._snapshots: dict[str, tuple[tuple[int, int], KeyspaceSnapshot]] = {}
 
     # --- time ----------------------------------------------------------------------------------
     @property
@@ -167,6 +171,7 @@ class ReferenceModel:
     # --- store access --------------------------------------------------------------------------
     def store(self, queue: str) -> QueueStore:
         """The live store of ``queue`` (created empty on first use). Read it, do not write it."""
+        self._stores_handed_out += 1
         store = self._stores.get(queue)
         if store is None:
             store = self._stores[queue] = QueueStore()
@@ -759,11 +764,20 @@ class ReferenceModel:
 
     # --- observation ---------------------------------------------------------------------------
     def snapshot(self, queue: str) -> KeyspaceSnapshot:
-        """Every key of ``queue`` as Redis would hold it now (TTL keys past due are absent)."""
+        """Every key of ``queue`` as Redis would hold it now (TTL keys past due are absent).
+
+        Remembered until the next change or tick, so asking twice costs one rendering; the
+        snapshot is shared: do not change it."""
         check_queue(queue)
+        mark = (self._stores_handed_out, self.now_ms)
+        known = self._snapshots.get(queue)
+        if known is not None and known[0] == mark:
+            return known[1]
         store = self._stores.get(queue)
         entries = {} if store is None else dict(self._render(queue, store))
-        return KeyspaceSnapshot(queue, self.now_ms, entries, registered=queue in self._registered)
+        snap = KeyspaceSnapshot(queue, self.now_ms, entries, registered=queue in self._registered)
+        self._snapshots[queue] = (mark, snap)
+        return snap
 
     def _render(self, queue: str, store: QueueStore) -> Iterable[tuple[str, KeyEntry]]:
         def entry(key: str, kind: KeyType, value: Value, expire: int | None = None
