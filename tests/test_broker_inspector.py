@@ -606,6 +606,21 @@ def test_remove_queue_reference_deletes_every_key(world: Callable[..., World], f
     assert w.broker.queues() == {NEIGHBOUR}
 
 
+def test_remove_queue_deletes_thousands_of_keys(world: Callable[..., World]) -> None:
+    # More keys than one DEL of the script takes (it deletes them 1000 at a time).
+    w = world()
+    w.task("x", P)
+    pipe = w.r.pipeline(transaction=False)
+    for i in range(2500):
+        pipe.hset(keys.task(Q, f"s{i}"), mapping={"msg": w.broker.encode(w.msg(f"s{i}")),
+                                                  "state": S.value})
+        pipe.zadd(keys.scheduled(Q), {f"s{i}": NOW})
+    pipe.execute()
+    assert len(w.snap().entries) > 2500
+    w.broker.remove_queue(Q, force=True)
+    w.check(KeyspaceSnapshot(Q, w.now_ms, {}, registered=False))
+
+
 @pytest.mark.parametrize("content", ["pending", "active", "completed", "group", "set", "zombie"])
 def test_remove_queue_reference_refuses_any_task(world: Callable[..., World], content: str) -> None:
     w = world()

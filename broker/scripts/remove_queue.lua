@@ -85,7 +85,8 @@ for _, set_key in ipairs(redis.call("ZRANGE", KEYS[9], 0, -1)) do
         redis.call("DEL", set_key)
     end
 end
-for i = 1, #KEYS do
-    redis.call("DEL", KEYS[i])
+-- One DEL per 1000 keys (not per key): Lua's unpack() stops at 8000 values.
+for i = 1, #KEYS, 1000 do
+    redis.call("DEL", unpack(KEYS, i, math.min(i + 999, #KEYS)))
 end
 return ok()
