@@ -4,7 +4,8 @@ script calls, status mapping, input validation, queue registration and snapshots
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -64,6 +65,7 @@ class BrokerBase:
         # on a connection of its own for the broker's lifetime.
         self._wire = Wire(client, hold=True)
         self._observing: str | None = None  # see observe()
+        self._quiet = 0  # depth of unobserved() blocks
         self._observed: tuple[list[Any], bool] | None = None  # (keys, registered) of _observing
 
     @property
@@ -127,6 +129,8 @@ class BrokerBase:
         """The script's raw reply; sent alone, or pipelined after the registration and before
         the snapshot :meth:`observe` asks for."""
         observing = self._observing
+        if self._quiet:
+            observing, self._observed = None, None  # see unobserved()
 
         def queue_all(pipe: Any) -> None:
             if register is not None:
@@ -191,6 +195,27 @@ class BrokerBase:
         if queue is not None:
             keys.validate_name("queue", queue)
         self._observing, self._observed = queue, None
+
+    @contextmanager
+    def unobserved(self) -> Iterator[None]:
+        """Within the block, script calls do not read the keyspace back: the caller makes more
+        calls before it looks. What :meth:`observe` saw is forgotten at the first of them; the
+        first call after the block observes again (a :meth:`snapshot` before it asks Redis).
+
+        >>> import fakeredis
+        >>> from broker import Broker
+        >>> broker = Broker(fakeredis.FakeRedis())
+        >>> broker.observe("q")
+        >>> with broker.unobserved():
+        ...     broker.enqueue(TaskMessage(type="t", payload=None, id="t1", queue="q"))
+        >>> sorted(broker.snapshot("q").entries)  # read in a round trip of its own
+        ['asynq:{q}:pending', 'asynq:{q}:t:t1']
+        """
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
 
     def snapshot(self, queue: str) -> KeyspaceSnapshot:
         """Every live key of ``queue`` in one round trip (a pipeline of one script + SISMEMBER),

@@ -118,16 +118,20 @@ class ServerOps(BrokerBase):
         """
         validation.check_queue(queue)
         moved = 0
-        for source in (keys.scheduled(queue), keys.retry(queue)):
-            while True:
-                taken, n = self.call(
-                    "forward", [source, keys.pending(queue), keys.groups(queue)],
-                    [self.now_s, keys.task_prefix(queue), self.clock.now_ns,
-                     keys.group_prefix(queue), self.policy.forward_batch])
-                moved += int(n)
-                if int(taken) == 0:
-                    break
-        return moved
+        with self.unobserved():  # the retry source comes next
+            moved += self._forward_all(queue, keys.scheduled(queue))
+        return moved + self._forward_all(queue, keys.retry(queue))
+
+    def _forward_all(self, queue: str, source: str) -> int:
+        moved = 0
+        while True:
+            taken, n = self.call(
+                "forward", [source, keys.pending(queue), keys.groups(queue)],
+                [self.now_s, keys.task_prefix(queue), self.clock.now_ns,
+                 keys.group_prefix(queue), self.policy.forward_batch])
+            moved += int(n)
+            if int(taken) == 0:
+                return moved
 
     def delete_expired_completed_tasks(self, queue: str) -> int:
         """T25: delete completed tasks whose retention ended; return how many."""
@@ -174,8 +178,9 @@ class ServerOps(BrokerBase):
         """
         cutoff = self.now_s - self.policy.recover_skew
         if not self.quirk(Quirk.BZ7):  # the reference drops leases whose hash is gone
-            self.call("drop_dangling_leases", [keys.lease(queue), keys.active(queue)],
-                      [cutoff, keys.task_prefix(queue)])
+            with self.unobserved():  # the listing comes next
+                self.call("drop_dangling_leases", [keys.lease(queue), keys.active(queue)],
+                          [cutoff, keys.task_prefix(queue)])
         expired = self.list_lease_expired(queue, cutoff)
         return retry_or_archive_expired(self, expired, self.now_s, self.policy)
 

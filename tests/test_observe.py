@@ -49,6 +49,37 @@ def test_every_observed_keyspace_equals_a_fresh_read(redis_client: redis.Redis,
     assert Checked.served > 50  # the comparisons were answered from observations
 
 
+def test_calls_in_an_unobserved_block_skip_the_read_and_leave_nothing_stale(
+        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = Broker(redis_client)
+    b.observe(Q)
+    reads: list[str] = []
+    queue_on = b._run.queue_on
+
+    def counting(pipe: Any, name: str, *args: Any) -> None:
+        reads.append(name)
+        queue_on(pipe, name, *args)
+
+    monkeypatch.setattr(b._run, "queue_on", counting)
+
+    def fresh() -> Any:
+        return Broker(redis_client).snapshot(Q)
+
+    b.enqueue(TaskMessage(type="t", payload=None, id="t1", queue=Q))
+    assert reads.count("snapshot") == 1 and b._observed is not None
+    with b.unobserved():
+        b.enqueue(TaskMessage(type="t", payload=None, id="t2", queue=Q))
+        assert b._observed is None  # what was seen before the block is forgotten
+        with b.unobserved():
+            b.enqueue(TaskMessage(type="t", payload=None, id="t3", queue=Q))
+        b.enqueue(TaskMessage(type="t", payload=None, id="t4", queue=Q))
+    assert reads.count("snapshot") == 1  # none of the three calls read the keyspace back
+    assert b.snapshot(Q) == fresh()  # asked for, it is read in a round trip of its own
+    b.enqueue(TaskMessage(type="t", payload=None, id="t5", queue=Q))  # observed again
+    assert b._observed is not None and b.snapshot(Q) == fresh()
+    assert len(b.snapshot(Q).task_ids()) == 5
+
+
 def test_taking_the_client_forgets_the_observation(redis_client: redis.Redis) -> None:
     b = Broker(redis_client)
     b.observe(Q)
