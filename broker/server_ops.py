@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from broker.base import BrokerBase
@@ -130,14 +131,15 @@ class ServerOps(BrokerBase):
                 [self.now_s, keys.task_prefix(queue), self.clock.now_ns,
                  keys.group_prefix(queue), self.policy.forward_batch])
             moved += int(n)
-            if int(taken) == 0:
+            # Every id a batch takes leaves the source: a short batch took the last ready one.
+            if int(taken) < self.policy.forward_batch:
                 return moved
 
     def delete_expired_completed_tasks(self, queue: str) -> int:
         """T25: delete completed tasks whose retention ended; return how many."""
         validation.check_queue(queue)
         return self._batches("delete_expired_completed", [keys.completed(queue)],
-                             [self.now_s, keys.task_prefix(queue), self.policy.janitor_batch_size])
+                             [self.now_s, keys.task_prefix(queue)])
 
     def delete_expired_archived_tasks(self, queue: str) -> int:
         """The reference janitor's archive cutoff: delete archived tasks older than
@@ -147,16 +149,21 @@ class ServerOps(BrokerBase):
         if self.quirk(Quirk.LAZY_CUTOFF):
             return 0
         return self._batches("delete_expired_archived", [keys.archived(queue)],
-                             [self.now_s - self.policy.archive_cutoff, keys.task_prefix(queue),
-                              self.policy.janitor_batch_size, self.now_ms])
+                             [self.now_s - self.policy.archive_cutoff, keys.task_prefix(queue)],
+                             [self.now_ms])
 
-    def _batches(self, script: str, keys_: list[str], args: list[Any]) -> int:
+    def _batches(self, script: str, keys_: list[str], args: list[Any],
+                 more_args: Sequence[Any] = ()) -> int:
+        """Run a janitor script (its ARGV: ``args``, the batch size, ``more_args``) until a
+        batch comes back short: every id a batch takes leaves the index, so a short one took
+        the last due id."""
+        size = self.policy.janitor_batch_size
         total = 0
         while True:
-            (n,) = self.call(script, keys_, args)
-            if int(n) == 0:
-                return total
+            (n,) = self.call(script, keys_, [*args, size, *more_args])
             total += int(n)
+            if int(n) < size:
+                return total
 
     # --- recoverer (T18, T19, T24) -------------------------------------------------------------
     def list_lease_expired(self, queue: str, cutoff: int) -> list[TaskMessage]:

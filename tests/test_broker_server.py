@@ -505,6 +505,23 @@ def test_forward_runs_batches_until_none_is_ready(make: Callable[..., Broker]) -
     assert snap.get(keys.scheduled(Q)) is None
 
 
+def test_forward_stops_at_a_short_batch(make: Callable[..., Broker]) -> None:
+    b = make(forward_batch=2)
+    for i in range(3):
+        b.schedule(message(f"s{i}"), b.now_s)
+    calls: list[str] = []
+    call = b.call
+
+    def counting(script: str, *args: Any, **kwargs: Any) -> list[Any]:
+        calls.append(script)
+        return call(script, *args, **kwargs)
+
+    b.call = counting  # type: ignore[method-assign]
+    assert b.forward_if_ready(Q) == 3
+    # scheduled: a full batch, then a short one (the last ready id); retry: one empty batch.
+    assert calls == ["forward"] * 3
+
+
 # --- janitor (T25 and the reference cutoff) --------------------------------------------------------
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_janitor_deletes_expired_completed_tasks_in_batches(make: Callable[..., Broker],
