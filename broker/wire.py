@@ -34,6 +34,49 @@ _READ_CHUNK = 1 << 17
 _SEND_EVERY = 1 << 15
 #: RESP encoding of one command (hiredis's stub types the argument as a 1-tuple).
 pack_command = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
+#: Per client, a function that hands one command, as its words, straight to an in-process
+#: server (see :func:`hand_over_to`).
+_HANDOVERS: weakref.WeakKeyDictionary[Any, Callable[[Any, list[bytes]], None]] = \
+    weakref.WeakKeyDictionary()
+
+
+def hand_over_to(client: Any, handover: Callable[[Any, list[bytes]], None]) -> None:
+    """Make every :class:`Wire` built on ``client`` from now on give each command to
+    ``handover(connection, words)`` instead of encoding it as RESP for the connection to send:
+    for an in-process server (``keysim.fakelua.hand_over``) that would only parse the bytes
+    back into words. ``handover`` must run the command and queue its reply for the
+    connection's ``read_response``, as sending it would have."""
+    _HANDOVERS[client] = handover
+
+
+def command_words(command: tuple[Arg, ...]) -> list[bytes]:
+    """The words of ``command`` as the server receives them, encoded as :data:`pack_command`
+    encodes them.
+
+    >>> command_words(("SADD", "s", 1, 2.5, b"x"))
+    [b'SADD', b's', b'1', b'2.5', b'x']
+    >>> command_words(("SADD", "s", None))
+    Traceback (most recent call last):
+    ...
+    TypeError: command word None: must be str, int, float or bytes
+    """
+    return [_word(value) for value in command]
+
+
+def _word(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value)).encode()
+    if isinstance(value, float):
+        return repr(value).encode()
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    raise TypeError(f"command word {value!r}: must be str, int, float or bytes")
+
+
 #: How long (µs) :class:`Wire` polls the socket for a reply before it blocks in the kernel.
 SPIN_US = 1000
 
@@ -97,6 +140,7 @@ class Wire:
             raise ValueError(f"spin_us must be >= 0, got {spin_us}")
         self._spin_ns = spin_us * 1000
         self._raw = wire_capable(client)  # read replies straight from the socket
+        self._handover = None if self._raw else _HANDOVERS.get(client)
         self._pool = client.connection_pool
         self._send_every = send_every
         self._conn: Any = None  # checked out from the first send until the replies are read
@@ -104,7 +148,7 @@ class Wire:
         self._pid = os.getpid()  # the process the connection was checked out in
         self._in_flight = False  # part of the batch was sent: its replies are on the socket
         self._give_back_later: weakref.finalize[Any, Any] | None = None
-        self._packed: list[bytes] = []
+        self._packed: list[bytes | list[bytes]] = []  # RESP, or words for the handover
         self._unsent = 0  # bytes in _packed
         self._count = 0  # commands since the last execute
         self._buffer = bytearray(_READ_CHUNK if self._raw else 0)  # only the socket reader uses it
@@ -127,18 +171,25 @@ class Wire:
     def queue_command(self, command: tuple[Arg, ...]) -> None:
         """Queue one command given as its words (hiredis encodes str as UTF-8 and numbers
         as redis-py does)."""
-        self.queue_packed(pack_command(command))
+        if self._handover is None:
+            self.queue_packed(pack_command(command))
+            return
+        words = command_words(command)
+        self._queue(words, sum(map(len, words)))
 
     def queue_packed(self, packed: bytes) -> None:
         """Queue one command already encoded as RESP (see ``hiredis.pack_command``)."""
-        self._packed.append(packed)
+        self._queue(packed, len(packed))
+
+    def _queue(self, item: bytes | list[bytes], size: int) -> None:
+        self._packed.append(item)
         self._count += 1
-        self._unsent += len(packed)
+        self._unsent += size
         if self._unsent >= self._send_every:
             self._send()
 
     def _send(self) -> None:
-        data = b"".join(self._packed)
+        items = list(self._packed)
         self._packed.clear()
         self._unsent = 0
         if self._conn is not None and self._pid != os.getpid():
@@ -150,7 +201,15 @@ class Wire:
                 self._give_back_later = weakref.finalize(self, self._pool.release, self._conn)
         try:
             self._in_flight = True
-            self._conn.send_packed_command([data], check_health=False)
+            if self._handover is None:
+                self._conn.send_packed_command([b"".join(cast(list[bytes], items))],
+                                               check_health=False)
+            else:
+                for item in items:
+                    if isinstance(item, bytes):
+                        self._conn.send_packed_command([item], check_health=False)
+                    else:
+                        self._handover(self._conn, item)
         except BaseException:
             self._drop()
             raise

@@ -18,10 +18,16 @@ reported when its script ends, not at the script's next ``redis.call``.) Everyth
 EVAL — KEYS and ARGV, ``redis.call``, error messages, reply conversion — is fakeredis' own
 code, unchanged.
 
+Third, :func:`hand_over` lets the broker's :class:`broker.wire.Wire` give each command to the
+fake server as its words, as fakeredis' RESP parser would have produced them from the bytes
+redis-py sends, so neither side encodes nor parses: it calls the fake socket's
+``_process_command``, the very function that parser calls.
+
 It relies on private names of fakeredis: the server's ``_lua_runtime`` and
 ``_lua_expected_globals`` (without them :func:`compile_once` leaves the server as it was and
-returns False) and the module function ``_check_for_lua_globals`` (without it only the
-compile-once half applies). tests/test_fakelua.py checks that scripts answer and write alike
+returns False), the module function ``_check_for_lua_globals`` (without it only the
+compile-once half applies) and the fake socket's ``_process_command`` (without it commands
+are sent as RESP, as usual). tests/test_fakelua.py checks that scripts answer and write alike
 either way.
 
 >>> import fakeredis
@@ -40,6 +46,8 @@ from typing import Any
 
 import redis
 from fakeredis.commands_mixins import scripting_mixin
+
+from broker.wire import hand_over_to, pack_command
 
 #: Distinct script texts remembered per server (the machine has a few dozen; the cap only
 #: bounds memory for a caller sending endless one-off scripts).
@@ -171,3 +179,38 @@ def _install_globals_check() -> None:
 
     check.stock = stock  # type: ignore[attr-defined]
     scripting_mixin._check_for_lua_globals = check
+
+
+def hand_over(client: redis.Redis) -> bool:
+    """Let every Wire built on ``client`` (a broker's, see :mod:`broker.wire`) give commands to
+    its fake server as words instead of RESP bytes. False for a client whose connections are
+    not fakeredis' (nothing changes then).
+
+    >>> import fakeredis
+    >>> from broker import Broker
+    >>> from model.message import TaskMessage
+    >>> client = fakeredis.FakeRedis()
+    >>> hand_over(client)
+    True
+    >>> Broker(client).enqueue(TaskMessage(type="t", payload=None, id="t1", queue="q"))
+    >>> sorted(client.keys())
+    [b'asynq:queues', b'asynq:{q}:pending', b'asynq:{q}:t:t1']
+    """
+    if not callable(getattr(client.connection_pool.connection_class, "get_socket", None)):
+        return False
+    hand_over_to(client, _process_words)
+    return True
+
+
+def _process_words(conn: Any, words: list[bytes]) -> None:
+    """Run one command on the fake socket of ``conn`` as its RESP parser would (the reply
+    is queued for ``conn.read_response``); a socket this does not recognise, or a closed
+    or killed one, gets the RESP bytes, so fakeredis answers as it always does."""
+    sock = conn.get_socket()
+    process = getattr(sock, "_process_command", None)
+    server = getattr(sock, "_server", None)
+    if process is None or not getattr(server, "connected", False) \
+            or getattr(sock, "_killed", False):
+        conn.send_packed_command([pack_command(tuple(words))], check_health=False)
+        return
+    process(words)

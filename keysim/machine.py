@@ -48,7 +48,7 @@ from hypothesis.stateful import (
 
 from broker import Broker
 from broker.scripting import TTL_SHIFT_MS
-from keysim.fakelua import compile_once
+from keysim.fakelua import compile_once, hand_over
 from model import keys
 from model.clock import VirtualClock
 from model.errors import KeysimError, ScriptError
@@ -173,9 +173,11 @@ def make_client(backend: str) -> redis.Redis:
 
 
 def _new_fake() -> fakeredis.FakeRedis:
-    """A fakeredis client on its own server, compiling each script once as Redis does."""
+    """A fakeredis client on its own server, compiling each script once as Redis does and
+    taking the broker's commands as words (see ``keysim.fakelua``)."""
     fake = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     compile_once(fake)
+    hand_over(fake)
     return fake
 
 

@@ -57,7 +57,7 @@ import redis
 
 from broker import Broker
 from broker.variants import variant as lookup_variant
-from keysim.fakelua import compile_once
+from keysim.fakelua import compile_once, hand_over
 from keysim.machine import render_args
 from model.api import KeyProtocol
 from model.clock import VirtualClock
@@ -351,6 +351,7 @@ class _FakeStore(_Store):
         self.server = fakeredis.FakeServer()
         self.client = fakeredis.FakeRedis(server=self.server)
         compile_once(self.client)  # tens of thousands of script calls: compile each once
+        hand_over(self.client)  # and skip RESP between the broker and its in-process server
         try:
             self._db: Any = self.server.dbs[0]
             self._db.items()

@@ -1,4 +1,5 @@
-"""keysim.fakelua: compile-once Lua changes how fast fakeredis runs scripts, nothing else."""
+"""keysim.fakelua: compile-once Lua and handed-over commands change how fast fakeredis runs the
+broker's scripts, nothing else."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import redis
 from test_scripts import _inspector_workload, _server_workload
 
 from broker import Broker
-from keysim.fakelua import MAX_CHUNKS, CompiledChunks, compile_once
+from keysim.fakelua import MAX_CHUNKS, CompiledChunks, compile_once, hand_over
 from keysim.machine import MachineConfig, make_machine, release_client
 from model.errors import KeysimError
 
 
 def _fake(compiled: bool) -> fakeredis.FakeRedis:
+    """A stock fakeredis client, or one as the machine uses it (compiled, commands handed over)."""
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     if compiled:
         assert compile_once(client)
+        assert hand_over(client)
     return client
 
 

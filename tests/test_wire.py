@@ -12,7 +12,8 @@ import redis
 
 from broker import Broker
 from broker.servers import RedisServer
-from broker.wire import SPIN_US, Wire, default_spin_us, wire_capable
+from broker.wire import SPIN_US, Wire, default_spin_us, hand_over_to, pack_command, wire_capable
+from keysim.fakelua import hand_over
 from model import keys
 
 MIXED_REPLY = ("return {1, 'two', false, {3, {'four'}}, redis.status_reply('FIVE'), "
@@ -42,11 +43,15 @@ def _normal(value: Any) -> Any:
 def _clients(kind: str, request: pytest.FixtureRequest) -> redis.Redis:
     if kind == "fakeredis":
         return fakeredis.FakeRedis()
+    if kind == "fakeredis-handover":
+        client = fakeredis.FakeRedis()
+        assert hand_over(client)
+        return client
     server: RedisServer = request.getfixturevalue("real_server")
     return redis.Redis.from_url(server.url, decode_responses=kind == "redis-decoded")
 
 
-@pytest.mark.parametrize("kind", ["fakeredis", "redis", "redis-decoded"])
+@pytest.mark.parametrize("kind", ["fakeredis", "fakeredis-handover", "redis", "redis-decoded"])
 @pytest.mark.parametrize("spin_us", [0, SPIN_US])
 def test_wire_replies_equal_a_redis_py_pipeline(kind: str, spin_us: int,
                                                 request: pytest.FixtureRequest) -> None:
@@ -135,13 +140,23 @@ def test_wire_capable_and_bad_arguments(real_server: RedisServer) -> None:
 
 def test_a_call_that_cannot_be_encoded_leaves_keyspace_and_broker_as_they_were(
         redis_client: redis.Redis) -> None:
-    broker = Broker(redis_client)
+    _refuse_unencodable(redis_client)
+
+
+def test_a_handed_over_call_that_cannot_be_encoded_changes_nothing_either() -> None:
+    client = fakeredis.FakeRedis()
+    assert hand_over(client)
+    _refuse_unencodable(client)
+
+
+def _refuse_unencodable(client: redis.Redis) -> None:
+    broker = Broker(client)
     broker.observe("q")
     broker.register("q")
-    before = sorted(redis_client.keys("*"))
+    before = sorted(client.keys("*"))
     with pytest.raises(TypeError):
         broker.call("pause", [keys.paused("q")], [object()])  # type: ignore[list-item]
-    assert sorted(redis_client.keys("*")) == before
+    assert sorted(client.keys("*")) == before
     broker.pause("q")  # the broker's pipeline was emptied: the next call is its own
     assert broker.snapshot("q").get(keys.paused("q")) is not None
 
@@ -200,3 +215,22 @@ def test_machines_give_their_connections_back_even_when_they_fail() -> None:
     assert clients
     for client in clients:
         assert not client.connection_pool._in_use_connections
+
+
+def test_a_handed_over_command_is_the_words_resp_would_carry() -> None:
+    client = fakeredis.FakeRedis()
+    seen: list[list[bytes]] = []
+
+    def handover(conn: Any, words: list[bytes]) -> None:
+        seen.append(words)
+        conn.send_packed_command([pack_command(tuple(words))], check_health=False)
+
+    hand_over_to(client, handover)
+    wire = Wire(client)
+    wire.sadd("s", "é", 7, 2.5, b"\xff")
+    wire.queue_packed(pack_command(("SCARD", "s")))  # already RESP: sent as it is
+    assert wire.execute() == [4, 4]
+    assert seen == [[b"SADD", b"s", "é".encode(), b"7", b"2.5", b"\xff"]]
+    with pytest.raises(TypeError, match="command word None"):
+        wire.sadd("s", None)  # type: ignore[arg-type]
+    assert len(wire) == 0 and client.scard("s") == 4
