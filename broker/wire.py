@@ -1,5 +1,5 @@
-"""``Wire``: a pipeline to a real Redis without redis-py's per-command work, and with a client
-that answers fast.
+"""``Wire``: a pipeline without redis-py's per-command work, on any redis-py client; on a real
+Redis, with a client that answers fast.
 
 Two users: the simulator streams thousands of script calls per batch through it
 (``simulations.batch``), and a :class:`broker.Broker` sends each script call, with the keyspace
@@ -121,7 +121,10 @@ class Wire:
     polling before it blocks (``spin_us``, see the module docstring); redis-py's own parser
     never holds bytes between requests, so bypassing it is safe. Any other client (fakeredis,
     ``decode_responses``, RESP3) is read through its connection's ``read_response``, one reply
-    per command.
+    per command; an in-process server can take the commands as words (:func:`hand_over_to`).
+
+    ``hold``: keep one connection from one batch to the next (a broker's Wire does); it goes
+    back to the pool when the Wire is gone or on :meth:`release`.
 
     >>> import fakeredis
     >>> wire = Wire(fakeredis.FakeRedis())
