@@ -8,7 +8,6 @@ resulting text is registered once per client and run by EVALSHA (re-sent on NOSC
 
 from __future__ import annotations
 
-import hashlib
 import re
 import weakref
 from collections.abc import Sequence
@@ -123,9 +122,9 @@ _SENT: weakref.WeakKeyDictionary[redis.Redis, dict[frozenset[Quirk], dict[str, s
 
 
 class ScriptRunner:
-    """Runs named scripts of one variant on one Redis client: the first call of a script sends
-    its text (EVAL, which also caches it in Redis), later calls only its SHA1 (EVALSHA) — so a
-    fresh database never pays for a NOSCRIPT answer and a reload."""
+    """Queues named scripts of one variant, for one Redis client, on a pipeline: a script's
+    text is loaded once (SCRIPT LOAD), then only its SHA1 is sent (EVALSHA) — so a fresh
+    database never pays for a NOSCRIPT answer and a reload."""
 
     def __init__(self, client: redis.Redis, variant: Variant,
                  sent: dict[str, str] | None = None) -> None:
@@ -142,27 +141,15 @@ class ScriptRunner:
         >>> import fakeredis
         >>> from broker.variants import variant
         >>> client = fakeredis.FakeRedis()
-        >>> first = ScriptRunner.shared(client, variant("reference"))
-        >>> first("pause", ["asynq:{q}:paused"], [1]) == [b"OK"]
+        >>> first, pipe = ScriptRunner.shared(client, variant("reference")), client.pipeline()
+        >>> first.queue_on(pipe, "pause", ["asynq:{q}:paused"], [1])
+        >>> pipe.execute() == [[b"OK"]]
         True
         >>> list(ScriptRunner.shared(client, variant("reference"))._sha)
         ['pause']
         """
         sent = _SENT.setdefault(client, {}).setdefault(variant.quirks, {})
         return cls(client, variant, sent)
-
-    def __call__(self, name: str, keys: Sequence[str], args: Sequence[Arg] = ()) -> Any:
-        """Run script ``name`` with ``keys`` and ``args`` and return its raw reply."""
-        sha = self._sha.get(name)
-        if sha is not None:
-            try:
-                return self._client.evalsha(sha, len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:
-                pass  # the server lost its script cache (restart, SCRIPT FLUSH): send the text
-        source = full_source(name, self._variant)
-        reply = self._client.eval(source, len(keys), *keys, *args)
-        self._sha[name] = hashlib.sha1(source.encode()).hexdigest()
-        return reply
 
     def queue_on(self, pipe: Any, name: str, keys: Sequence[str], args: Sequence[Arg] = ()
                  ) -> None:

@@ -141,7 +141,7 @@ NOW = 1_767_225_600
 
 
 class Spy:
-    """Records (script, keys) of every ScriptRunner call, sent alone or on a pipeline."""
+    """Records (script, keys) of every script the brokers queue (every call goes on a pipeline)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str]]] = []
@@ -150,12 +150,6 @@ class Spy:
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spy]:
     recorder = Spy()
-    original = ScriptRunner.__call__
-
-    def recording(self: ScriptRunner, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
-        recorder.calls.append((name, list(keys)))
-        return original(self, name, keys, args)
-
     queue_original = ScriptRunner.queue_on
 
     def recording_queued(self: ScriptRunner, pipe: Any, name: str, keys: Sequence[str],
@@ -163,8 +157,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spy]:
         recorder.calls.append((name, list(keys)))
         queue_original(self, pipe, name, keys, args)
 
-    monkeypatch.setattr(ScriptRunner, "__call__", recording)
-    monkeypatch.setattr(ScriptRunner, "queue_on", recording_queued)  # pipelined calls
+    monkeypatch.setattr(ScriptRunner, "queue_on", recording_queued)
     yield recorder
 
 
@@ -284,18 +277,17 @@ def test_bench_runs_on_real_redis(real_server: RedisServer, capsys: pytest.Captu
         client.close()
 
 
-def test_runner_sends_the_text_once_then_the_sha_and_survives_a_script_flush(
+def test_scripts_are_loaded_once_then_sent_by_sha_and_survive_a_script_flush(
         redis_client: redis.Redis) -> None:
-    from broker.variants import variant
-
-    runner = ScriptRunner(redis_client, variant("reference"))
+    b = Broker(redis_client)
     lease = "asynq:{default}:lease"
     redis_client.zadd(lease, {"t1": 10})
-    assert runner("extend_lease", [lease], [99, "t1"]) == [b"OK", 1]
-    assert redis_client.script_exists(*runner._sha.values()) == [True]  # cached by the EVAL
+    assert b.extend_lease("default", "t1") == 1
+    assert redis_client.script_exists(*b._run._sha.values()) == [True]  # loaded, then EVALSHA
     redis_client.script_flush()
-    assert runner("extend_lease", [lease], [120, "t1", "t2"]) == [b"OK", 1]
-    assert redis_client.zscore(lease, "t1") == 120
+    b.clock.advance(5)
+    assert b.extend_lease("default", "t1", "t2") == 1  # NOSCRIPT: reloaded, run again once
+    assert redis_client.zscore(lease, "t1") == b.now_s + b.policy.lease_duration
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
