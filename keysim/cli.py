@@ -108,7 +108,7 @@ def _run_explore(args: argparse.Namespace) -> int:
 
 
 def _add_replay(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``keysim replay``: run every explored sequence on a broker (keysim.replay)."""
+    """``keysim replay``: run every explored sequence on a broker (harness.replay)."""
     from broker.variants import all_names
 
     parser = subparsers.add_parser(
@@ -138,7 +138,7 @@ def _add_replay(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from keysim.replay import default_jobs, replay
+    from harness.replay import default_jobs, replay
 
     jobs: int = args.jobs if args.jobs is not None else default_jobs(args.backend)
     if jobs > 1 and args.backend != "fakeredis":
@@ -160,7 +160,7 @@ def _run_replay(args: argparse.Namespace) -> int:
 
 
 def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``keysim audit``: read-only audit of a live Redis for leaked Asynq keys (keysim.audit)."""
+    """``keysim audit``: read-only audit of a live Redis for leaked Asynq keys (audit)."""
     parser = subparsers.add_parser(
         "audit",
         help="audit a live Redis for leaked Asynq keys (read-only)",
@@ -190,8 +190,8 @@ def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _run_audit(args: argparse.Namespace) -> int:
-    from keysim.audit import AuditOptions
-    from keysim.audit.command import run_audit
+    from audit import AuditOptions
+    from audit.command import run_audit
 
     try:
         options = AuditOptions(queues=tuple(args.queue), scan_count=args.scan_count,
@@ -259,7 +259,7 @@ def _backend(text: str) -> str:
 
 def _machine_backend(text: str) -> str:
     """A backend of the stateful machine: those of :func:`_backend`, or ``asynq``."""
-    from keysim.machine import ASYNQ_BACKEND
+    from harness.machine import ASYNQ_BACKEND
 
     if text == ASYNQ_BACKEND:
         return text
@@ -275,8 +275,8 @@ _MACHINE_BACKEND_HELP = ("fakeredis (default), server (a private real Redis), a 
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from keysim.check import coverage_table, run_check
-    from keysim.machine import ASYNQ_BACKEND, MachineConfig
+    from harness.check import coverage_table, run_check
+    from harness.machine import ASYNQ_BACKEND, MachineConfig
 
     if args.backend == ASYNQ_BACKEND and not args.variant.startswith("asynq-"):
         print(f"keysim check: --backend asynq runs Asynq's own code: --variant must be an "
@@ -296,7 +296,7 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _add_zoo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``keysim zoo``: hunt every bug-zoo mutant with the stateful machine (keysim.zoo)."""
+    """``keysim zoo``: hunt every bug-zoo mutant with the stateful machine (harness.zoo)."""
     parser = subparsers.add_parser(
         "zoo", help="hunt every bug-zoo mutant and print how fast the machine finds each",
         description="Run the stateful machine on every mutant reference+BZ-n (the reference with "
@@ -321,7 +321,7 @@ def _add_zoo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _hunt_asynq(backend: str, save: Path | None) -> None:
-    from keysim.zoo import ASYNQ_VARIANTS, asynq_defects, asynq_report, regression_entry
+    from harness.zoo import ASYNQ_VARIANTS, asynq_defects, asynq_report, regression_entry
 
     entries: list[dict[str, object]] = []
     for name in ASYNQ_VARIANTS:
@@ -334,8 +334,8 @@ def _hunt_asynq(backend: str, save: Path | None) -> None:
 
 
 def _run_zoo(args: argparse.Namespace) -> int:
-    from keysim.machine import ASYNQ_BACKEND
-    from keysim.zoo import CASES, format_table, run_zoo
+    from harness.machine import ASYNQ_BACKEND
+    from harness.zoo import CASES, format_table, run_zoo
 
     unknown = [b for b in args.bug or () if b not in CASES]
     if unknown:
@@ -390,7 +390,7 @@ def _run_conform(args: argparse.Namespace) -> int:
 
     from broker.asynq_go import DriverUnavailable, build_driver
     from broker.servers import ServerUnavailable, start_server
-    from keysim.conform import Divergence, conform
+    from harness.conform import Divergence, conform
 
     try:
         print(f"driver: {build_driver(args.asynq_version)}")

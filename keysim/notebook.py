@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from keysim.machine import QUEUES, LeakFound, MachineConfig, make_machine
+from harness.machine import QUEUES, LeakFound, MachineConfig, make_machine
 from model.invariants import INVARIANTS, Violation, check_all
 from model.snapshot import KeyspaceSnapshot
 from model.states import TaskState
@@ -29,7 +29,7 @@ from model.transitions import TRANSITIONS
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from keysim.zoo import Hunt
+    from harness.zoo import Hunt
 
 #: Calls of a printed program that are checks, not rules: a replay skips them.
 _CHECKS = frozenset({"keyspace_is_sound", "teardown"})
@@ -129,7 +129,7 @@ def violations_table(violations: Iterable[Violation]) -> Table:
 
 
 def parse_program(program: str) -> list[tuple[str, dict[str, Any]]]:
-    """The rule calls of a program printed by :func:`keysim.check.run_check`, as
+    """The rule calls of a program printed by :func:`harness.check.run_check`, as
     ``(rule, kwargs)``; invariant checks and teardown are left out.
 
     >>> parse_program("state = M()\\nstate.keyspace_is_sound()\\n"
@@ -244,7 +244,7 @@ def invariants_table() -> Table:
 
 
 def zoo_table(hunts: Iterable[Hunt]) -> Table:
-    """Every case of :data:`keysim.zoo.CASES`, with what the given hunts found.
+    """Every case of :data:`harness.zoo.CASES`, with what the given hunts found.
 
     Columns: mutant, the check expected to catch it, the check that did, the defect the failure
     was attributed to, examples before the first failure, shrunk program length, seconds, the
@@ -252,7 +252,7 @@ def zoo_table(hunts: Iterable[Hunt]) -> Table:
     steps) and what the defect needs to be reachable. Cases without a hunt are listed as
     ``not run``.
     """
-    from keysim.zoo import CASES
+    from harness.zoo import CASES
 
     by_bug = {h.case.bug: h for h in hunts}
     rows: list[tuple[Any, ...]] = []

@@ -448,7 +448,7 @@ class ExploreReport:
     violating_states: int = 0
     seconds: float = 0.0
     #: The search tree: abstract state → (parent state, action label) of its first discovery,
-    #: None for the initial state; in discovery (breadth-first) order. keysim.replay walks it.
+    #: None for the initial state; in discovery (breadth-first) order. harness.replay walks it.
     parents: dict[Hashable, tuple[Hashable, str] | None] = field(
         default_factory=dict, repr=False, compare=False)
 

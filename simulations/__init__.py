@@ -6,7 +6,7 @@
 * :mod:`simulations.measure` / :mod:`simulations.estimator` — keys, bytes and leaks per sample;
   the estimator is calibrated against real Redis by :mod:`simulations.calibrate`;
 * :mod:`simulations.output` / :mod:`simulations.compare` — run directories, CSV, summary, PNGs;
-* :mod:`simulations.presets` — the shipped scenarios; :mod:`simulations.bench` — throughput.
+* :mod:`simulations.presets` — the shipped scenarios; :mod:`benchmarks.simulator` — throughput.
 
 Command line: ``keysim simulate PRESET|FILE``, ``keysim plot RUN``, ``keysim compare RUN…``.
 """

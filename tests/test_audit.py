@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import redis
 
+from audit import AuditOptions, AuditResult, WriteRefused, audit, connect, fix_plan, readonly
+from audit.command import run_audit
 from broker import Broker
 from broker.servers import RedisServer
-from keysim.audit import AuditOptions, AuditResult, WriteRefused, audit, connect, fix_plan, readonly
-from keysim.audit.command import run_audit
 from keysim.cli import main
 from model import keys
 from model.clock import VirtualClock

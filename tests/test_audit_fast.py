@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.typing import EncodableT, FieldT
 
+from audit import AuditOptions, AuditResult, WriteRefused, audit, connect, readonly
+from audit.idindex import IdIndex
+from audit.taskread import peek_message
 from broker.codec import decode_message, encode_message
 from broker.servers import RedisServer
-from keysim.audit import AuditOptions, AuditResult, WriteRefused, audit, connect, readonly
-from keysim.audit.idindex import IdIndex
-from keysim.audit.taskread import peek_message
 from model import keys
 from model.message import TaskMessage
 

@@ -1,12 +1,12 @@
-"""The machine benchmark (keysim.bench_machine) and the machine's fast fakeredis read it relies on."""
+"""The machine benchmark (benchmarks.machine) and the machine's fast fakeredis read it relies on."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis.stateful import RULE_MARKER
 
-from keysim.bench_machine import BenchResult, Rate, bench, format_results, noop_machine
-from keysim.machine import KeyMachine, MachineConfig, _fake_snapshot, make_machine, rule_names
+from benchmarks.machine import BenchResult, Rate, bench, format_results, noop_machine
+from harness.machine import KeyMachine, MachineConfig, _fake_snapshot, make_machine, rule_names
 from model.states import TaskState
 
 

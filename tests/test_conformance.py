@@ -1,4 +1,4 @@
-"""Conformance with real Asynq: the differential test (keysim.conform) for v0.26.0 and v0.24.0,
+"""Conformance with real Asynq: the differential test (harness.conform) for v0.26.0 and v0.24.0,
 and the plumbing of :class:`broker.asynq_go.AsynqGoBroker` (time normalisation, validation).
 
 Needs Go (the driver is built by conformance/build.sh, cached) and a real Redis; without Go the
@@ -27,7 +27,7 @@ from broker.asynq_go import (
 )
 from broker.scripting import TTL_SHIFT_MS
 from broker.servers import RedisServer
-from keysim.conform import CONFORM_POLICY, OPERATIONS, SCENARIOS, Differential, Divergence, Op, conform
+from harness.conform import CONFORM_POLICY, OPERATIONS, SCENARIOS, Differential, Divergence, Op, conform
 from model import keys
 from model.clock import VirtualClock
 from model.message import TaskMessage

@@ -7,7 +7,8 @@ import fakeredis
 import pytest
 
 from broker import Broker
-from keysim.machine import MachineConfig
+from harness.machine import MachineConfig
+from harness.zoo import CASES
 from keysim.notebook import (
     Table,
     bytes_label,
@@ -18,12 +19,11 @@ from keysim.notebook import (
     transitions_table,
     zoo_table,
 )
-from keysim.zoo import CASES
 from model.clock import VirtualClock
 from model.message import TaskMessage
 from model.states import TaskState
 
-PROGRAM = """from keysim.machine import MachineConfig, make_machine
+PROGRAM = """from harness.machine import MachineConfig, make_machine
 M = make_machine(MachineConfig(variant='asynq-v0.26.0', oracle=False))
 state = M()
 state.keyspace_is_sound()

@@ -1,4 +1,4 @@
-"""The exhaustive small-scope replay (keysim/replay.py) and ``keysim replay``.
+"""The exhaustive small-scope replay (harness/replay.py) and ``keysim replay``.
 
 The full replay (2 tasks, depth 5, every edge of the exploration on a fakeredis broker) is the
 bounded proof of issue 4 item 6; it is the slow test of this file (about 80 s of CPU in total,
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import pytest
 
-import keysim.replay as replay_module
+import harness.replay as replay_module
 from broker.servers import RedisServer
+from harness.replay import ReplayReport, default_jobs, replay
 from keysim.cli import main
-from keysim.replay import ReplayReport, default_jobs, replay
 from model import keys
 from model.explore import QUEUE, ExploreReport, alphabet, explore, explore_policy
 from model.invariants import Violation

@@ -16,7 +16,8 @@ import fakeredis
 import pytest
 import redis
 
-from broker import Broker, bench
+from benchmarks import lifecycles as bench
+from broker import Broker
 from broker.scripting import (
     PRELUDE,
     SCAN_SCRIPTS,

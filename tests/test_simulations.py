@@ -293,7 +293,7 @@ def test_cli_errors(tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bench_counts_lifecycles_and_script_calls() -> None:
-    from simulations.bench import bench_spec, run_bench
+    from benchmarks.simulator import bench_spec, run_bench
 
     spec = bench_spec(200, 50)
     assert (spec.duration, spec.servers[0].workers) == (4, 100)
@@ -309,7 +309,7 @@ def test_bench_counts_lifecycles_and_script_calls() -> None:
 
 
 def test_bench_cli_plain_path_on_fakeredis(capsys: pytest.CaptureFixture[str]) -> None:
-    from simulations.bench import main as bench_main
+    from benchmarks.simulator import main as bench_main
 
     assert bench_main(["--backend", "fakeredis", "--tasks", "40", "--rate", "20", "--plain"]) == 0
     out = capsys.readouterr().out

@@ -1,8 +1,8 @@
 """The stateful machine on the reference variant: no leak, no disagreement, every transition.
 
-The machine (keysim/machine.py) checks, after every step, invariants I1–I14 on the broker's real
+The machine (harness/machine.py) checks, after every step, invariants I1–I14 on the broker's real
 keyspace and exact agreement with the reference model, and ends every run with a drain that must
-leave only :func:`keysim.machine.drain_baseline`. Here it must pass on fakeredis and on a real
+leave only :func:`harness.machine.drain_baseline`. Here it must pass on fakeredis and on a real
 Redis, and — the coverage gate Hypothesis lacks — every transition of the table must have been
 executed successfully at least once.
 """
@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 
 from broker.servers import RedisServer
-from keysim.check import CheckResult, coverage_table, missing_transitions, run_check
-from keysim.machine import MachineConfig, drain_baseline
+from harness.check import CheckResult, coverage_table, missing_transitions, run_check
+from harness.machine import MachineConfig, drain_baseline
 from model import keys
 
 #: Seeds of the coverage runs: fixed, so the gate is reproducible. Many short runs reach more

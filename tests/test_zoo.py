@@ -1,5 +1,5 @@
 """The bug zoo: the stateful machine finds every mutant within its budget, shrinks the failure to
-at most 10 rule calls, and names the check that caught it (keysim/zoo.py).
+at most 10 rule calls, and names the check that caught it (harness/zoo.py).
 
 Each mutant ``reference+BZ-n`` is the reference with exactly one Asynq defect switched on. One
 fixed seed per mutant keeps CI reproducible; ``keysim zoo --seeds N`` reports medians over
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from broker.servers import RedisServer
-from keysim.check import run_check
-from keysim.machine import LeakFound, MachineConfig, attribute
-from keysim.zoo import (
+from harness.check import run_check
+from harness.machine import LeakFound, MachineConfig, attribute
+from harness.zoo import (
     ASYNQ_VARIANTS,
     CASES,
     Hunt,
@@ -124,7 +124,7 @@ def test_zoo_refuses_unknown_bugs_and_seeds() -> None:
 ])
 def test_attribution(invariant: str, message: str, ops: list[tuple[str, tuple[object, ...], str]],
                      bug: str | None) -> None:
-    from keysim.machine import Op
+    from harness.machine import Op
 
     assert attribute(invariant, message, [Op(*op) for op in ops]) == bug
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from keysim.check import replay_program
-from keysim.zoo import load_counterexamples
+from harness.check import replay_program
+from harness.zoo import load_counterexamples
 
 SAVED = Path(__file__).with_name("asynq_counterexamples.json")
 

@@ -6,9 +6,9 @@ them and nothing about the healthy task next to them.
 
 from __future__ import annotations
 
+from audit import AuditOptions, audit, connect
 from broker.asynq_go import AsynqGoBroker
 from broker.servers import RedisServer
-from keysim.audit import AuditOptions, audit, connect
 from model import keys
 from model.message import TaskMessage
 from model.policy import ASYNQ_POLICY

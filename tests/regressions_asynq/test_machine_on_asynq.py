@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from keysim.check import replay_program
-from keysim.machine import ASYNQ_BACKEND
-from keysim.zoo import ASYNQ_VARIANTS, asynq_defects, asynq_expected, load_counterexamples
+from harness.check import replay_program
+from harness.machine import ASYNQ_BACKEND
+from harness.zoo import ASYNQ_VARIANTS, asynq_defects, asynq_expected, load_counterexamples
 from regressions_asynq.support import driver_or_skip
 
 HERE = Path(__file__).parent

@@ -1,13 +1,13 @@
 """``keysim audit``: a read-only audit of a live Redis for leaked Asynq keys.
 
->>> from keysim.audit import AuditOptions
+>>> from audit import AuditOptions
 >>> AuditOptions().scan_count
 1000
 """
 
-from keysim.audit.engine import AuditOptions, AuditResult, Finding, QueueReport, audit
-from keysim.audit.readonly import AuditUnavailable, WriteRefused, connect
-from keysim.audit.report import fix_plan, render_text, to_json
+from audit.engine import AuditOptions, AuditResult, Finding, QueueReport, audit
+from audit.readonly import AuditUnavailable, WriteRefused, connect
+from audit.report import fix_plan, render_text, to_json
 
 __all__ = ["AuditOptions", "AuditResult", "AuditUnavailable", "Finding", "QueueReport",
            "WriteRefused", "audit", "connect", "fix_plan", "render_text", "to_json"]

@@ -17,7 +17,7 @@ import hypothesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import get_state_machine_test
 
-from keysim.machine import (
+from harness.machine import (
     COVERAGE,
     MACHINE_POLICY,
     KeyMachine,
@@ -176,10 +176,10 @@ def _program(failure: LeakFound, config: MachineConfig) -> str:
     # Hypothesis prints enum arguments as <TaskState.PENDING: 'pending'>: make them Python.
     body = [_ENUM_REPR.sub(r"\1.\2", str(n)) for n in notes if str(n).startswith("state")]
     name = body[0].split("=", 1)[1].strip().removesuffix("()") if body else "Machine"
-    header = ["from keysim.machine import MachineConfig, make_machine",
+    header = ["from harness.machine import MachineConfig, make_machine",
               *(["from model.states import TaskState"] if any("TaskState." in b for b in body)
                 else []),
-              *(["from dataclasses import replace", "from keysim.machine import MACHINE_POLICY"]
+              *(["from dataclasses import replace", "from harness.machine import MACHINE_POLICY"]
                 if config.policy != MACHINE_POLICY else []),
               f"{name} = make_machine({config_source(config)})"]
     return "\n".join(header + body)
@@ -221,7 +221,7 @@ def replay_program(program: str, **overrides: Any) -> LeakFound | None:
     None when it passes. ``overrides`` replace fields of the program's MachineConfig (e.g.
     ``backend="asynq"`` replays it on Asynq's own code).
 
-    >>> lines = ["from keysim.machine import MachineConfig, make_machine",
+    >>> lines = ["from harness.machine import MachineConfig, make_machine",
     ...          "M = make_machine(MachineConfig(variant='reference+BZ-18'))",
     ...          "state = M()", "state.write_result(queue='default', task_id='t0', data=b'x')",
     ...          "state.keyspace_is_sound()"]

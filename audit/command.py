@@ -11,10 +11,10 @@ from typing import TextIO
 
 import redis
 
+from audit.engine import AuditOptions, audit
+from audit.readonly import AuditUnavailable, WriteRefused, connect, masked, password_from_env
+from audit.report import fix_plan, render_text, to_json
 from broker.servers import mask_url
-from keysim.audit.engine import AuditOptions, audit
-from keysim.audit.readonly import AuditUnavailable, WriteRefused, connect, masked, password_from_env
-from keysim.audit.report import fix_plan, render_text, to_json
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNAVAILABLE = 0, 1, 2
 

@@ -38,13 +38,9 @@ from typing import Any, cast
 
 import redis
 
-from broker.base import glob_escape, queue_pattern, text
-from broker.codec import decode_message
-from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
-from broker.scripting import TTL_SHIFT_MS
-from keysim.audit.asynq_estimate import AsynqEstimate, asynq_estimate
-from keysim.audit.idindex import IdIndex
-from keysim.audit.taskread import (
+from audit.asynq_estimate import AsynqEstimate, asynq_estimate
+from audit.idindex import IdIndex
+from audit.taskread import (
     READ_MODES,
     TASK_FIELDS,
     Inflight,
@@ -53,6 +49,10 @@ from keysim.audit.taskread import (
     execute,
     peek_message,
 )
+from broker.base import glob_escape, queue_pattern, text
+from broker.codec import decode_message
+from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
+from broker.scripting import TTL_SHIFT_MS
 from model import keys
 from model.invariants import (
     EXPECTED_TYPE,
@@ -96,7 +96,7 @@ class AuditOptions:
     ``clock="auto"`` reads a PEXPIRETIME above ``TTL_SHIFT_MS`` (year 2033) as a deadline the
     keysim broker shifted (deadline + TTL_SHIFT_MS) and un-shifts it; ``"real"`` takes every
     deadline as is. Real Asynq keyspaces are the same under both. ``reads`` picks how task hashes
-    are read (:mod:`keysim.audit.taskread`): ``"auto"`` (EVAL_RO, or a pipeline when refused),
+    are read (:mod:`audit.taskread`): ``"auto"`` (EVAL_RO, or a pipeline when refused),
     ``"script"`` or ``"pipeline"``; the findings are the same.
 
     >>> AuditOptions(scan_count=0)

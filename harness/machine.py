@@ -48,7 +48,7 @@ from hypothesis.stateful import (
 
 from broker import Broker
 from broker.scripting import TTL_SHIFT_MS
-from keysim.fakelua import compile_once, hand_over
+from harness.fakelua import compile_once, hand_over
 from model import keys
 from model.clock import VirtualClock
 from model.errors import KeysimError, ScriptError
@@ -174,7 +174,7 @@ def make_client(backend: str) -> redis.Redis:
 
 def _new_fake() -> fakeredis.FakeRedis:
     """A fakeredis client on its own server, compiling each script once as Redis does and
-    taking the broker's commands as words (see ``keysim.fakelua``)."""
+    taking the broker's commands as words (see ``harness.fakelua``)."""
     fake = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     compile_once(fake)
     hand_over(fake)

@@ -1,6 +1,6 @@
 """Lifecycle throughput: enqueue → dequeue → done for a few seconds, on fakeredis and real Redis.
 
-``python -m broker.bench [--seconds S] [--backend fakeredis|redis|both] [--variant NAME]``
+``python -m benchmarks.lifecycles [--seconds S] [--backend fakeredis|redis|both] [--variant NAME]``
 
 For each backend it prints how many task lifecycles per second one synchronous client completes
 (each lifecycle is three script calls, ``enqueue``, ``dequeue`` and ``done``, plus the client's
@@ -184,7 +184,8 @@ def bench_redis(server: RedisServer, seconds: float, variant: str) -> LifecycleR
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen backends; return the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m broker.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.lifecycles",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per backend (default 2)")
     parser.add_argument("--backend", choices=("fakeredis", "redis", "both"), default="both")
     parser.add_argument("--variant", default="reference", choices=all_names(), metavar="NAME",

@@ -1,6 +1,6 @@
 """Simulator throughput on real Redis, next to redis-benchmark's pipelined EVALSHA ceiling.
 
-``python -m simulations.bench [--tasks 1000000] [--rate 1000] [--backend redis|fakeredis] [--plain]``
+``python -m benchmarks.simulator [--tasks 1000000] [--rate 1000] [--backend redis|fakeredis] [--plain]``
 
 Runs a steady workload (reference variant, every task succeeds, retention 0: each lifecycle is
 enqueue → dequeue → done, three script calls) of ``--tasks`` arrivals at ``--rate`` tasks per
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import redis
 
-from broker.bench import TRIVIAL_SCRIPT, connection_args, find_redis_benchmark, parse_rps
+from benchmarks.lifecycles import TRIVIAL_SCRIPT, connection_args, find_redis_benchmark, parse_rps
 from broker.servers import ServerUnavailable, start_server
 from simulations.engine import Engine, ListSink
 from simulations.run import open_backend
@@ -152,7 +152,8 @@ def evalsha_ceiling(url: str, pipeline: int, requests: int = 2_000_000) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures."""
-    parser = argparse.ArgumentParser(prog="python -m simulations.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.simulator",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="tasks per virtual second")
     parser.add_argument("--backend", choices=("redis", "fakeredis"), default="redis")

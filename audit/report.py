@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from keysim.audit.engine import AuditResult, Finding, QueueReport
+from audit.engine import AuditResult, Finding, QueueReport
 
 
 def _when(stamp: int) -> str:

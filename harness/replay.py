@@ -57,8 +57,8 @@ import redis
 
 from broker import Broker
 from broker.variants import variant as lookup_variant
-from keysim.fakelua import compile_once, hand_over
-from keysim.machine import render_args
+from harness.fakelua import compile_once, hand_over
+from harness.machine import render_args
 from model.api import KeyProtocol
 from model.clock import VirtualClock
 from model.errors import KeysimError, ScriptError

@@ -6,7 +6,7 @@ The guard sits in the connection's command packer, which every path of redis-py 
 >>> check_command(("DEL", "asynq:{q}:t:1"))
 Traceback (most recent call last):
 ...
-keysim.audit.readonly.WriteRefused: refused DEL: the audit sends only read commands
+audit.readonly.WriteRefused: refused DEL: the audit sends only read commands
 
 Allowed are exactly the read commands the audit uses, the connection handshake (AUTH, HELLO,
 SELECT, PING, CLIENT SETINFO|MAINT_NOTIFICATIONS), MULTI/EXEC, which make a group of reads atomic,
@@ -16,7 +16,7 @@ plain EVAL, EVALSHA and FCALL stay refused):
 >>> check_command(("EVAL", "return redis.call('DEL', KEYS[1])", "1", "k"))
 Traceback (most recent call last):
 ...
-keysim.audit.readonly.WriteRefused: refused EVAL: the audit sends only read commands
+audit.readonly.WriteRefused: refused EVAL: the audit sends only read commands
 """
 
 from __future__ import annotations

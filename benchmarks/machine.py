@@ -31,7 +31,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from keysim.machine import KeyMachine, MachineConfig, make_machine
+from harness.machine import KeyMachine, MachineConfig, make_machine
 
 #: The default measurement: examples per run and steps per example.
 EXAMPLES = 40
@@ -183,9 +183,9 @@ def format_results(results: Sequence[BenchResult]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m keysim.bench_machine [--backend B]... [--examples N] [--steps N]
+    """``python -m benchmarks.machine [--backend B]... [--examples N] [--steps N]
     [--repeats N]``: print the table (default backends: fakeredis and a private real Redis)."""
-    parser = argparse.ArgumentParser(prog="python -m keysim.bench_machine",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.machine",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--backend", action="append", default=None, metavar="B",
                         help="fakeredis, server (a private real Redis) or a redis:// URL "

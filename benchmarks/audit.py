@@ -1,6 +1,6 @@
 """Benchmark of ``keysim audit``: 1,000,000 task keys on a private real Redis.
 
-``python -m keysim.audit_bench [--tasks N] [--reads auto|script|pipeline]`` starts a Redis
+``python -m benchmarks.audit [--tasks N] [--reads auto|script|pipeline]`` starts a Redis
 (broker.servers), seeds N task hashes with pipelines (98% pending and indexed, 1% archived and
 indexed, 1% zombies: archived hashes in no index), then audits in a fresh child process and
 prints the audit's wall time, keys per second, the child's peak RSS (so seeding memory is not
@@ -65,7 +65,7 @@ def _server_cpu(client: redis.Redis) -> float:
 
 def measure(url: str, reads: str) -> None:
     """Child process: audit ``url`` and print JSON figures."""
-    from keysim.audit import AuditOptions, audit, connect
+    from audit import AuditOptions, audit, connect
 
     plain = redis.Redis.from_url(url)  # INFO for the figures only; the audit has its own client
     server_before = _server_cpu(plain)
@@ -86,7 +86,7 @@ def measure(url: str, reads: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keysim.audit_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.audit", description=__doc__)
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--reads", choices=("auto", "script", "pipeline"), default="auto",
                         help="how the audit reads task hashes (default: auto)")
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         zombies = seed(server.url, args.tasks)
         print(f"seeded {args.tasks} task hashes ({zombies} zombies) in {time.monotonic() - started:.1f} s")
-        out = subprocess.run([sys.executable, "-m", "keysim.audit_bench", "--measure", server.url,
+        out = subprocess.run([sys.executable, "-m", "benchmarks.audit", "--measure", server.url,
                               "--reads", args.reads], check=True, capture_output=True, text=True).stdout
         figures = json.loads(out)
         print(f"audit: {figures['seconds']} s wall ({figures['keys_per_s']} keys/s), peak client RSS "
