@@ -386,16 +386,6 @@ def abstract_state(model: ReferenceModel, queue: str = QUEUE) -> Hashable:
     )
 
 
-def _counter_kind(queue: str, key: str) -> str:
-    """``processed``/``failed``, with ``:daily`` for a dated key (its date is dropped)."""
-    for total in (keys.processed_total(queue), keys.failed_total(queue)):
-        if key == total:
-            return total
-        if key.startswith(total + ":"):
-            return total + ":daily"
-    return key
-
-
 def _groups_and_sets(queue: str, store: QueueStore, now: int, horizon: int) -> Hashable:
     """Groups, then aggregation sets renamed s0, s1, ... in (deadline, members) order.
 
