@@ -14,7 +14,7 @@ from regressions_asynq.support import db_url, driver_or_skip, private_server
 
 @pytest.fixture(scope="session")
 def asynq_server() -> Iterator[RedisServer]:
-    """A private real Redis for the session."""
+    """A private real Redis, shared by every test of the run."""
     with private_server() as server:
         yield server
 
