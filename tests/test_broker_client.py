@@ -9,66 +9,27 @@ taken before the id check; schedule never stores the group).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import redis
+from support import (
+    VARIANTS,
+    Q,
+    assert_keyspace,
+    lock_key,
+    message,
+    sset,
+    string,
+    thash,
+    zset,
+)
 
 from broker import Broker
 from model import keys
 from model.clock import VirtualClock
 from model.errors import DuplicateTaskError, TaskIdConflictError
 from model.message import TaskMessage
-from model.snapshot import FieldValue, KeyEntry, KeyspaceSnapshot, KeyType, zset_value
-
-Q = "q"
-ASYNQ = "asynq-v0.26.0"
-VARIANTS = ["reference", ASYNQ]
-
-
-# --- expected keyspaces (shared with test_broker_server) -----------------------------------------
-def thash(queue: str, task_id: str, **fields: FieldValue) -> KeyEntry:
-    """The task hash of ``task_id`` with exactly ``fields``."""
-    return KeyEntry(keys.task(queue, task_id), KeyType.HASH, dict(fields))
-
-
-def zset(key: str, members: dict[str, int]) -> KeyEntry:
-    return KeyEntry(key, KeyType.ZSET, zset_value(members.items()))
-
-
-def lst(key: str, *items: str) -> KeyEntry:
-    return KeyEntry(key, KeyType.LIST, tuple(items))
-
-
-def sset(key: str, *members: str) -> KeyEntry:
-    return KeyEntry(key, KeyType.SET, frozenset(members))
-
-
-def string(key: str, value: str | int, expire_at_ms: int | None = None) -> KeyEntry:
-    return KeyEntry(key, KeyType.STRING, str(value), expire_at_ms)
-
-
-def expected(b: Broker, queue: str, *entries: KeyEntry, registered: bool = True
-             ) -> KeyspaceSnapshot:
-    """A snapshot of ``queue`` holding exactly ``entries``, as of the broker's clock."""
-    return KeyspaceSnapshot(queue, b.now_ms, {e.key: e for e in entries}, registered=registered)
-
-
-def assert_keyspace(b: Broker, queue: str, *entries: KeyEntry, registered: bool = True) -> None:
-    """The queue's whole keyspace is exactly ``entries`` (diff printed on failure)."""
-    want = expected(b, queue, *entries, registered=registered)
-    got = b.snapshot(queue)
-    assert got == want, "\n" + want.diff(got)
-
-
-def message(task_id: str, queue: str = Q, **kw: Any) -> TaskMessage:
-    """A message with a payload unique to the id (so each id has its own lock key)."""
-    fields: dict[str, Any] = {"payload": task_id.encode(), **kw}
-    return TaskMessage(type="email", id=task_id, queue=queue, **fields)
-
-
-def lock_key(task_id: str, queue: str = Q) -> str:
-    return keys.unique(queue, "email", task_id.encode())
+from model.snapshot import FieldValue
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import redis
-from test_broker_client import (
+from support import (
     ASYNQ,
     VARIANTS,
     Q,
