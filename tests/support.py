@@ -1,6 +1,6 @@
 """Helpers several test modules share: the expected-keyspace builders, the test message,
-broker workloads that run every script, and the plumbing of the tests that run Asynq's own
-code through the Go driver.
+expectations keyed by quirk, broker workloads that run every script, and the plumbing of the
+tests that run Asynq's own code through the Go driver.
 
 Test modules import them from here (``from support import ...``; pytest puts ``tests/`` on the
 import path), never from one another.
@@ -9,8 +9,10 @@ import path), never from one another.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -18,6 +20,8 @@ import pytest
 from broker import Broker
 from broker.asynq_go import DriverUnavailable, build_driver, require_asynq
 from broker.servers import RedisServer, ServerUnavailable, start_server
+from broker.variants import Quirk
+from broker.variants import variant as variant_named
 from model import keys
 from model.message import TaskMessage
 from model.snapshot import FieldValue, KeyEntry, KeyspaceSnapshot, KeyType, zset_value
@@ -71,6 +75,35 @@ def message(task_id: str, queue: str = Q, **kw: Any) -> TaskMessage:
 
 def lock_key(task_id: str, queue: str = Q) -> str:
     return keys.unique(queue, "email", task_id.encode())
+
+
+# --- expectations that differ between variants ---------------------------------------------------
+# A test whose expectation depends on the variant reads it from a table keyed by the quirk that
+# makes the difference (None: the reference design); a variant with none of the table's quirks
+# expects what the reference does.
+Expected = TypeVar("Expected")
+
+
+def expectation(variant: str, table: Mapping[Quirk | None, Expected]) -> Expected:
+    """The entry of ``table`` for the one quirk of ``variant`` it names, else its None entry."""
+    quirks = [q for q in table if q is not None and variant_named(variant).has(q)]
+    assert len(quirks) <= 1, f"{variant}: {quirks} each change this expectation"
+    return table[quirks[0] if quirks else None]
+
+
+#: An expected error and the pattern its message matches (None: any), or None for no error.
+Raised = tuple[type[Exception], str | None] | None
+
+
+def raises(error: Raised) -> AbstractContextManager[object]:
+    """``pytest.raises`` for an expected error; nothing when None."""
+    return pytest.raises(error[0], match=error[1]) if error else nullcontext()
+
+
+def assert_snapshot(b: Broker, want: KeyspaceSnapshot) -> None:
+    """The queue's whole keyspace is ``want`` (diff printed on failure)."""
+    got = b.snapshot(Q)
+    assert got == want, "\n" + want.diff(got)
 
 
 # --- workloads that call every script -----------------------------------------------------------

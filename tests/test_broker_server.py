@@ -13,10 +13,9 @@ differ, a test reads its expectation from a table keyed by the quirk that makes 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
@@ -24,11 +23,15 @@ from support import (
     ASYNQ,
     VARIANTS,
     Q,
+    Raised,
     assert_keyspace,
+    assert_snapshot,
+    expectation,
     expected,
     lock_key,
     lst,
     message,
+    raises,
     sset,
     string,
     thash,
@@ -54,35 +57,6 @@ LEASE = 30
 def policy_for(variant: str, **changes: Any) -> Policy:
     """The variant's default policy with ``changes``."""
     return replace(variant_named(variant).policy, **changes)
-
-
-# --- expectations that differ between variants ---------------------------------------------------
-# A test whose expectation depends on the variant reads it from a table keyed by the quirk that
-# makes the difference (None: the reference design); a variant with none of the table's quirks
-# expects what the reference does.
-Expected = TypeVar("Expected")
-
-
-def expectation(variant: str, table: Mapping[Quirk | None, Expected]) -> Expected:
-    """The entry of ``table`` for the one quirk of ``variant`` it names, else its None entry."""
-    quirks = [q for q in table if q is not None and variant_named(variant).has(q)]
-    assert len(quirks) <= 1, f"{variant}: {quirks} each change this expectation"
-    return table[quirks[0] if quirks else None]
-
-
-#: An expected error and the pattern its message matches (None: any), or None for no error.
-Raised = tuple[type[Exception], str | None] | None
-
-
-def raises(error: Raised) -> AbstractContextManager[object]:
-    """``pytest.raises`` for an expected error; nothing when None."""
-    return pytest.raises(error[0], match=error[1]) if error else nullcontext()
-
-
-def assert_snapshot(b: Broker, want: KeyspaceSnapshot) -> None:
-    """The queue's whole keyspace is ``want`` (diff printed on failure)."""
-    got = b.snapshot(Q)
-    assert got == want, "\n" + want.diff(got)
 
 
 @pytest.fixture
