@@ -120,11 +120,6 @@ class IdIndex:
         return [self._slot_keys[s] for s in slots]
 
     @property
-    def slot_keys(self) -> list[str]:
-        """Every index key, in slot order."""
-        return list(self._slot_keys)
-
-    @property
     def nbytes(self) -> int:
         """Bytes held by the arrays (the audit's per-id memory)."""
         return int(self._hashes.nbytes + self._slots.nbytes + self._seen.nbytes)

@@ -7,10 +7,11 @@ read :meth:`~broker.Broker.observe` asks for, as one small batch — the statefu
 one or two such round trips per step, so their latency is most of its time on a real server.
 
 Waiting for a reply, a blocked process is put to sleep and woken by the kernel when the reply
-lands; on a virtual machine that wake-up costs more than the server's work (a loopback PING:
-~60 µs blocked, ~20 µs polling, measured on the 2-CPU VM this was written on). So a read first
-polls the socket without blocking for up to ``spin_us`` microseconds, then blocks as usual.
-The replies are the same either way; only the latency and the client's CPU time change.
+lands; on an idle virtual machine that wake-up can cost more than the server's work. So a read
+first polls the socket without blocking for up to ``spin_us`` microseconds, then blocks as
+usual. The replies are the same either way; only the latency and the client's CPU time change.
+Measured loopback round trips (redis-py, a blocking and a polling ``Wire``) are in
+BENCHMARKS.md, "Round trip".
 """
 
 from __future__ import annotations

@@ -40,8 +40,9 @@ concrete representative of each abstract state, with ``strict_locks`` (the refer
 locks early). Merging can hide only a violation that lives in a dropped value (a counter's
 TTL, say), and the model writes those values the same way on every path.
 
-Measured on 2 cores: ``keysim explore --tasks 2 --depth 6`` visits 7 937 abstract states in
-about 6 s, ``--depth 8`` 23 259 in about 20 s.
+``keysim explore --tasks 2 --depth 6`` visits 7,936 abstract states in about 7 s of CPU,
+``--depth 8`` 23,258 in about 28 s of CPU; the command prints the wall time, and
+BENCHMARKS.md keeps the measurements.
 
 >>> report = explore(tasks=1, depth=2, check=lambda snap, policy: [])
 >>> report.states > 1, report.violations
@@ -384,16 +385,6 @@ def abstract_state(model: ReferenceModel, queue: str = QUEUE) -> Hashable:
                      if d > now_ms)),
         any(d is None or d > now_ms for _, d in store.counters.values()),
     )
-
-
-def _counter_kind(queue: str, key: str) -> str:
-    """``processed``/``failed``, with ``:daily`` for a dated key (its date is dropped)."""
-    for total in (keys.processed_total(queue), keys.failed_total(queue)):
-        if key == total:
-            return total
-        if key.startswith(total + ":"):
-            return total + ":daily"
-    return key
 
 
 def _groups_and_sets(queue: str, store: QueueStore, now: int, horizon: int) -> Hashable:

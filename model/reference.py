@@ -111,11 +111,6 @@ class QueueStore:
         return bool(self.hashes or self.pending or self.active or self.lease or self.groups
                     or self.agg_sets or self.agg_deadlines or any(self.index.values()))
 
-    def is_empty(self) -> bool:
-        """True when the queue has no key at all."""
-        return not (self.holds_tasks() or self.group_names or self.locks or self.counters
-                    or self.paused is not None)
-
 
 def ranked(zset: ZSet) -> list[str]:
     """Members in Redis order: by score, then member."""

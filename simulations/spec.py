@@ -15,7 +15,6 @@ simulations.spec.SpecError: queues[0].outcomes: probabilities must sum to 1, got
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -86,12 +85,6 @@ class Distribution:
     median: float = 0.0
     sigma: float = 0.0
 
-    @property
-    def average(self) -> float:
-        """The distribution's mean."""
-        return {"fixed": self.value, "uniform": (self.low + self.high) / 2,
-                "exponential": self.mean,
-                "lognormal": self.median * math.exp(self.sigma**2 / 2)}[self.kind]
 
 
 @dataclass(frozen=True)

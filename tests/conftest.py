@@ -26,7 +26,7 @@ def require_redis() -> bool:
 
 @pytest.fixture(scope="session")
 def real_server() -> Iterator[RedisServer]:
-    """A private real Redis for the session."""
+    """A private real Redis, shared by every test of the run."""
     try:
         server = start_server()
     except ServerUnavailable as err:
@@ -39,7 +39,7 @@ def real_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def real_client(real_server: RedisServer) -> Iterator[redis.Redis]:
-    """An empty database of the session's real server (a plain, writable client), flushed
+    """An empty database of the run's real server (a plain, writable client), flushed
     afterwards."""
     client = redis.Redis.from_url(real_server.url)
     client.flushdb()

@@ -7,7 +7,8 @@ snapshot is compared with an expected keyspace built from ``model.keys`` names.
 
 Variants: ``reference``; ``asynq-v0.26.0`` with its quirks (late guards, BZ-4, BZ-10, BZ-11,
 BZ-15, BZ-16, BZ-17, BZ-18, lazy cutoff); ``asynq-v0.24.0`` for the BZ-1 hash leak; and the
-single-quirk mutants of defects v0.26.0 no longer has (BZ-8, BZ-9, BZ-20).
+single-quirk mutants of defects v0.26.0 no longer has (BZ-8, BZ-9, BZ-20). Where variants
+differ, a test reads its expectation from a table keyed by the quirk that makes the difference.
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ from typing import Any
 
 import pytest
 import redis
-from test_broker_client import (
+from support import (
     ASYNQ,
     VARIANTS,
     Q,
+    Raised,
     assert_keyspace,
+    assert_snapshot,
+    expectation,
+    expected,
     lock_key,
     lst,
     message,
+    raises,
     sset,
     string,
     thash,
@@ -34,13 +40,15 @@ from test_broker_client import (
 
 from broker import Broker
 from broker.scripting import TTL_SHIFT_MS
+from broker.variants import Quirk
+from broker.variants import variant as variant_named
 from model import keys
 from model.clock import VirtualClock
 from model.errors import AlreadyInStateError, QueueNotFoundError, ScriptError, TaskNotFoundError
 from model.message import TaskMessage
-from model.policy import ASYNQ_POLICY, DAY, Policy
+from model.policy import DAY, Policy
 from model.recovery import LEASE_EXPIRED
-from model.snapshot import KeyEntry
+from model.snapshot import KeyEntry, KeyspaceSnapshot
 
 V024 = "asynq-v0.24.0"
 LEASE = 30
@@ -48,8 +56,7 @@ LEASE = 30
 
 def policy_for(variant: str, **changes: Any) -> Policy:
     """The variant's default policy with ``changes``."""
-    base = Policy() if variant.startswith("reference") else ASYNQ_POLICY
-    return replace(base, **changes)
+    return replace(variant_named(variant).policy, **changes)
 
 
 @pytest.fixture
@@ -135,6 +142,21 @@ def test_dequeue_returns_none_when_empty_or_paused(make: Callable[..., Broker], 
     assert b.snapshot(Q) == before
 
 
+#: dequeue after t1's hash is gone (t2 pending behind it): what it returns, and the keyspace.
+DEQUEUE_OF_A_DANGLING_ID: dict[Quirk | None,
+                               Callable[[Broker], tuple[TaskMessage | None, list[KeyEntry]]]] = {
+    # the dangling id is dropped and the next task served
+    None: lambda b: (message("t2"), [active_hash(message("t2")), lst(keys.active(Q), "t2"),
+                                     zset(keys.lease(Q), {"t2": b.now_s + LEASE})]),
+    # a stub hash, stranded in active and lease; the caller sees "empty"
+    Quirk.BZ17: lambda b: (None, [thash(Q, "t1", state="active"), lst(keys.active(Q), "t1"),
+                                  zset(keys.lease(Q), {"t1": b.now_s + LEASE}),
+                                  lst(keys.pending(Q), "t2"),
+                                  thash(Q, "t2", msg=message("t2"), state="pending",
+                                        pending_since=str(b.clock.now_ns))]),
+}
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_dequeue_of_a_dangling_id(make: Callable[..., Broker], redis_client: redis.Redis,
                                   variant: str) -> None:
@@ -143,16 +165,9 @@ def test_dequeue_of_a_dangling_id(make: Callable[..., Broker], redis_client: red
     b.enqueue(message("t2"))
     redis_client.delete(keys.task(Q, "t1"))  # eviction or a manual DEL
     got = b.dequeue(Q)
-    if variant == "reference":  # the dangling id is dropped and the next task served
-        assert got == message("t2")
-        assert_keyspace(b, Q, active_hash(message("t2")), lst(keys.active(Q), "t2"),
-                        zset(keys.lease(Q), {"t2": b.now_s + LEASE}))
-    else:  # BZ-17: a stub hash, stranded in active and lease; the caller sees "empty"
-        assert got is None
-        assert_keyspace(b, Q, thash(Q, "t1", state="active"), lst(keys.active(Q), "t1"),
-                        zset(keys.lease(Q), {"t1": b.now_s + LEASE}), lst(keys.pending(Q), "t2"),
-                        thash(Q, "t2", msg=message("t2"), state="pending",
-                              pending_since=str(b.clock.now_ns)))
+    served, keyspace = expectation(variant, DEQUEUE_OF_A_DANGLING_ID)(b)
+    assert got == served
+    assert_keyspace(b, Q, *keyspace)
 
 
 # --- done / mark_as_complete / requeue / retry / archive (T9–T16) --------------------------------
@@ -223,6 +238,13 @@ def test_a_task_missing_from_active_is_refused_before_any_write(
     assert b.snapshot(Q) == before
 
 
+#: The keyspace after a processor exit refused t1 (active, its lease entry gone).
+MISSING_FROM_LEASE_LEAVES: dict[Quirk | None, Callable[[TaskMessage], list[KeyEntry]]] = {
+    None: lambda msg: [active_hash(msg), lst(keys.active(Q), "t1")],  # every guard before any write
+    Quirk.LATE_GUARDS: lambda msg: [active_hash(msg)],  # LREM active already happened
+}
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("op", ["done", "mark_as_complete", "requeue", "retry", "archive"])
 def test_a_task_missing_from_lease_is_refused_after_the_lrem_in_asynq(
@@ -232,10 +254,14 @@ def test_a_task_missing_from_lease_is_refused_after_the_lrem_in_asynq(
     redis_client.zrem(keys.lease(Q), "t1")
     with pytest.raises(TaskNotFoundError):
         finish(b, op, msg)
-    if variant == "reference":  # every guard before any write
-        assert_keyspace(b, Q, active_hash(msg), lst(keys.active(Q), "t1"))
-    else:  # late guards: LREM active already happened
-        assert_keyspace(b, Q, active_hash(msg))
+    assert_keyspace(b, Q, *expectation(variant, MISSING_FROM_LEASE_LEAVES)(msg))
+
+
+#: The keyspace after done refused t1 (active and leased, its hash gone).
+DONE_WITHOUT_HASH_LEAVES: dict[Quirk | None, Callable[[Broker], list[KeyEntry]]] = {
+    None: lambda b: [lst(keys.active(Q), "t1"), zset(keys.lease(Q), {"t1": b.now_s + 30})],
+    Quirk.LATE_GUARDS: lambda b: [],  # Asynq's DEL guard comes after LREM and ZREM
+}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -246,10 +272,18 @@ def test_done_of_a_task_without_hash(make: Callable[..., Broker], redis_client: 
     redis_client.delete(keys.task(Q, "t1"))
     with pytest.raises(TaskNotFoundError):
         b.done(msg)
-    if variant == "reference":
-        assert_keyspace(b, Q, lst(keys.active(Q), "t1"), zset(keys.lease(Q), {"t1": b.now_s + 30}))
-    else:  # Asynq's DEL guard comes after LREM and ZREM
-        assert_keyspace(b, Q)
+    assert_keyspace(b, Q, *expectation(variant, DONE_WITHOUT_HASH_LEAVES)(b))
+
+
+#: requeue of t1 (active and leased, its hash gone): the error it raises, and the keyspace.
+REQUEUE_WITHOUT_HASH: dict[Quirk | None, tuple[Raised,
+                                               Callable[[Broker], list[KeyEntry]]]] = {
+    None: ((TaskNotFoundError, None),
+           lambda b: [lst(keys.active(Q), "t1"), zset(keys.lease(Q), {"t1": b.now_s + 30})]),
+    # Asynq checks no hash here: HSET makes a stub
+    Quirk.LATE_GUARDS: (None, lambda b: [lst(keys.pending(Q), "t1"),
+                                         thash(Q, "t1", state="pending")]),
+}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -258,13 +292,10 @@ def test_requeue_of_a_task_without_hash_writes_a_stub_in_asynq(
     b = make(variant)
     msg = activate(b, "t1")
     redis_client.delete(keys.task(Q, "t1"))
-    if variant == "reference":
-        with pytest.raises(TaskNotFoundError):
-            b.requeue(msg)
-        assert_keyspace(b, Q, lst(keys.active(Q), "t1"), zset(keys.lease(Q), {"t1": b.now_s + 30}))
-    else:  # Asynq checks no hash here: HSET makes a stub
+    error, keyspace = expectation(variant, REQUEUE_WITHOUT_HASH)
+    with raises(error):
         b.requeue(msg)
-        assert_keyspace(b, Q, lst(keys.pending(Q), "t1"), thash(Q, "t1", state="pending"))
+    assert_keyspace(b, Q, *keyspace(b))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -279,6 +310,23 @@ def test_mark_as_complete_keeps_the_task_until_its_retention(make: Callable[...,
                     *counters(b, 1))
 
 
+def _left_half_done(b: Broker, msg: TaskMessage) -> list[KeyEntry]:
+    """After LREM, ZREM and the ZADD: completed, but the hash still says active."""
+    return [zset(keys.completed(Q), {"t1": b.now_s + 60}), active_hash(msg)]
+
+
+#: mark_as_complete of t1 (retention 60) already in completed: the error, and the keyspace.
+COMPLETE_WHEN_COMPLETED: dict[Quirk | None, tuple[Raised,
+                                                  Callable[[Broker, TaskMessage],
+                                                           list[KeyEntry]]]] = {
+    None: (None, lambda b, msg: [zset(keys.completed(Q), {"t1": b.now_s + 60}),
+                                 thash(Q, "t1", msg=msg.completed(b.now_s), state="completed"),
+                                 *counters(b, 1)]),
+    Quirk.LATE_GUARDS: ((ScriptError, "INTERNAL"), _left_half_done),  # Asynq v0.26.0
+    Quirk.BZ20: ((ScriptError, "nil value"), _left_half_done),  # a Lua error
+}
+
+
 @pytest.mark.parametrize("variant", [*VARIANTS, "reference+BZ-20"])
 def test_mark_as_complete_of_an_id_already_completed(make: Callable[..., Broker],
                                                      redis_client: redis.Redis,
@@ -286,16 +334,10 @@ def test_mark_as_complete_of_an_id_already_completed(make: Callable[..., Broker]
     b = make(variant)
     msg = activate(b, "t1", retention=60)
     redis_client.zadd(keys.completed(Q), {"t1": 1})  # a stale worker's earlier completion
-    if variant == "reference":
+    error, keyspace = expectation(variant, COMPLETE_WHEN_COMPLETED)
+    with raises(error):
         b.mark_as_complete(msg)
-        assert_keyspace(b, Q, zset(keys.completed(Q), {"t1": b.now_s + 60}),
-                        thash(Q, "t1", msg=msg.completed(b.now_s), state="completed"),
-                        *counters(b, 1))
-        return
-    # v0.26.0 answers INTERNAL, BZ-20 a Lua error: both after LREM, ZREM and the ZADD
-    with pytest.raises(ScriptError, match="INTERNAL" if variant == ASYNQ else "nil value"):
-        b.mark_as_complete(msg)
-    assert_keyspace(b, Q, zset(keys.completed(Q), {"t1": b.now_s + 60}), active_hash(msg))
+    assert_keyspace(b, Q, *keyspace(b, msg))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -371,7 +413,16 @@ def test_asynq_rank_cap_trims_the_new_id_into_a_zombie(make: Callable[..., Broke
                     *counters(b, 1, 1))
 
 
-@pytest.mark.parametrize("variant", ["reference", ASYNQ, V024])
+#: Archiving t1 next to a, b, c (oldest first) with max_archive_size 3: the ids left in the
+#: index, and the ids trimmed from it whose hashes stay.
+CAP_KEEPS: dict[str, tuple[list[str], list[str]]] = {
+    "reference": (["b", "c"], []),  # 4 entries, capacity 3: a goes, hash and all
+    ASYNQ: (["c"], []),  # ZRANGE 0 -3 keeps 2: a and b go, hashes deleted
+    V024: (["c"], ["a", "b"]),  # BZ-1: the same ids leave the index but their hashes stay
+}
+
+
+@pytest.mark.parametrize("variant", CAP_KEEPS)
 def test_cap_keeps_max_size_in_the_reference_and_one_less_in_asynq(
         make: Callable[..., Broker], redis_client: redis.Redis, variant: str) -> None:
     b = make(variant, max_archive_size=3)
@@ -381,13 +432,7 @@ def test_cap_keeps_max_size_in_the_reference_and_one_less_in_asynq(
     msg = activate(b, "t1")
     b.archive(msg, "boom")
     new = thash(Q, "t1", msg=msg.archived("boom", now), state="archived")
-    leaked: list[str] = []
-    if variant == "reference":  # 4 entries, capacity 3: a goes, hash and all
-        kept = ["b", "c"]
-    elif variant == ASYNQ:  # ZRANGE 0 -3 keeps 2: a and b go, hashes deleted
-        kept = ["c"]
-    else:  # v0.24.0, BZ-1: the same ids leave the index but their hashes stay as zombies
-        kept, leaked = ["c"], ["a", "b"]
+    kept, leaked = CAP_KEEPS[variant]
     index = {task_id: now - 30 + "abc".index(task_id) for task_id in kept}
     assert_keyspace(b, Q, zset(keys.archived(Q), {**index, "t1": now}), new,
                     *(archived_hash(i) for i in kept + leaked), *counters(b, 1, 1))
@@ -450,19 +495,24 @@ def test_forward_moves_ready_scheduled_then_retry_tasks(make: Callable[..., Brok
                     zset(keys.scheduled(Q), {"s2": b.now_s + 1}), *counters(b, 1, 1))
 
 
+#: The keyspace after forwarding s1, scheduled with group g1.
+FORWARDED_GROUP_TASK: dict[Quirk | None, Callable[[Broker, TaskMessage], list[KeyEntry]]] = {
+    None: lambda b, msg: [thash(Q, "s1", msg=msg, state="aggregating", group="g1"),
+                          zset(keys.group(Q, "g1"), {"s1": b.now_s}), sset(keys.groups(Q), "g1")],
+    # schedule stored no group, so the task is forwarded to pending
+    Quirk.SCHEDULE_NO_GROUP: lambda b, msg: [
+        lst(keys.pending(Q), "s1"),
+        thash(Q, "s1", msg=msg, state="pending", pending_since=str(b.clock.now_ns))],
+}
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_of_a_scheduled_group_task(make: Callable[..., Broker], variant: str) -> None:
     b = make(variant)
     msg = message("s1", group_key="g1")
     b.schedule(msg, b.now_s)
     assert b.forward_if_ready(Q) == 1
-    if variant == "reference":
-        assert_keyspace(b, Q, thash(Q, "s1", msg=msg, state="aggregating", group="g1"),
-                        zset(keys.group(Q, "g1"), {"s1": b.now_s}), sset(keys.groups(Q), "g1"))
-    else:  # schedule stored no group, so the task is forwarded to pending
-        assert_keyspace(b, Q, lst(keys.pending(Q), "s1"),
-                        thash(Q, "s1", msg=msg, state="pending",
-                              pending_since=str(b.clock.now_ns)))
+    assert_keyspace(b, Q, *expectation(variant, FORWARDED_GROUP_TASK)(b, msg))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -475,9 +525,18 @@ def test_forward_to_a_group_registers_it_only_in_the_reference(
                                                    "group": "g1"})
     redis_client.zadd(keys.retry(Q), {"r1": b.now_s})
     assert b.forward_if_ready(Q) == 1
-    groups = [sset(keys.groups(Q), "g1")] if variant == "reference" else []
+    groups = expectation(variant, {None: [sset(keys.groups(Q), "g1")], Quirk.BZ11: []})
     assert_keyspace(b, Q, thash(Q, "r1", msg=msg, state="aggregating", group="g1"),
                     zset(keys.group(Q, "g1"), {"r1": b.now_s}), *groups, registered=False)
+
+
+#: forward of a scheduled id without hash: how many it moves, and the keyspace.
+FORWARD_OF_A_DANGLING_ID: dict[Quirk | None, tuple[int, Callable[[Broker], list[KeyEntry]]]] = {
+    None: (0, lambda b: []),  # dropped from the index, nothing created
+    Quirk.BZ17: (1, lambda b: [  # a stub hash in pending
+        lst(keys.pending(Q), "ghost"),
+        thash(Q, "ghost", state="pending", pending_since=str(b.clock.now_ns))]),
+}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -485,14 +544,9 @@ def test_forward_of_a_dangling_id(make: Callable[..., Broker], redis_client: red
                                   variant: str) -> None:
     b = make(variant)
     redis_client.zadd(keys.scheduled(Q), {"ghost": b.now_s})
-    if variant == "reference":  # dropped from the index, nothing created
-        assert b.forward_if_ready(Q) == 0
-        assert_keyspace(b, Q, registered=False)
-    else:  # BZ-17: a stub hash in pending
-        assert b.forward_if_ready(Q) == 1
-        assert_keyspace(b, Q, lst(keys.pending(Q), "ghost"),
-                        thash(Q, "ghost", state="pending", pending_since=str(b.clock.now_ns)),
-                        registered=False)
+    moved, keyspace = expectation(variant, FORWARD_OF_A_DANGLING_ID)
+    assert b.forward_if_ready(Q) == moved
+    assert_keyspace(b, Q, *keyspace(b), registered=False)
 
 
 def test_forward_runs_batches_until_none_is_ready(make: Callable[..., Broker]) -> None:
@@ -543,6 +597,17 @@ def test_janitor_deletes_expired_completed_tasks_in_batches(make: Callable[..., 
                     string(keys.processed_total(Q), 4))
 
 
+#: The janitor's archive cutoff over o1–o3 (at the cutoff) and young: how many it deletes, and
+#: the snapshot after, from the one before.
+JANITOR_ARCHIVE_CUTOFF: dict[Quirk | None,
+                             tuple[int, Callable[[Broker, KeyspaceSnapshot], KeyspaceSnapshot]]] = {
+    None: (3, lambda b, before: expected(b, Q, zset(keys.archived(Q), {"young": b.now_s - DAY + 1}),
+                                         archived_hash("young"), registered=False)),
+    # Asynq trims only when something is archived
+    Quirk.LAZY_CUTOFF: (0, lambda b, before: before),
+}
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_janitor_archive_cutoff_only_in_the_reference(make: Callable[..., Broker],
                                                       redis_client: redis.Redis,
@@ -552,13 +617,9 @@ def test_janitor_archive_cutoff_only_in_the_reference(make: Callable[..., Broker
         raw_archived(redis_client, b, task_id, b.now_s - DAY, lock=True)
     raw_archived(redis_client, b, "young", b.now_s - DAY + 1)
     before = b.snapshot(Q)
-    if variant != "reference":  # lazy cutoff: Asynq trims only when something is archived
-        assert b.delete_expired_archived_tasks(Q) == 0
-        assert b.snapshot(Q) == before
-        return
-    assert b.delete_expired_archived_tasks(Q) == 3
-    assert_keyspace(b, Q, zset(keys.archived(Q), {"young": b.now_s - DAY + 1}),
-                    archived_hash("young"), registered=False)
+    deleted, after = expectation(variant, JANITOR_ARCHIVE_CUTOFF)
+    assert b.delete_expired_archived_tasks(Q) == deleted
+    assert_snapshot(b, after(b, before))
 
 
 # --- recoverer (T18–T20) ---------------------------------------------------------------------------
@@ -645,7 +706,7 @@ def test_aggregation_check_stages_the_whole_group_after_the_grace_period(
     assert b.snapshot(Q) == before
     clock.advance(1)
     assert b.aggregation_check(Q, "g1", "set1") == "set1"
-    groups = [sset(keys.groups(Q), "g1")] if variant == "reference+BZ-9" else []
+    groups = expectation(variant, {None: [], Quirk.BZ9: [sset(keys.groups(Q), "g1")]})
     assert_keyspace(b, Q, *(group_hash(m) for m in msgs.values()),
                     zset(SET, {"a1": start, "a2": start}),
                     zset(keys.aggregation_sets(Q), {SET: b.now_s + 120}), *groups)
@@ -695,6 +756,16 @@ def test_read_aggregation_set_returns_messages_and_deadline(make: Callable[..., 
     assert b.snapshot(Q) == before
 
 
+#: What deleting set1 (unique members a1, a2, staged one second ago) leaves.
+AGGREGATION_SET_DELETED_LEAVES: dict[Quirk | None, Callable[[Broker], list[KeyEntry]]] = {
+    None: lambda b: [],
+    # the locks stay until their TTL
+    Quirk.BZ4: lambda b: [string(lock_key(i), i, b.now_ms - 1000 + 3_600_000) for i in ("a1", "a2")],
+    # the set key stays indexed until the reclaim pass
+    Quirk.BZ8: lambda b: [zset(keys.aggregation_sets(Q), {SET: b.now_s + 120})],
+}
+
+
 @pytest.mark.parametrize("variant", [*VARIANTS, "reference+BZ-8"])
 def test_delete_aggregation_set_deletes_members_and_their_locks(make: Callable[..., Broker],
                                                                 clock: VirtualClock,
@@ -704,12 +775,7 @@ def test_delete_aggregation_set_deletes_members_and_their_locks(make: Callable[.
     clock.advance(1)
     b.aggregation_check(Q, "g1", "set1")
     b.delete_aggregation_set(Q, "g1", "set1")
-    rest: list[KeyEntry] = []
-    if variant == ASYNQ:  # BZ-4: the locks stay until their TTL
-        rest = [string(lock_key(i), i, b.now_ms - 1000 + 3_600_000) for i in ("a1", "a2")]
-    if variant == "reference+BZ-8":  # the set key stays indexed until the reclaim pass
-        rest = [zset(keys.aggregation_sets(Q), {SET: b.now_s + 120})]
-    assert_keyspace(b, Q, *rest)
+    assert_keyspace(b, Q, *expectation(variant, AGGREGATION_SET_DELETED_LEAVES)(b))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -726,7 +792,7 @@ def test_reclaim_puts_stale_sets_back_into_their_group(make: Callable[..., Broke
     assert b.snapshot(Q) == before
     clock.advance(1)
     assert b.reclaim_stale_aggregation_sets(Q) == 1
-    groups = [sset(keys.groups(Q), "g1")] if variant == "reference" else []  # BZ-10 orphans it
+    groups = expectation(variant, {None: [sset(keys.groups(Q), "g1")], Quirk.BZ10: []})
     assert_keyspace(b, Q, *(group_hash(m) for m in msgs.values()),
                     zset(keys.group(Q, "g1"), {"a1": start, "a2": start}), *groups)
 
@@ -741,18 +807,26 @@ def test_write_result_stores_the_result(make: Callable[..., Broker], variant: st
                     zset(keys.lease(Q), {"t1": b.now_s + LEASE}))
 
 
+#: write_result after t1 was done: the error, and the snapshot after, from the one before.
+WRITE_RESULT_AFTER_DELETION: dict[Quirk | None, tuple[
+        Raised,
+        Callable[[Broker, KeyspaceSnapshot], KeyspaceSnapshot]]] = {
+    None: ((TaskNotFoundError, None), lambda b, before: before),
+    # a result-only hash, no index, no TTL
+    Quirk.BZ18: (None, lambda b, before: expected(b, Q, thash(Q, "t1", result="late"),
+                                                  *counters(b, 1))),
+}
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_write_result_after_deletion(make: Callable[..., Broker], variant: str) -> None:
     b = make(variant)
     b.done(activate(b, "t1"))
-    if variant == "reference":
-        before = b.snapshot(Q)
-        with pytest.raises(TaskNotFoundError):
-            b.write_result(Q, "t1", b"late")
-        assert b.snapshot(Q) == before
-    else:  # BZ-18: a result-only hash, no index, no TTL
+    before = b.snapshot(Q)
+    error, after = expectation(variant, WRITE_RESULT_AFTER_DELETION)
+    with raises(error):
         assert b.write_result(Q, "t1", b"late") == 4
-        assert_keyspace(b, Q, thash(Q, "t1", result="late"), *counters(b, 1))
+    assert_snapshot(b, after(b, before))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

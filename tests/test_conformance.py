@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from regressions_asynq.support import db_url, driver_or_skip, private_server
+from support import db_url, driver_or_skip, private_server
 
 from broker import Broker
 from broker.asynq_go import (

@@ -10,7 +10,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
-from test_scripts import _inspector_workload, _server_workload
+from support import inspector_workload, server_workload
 
 from broker import Broker
 from harness.fakelua import MAX_CHUNKS, CompiledChunks, compile_once, hand_over
@@ -63,8 +63,8 @@ def test_every_script_answers_and_writes_alike_compiled_or_not(
         client = _fake(compiled)
         b = Recording(client, variant)
         for q in QUEUES:
-            _server_workload(b, q)
-            _inspector_workload(b, q)
+            server_workload(b, q)
+            inspector_workload(b, q)
         traces.append(b.trace)
     assert traces[0] == traces[1]
     assert len(traces[0]) > 50

@@ -15,7 +15,8 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 #: nbformat's functions are unannotated; called through a typed name.
 read_notebook: Callable[..., Any] = nbformat.read
-#: Acceptance bound per notebook (issue 7); nbclient's own limit is per cell.
+#: The README promises each notebook runs in under a minute; this bound leaves room for a loaded
+#: machine. nbclient's own limit is per cell.
 BUDGET_S = 120
 
 

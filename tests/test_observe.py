@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from test_scripts import _inspector_workload, _server_workload
+from support import inspector_workload, server_workload
 
 from broker import Broker
 from model.message import TaskMessage
@@ -44,8 +44,8 @@ def test_every_observed_keyspace_equals_a_fresh_read(redis_client: redis.Redis,
     Checked.served = 0
     b = Checked(redis_client, variant)
     b.observe(Q)
-    _server_workload(b, Q)
-    _inspector_workload(b, Q)
+    server_workload(b, Q)
+    inspector_workload(b, Q)
     assert Checked.served > 50  # the comparisons were answered from observations
 
 

@@ -1,7 +1,8 @@
 """The exhaustive small-scope replay (harness/replay.py) and ``keysim replay``.
 
 The full replay (2 tasks, depth 5, every edge of the exploration on a fakeredis broker) is the
-bounded proof of issue 4 item 6; it is the slow test of this file (about 80 s of CPU in total,
+bounded proof that the broker answers and writes as the model does for every step sequence
+of that scope; it is the slow test of this file (about 80 s of CPU in total,
 split over two processes: about 40 s of wall time on two idle cores). Everything else runs at
 depth <= 3 (a few seconds each).
 """

@@ -8,6 +8,7 @@ redis-server 7.0 gave for ``CLUSTER KEYSLOT``; it does not reuse any code under 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
+from support import inspector_workload, server_workload
 
 from benchmarks import lifecycles as bench
 from broker import Broker
@@ -22,13 +24,13 @@ from broker.scripting import (
     PRELUDE,
     SCAN_SCRIPTS,
     ScriptRunner,
+    full_source,
     header,
     script_names,
     script_text,
 )
 from broker.servers import RedisServer
 from model.message import TaskMessage
-from model.states import TaskState
 
 SLOTS = 16384
 USE = re.compile(r"\b(KEYS|ARGV)\[(\d+)\]")
@@ -162,80 +164,6 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spy]:
     yield recorder
 
 
-def _msg(queue: str, task_id: str) -> TaskMessage:
-    return TaskMessage(type="email", payload=task_id.encode(), id=task_id, queue=queue)
-
-
-def _server_workload(b: Broker, q: str) -> None:
-    """Client and server operations: every processor outcome and every background pass."""
-    b.enqueue(_msg(q, "e1"))
-    b.enqueue_unique(_msg(q, "e2"), 60)
-    b.enqueue(_msg(q, "e3"))
-    b.schedule(_msg(q, "s1"), b.now_s + 10)
-    b.schedule_unique(_msg(q, "s2"), b.now_s + 10, 60)
-    b.add_to_group(_msg(q, "g1"), "grp")
-    b.add_to_group_unique(_msg(q, "g2"), "grp", 60)
-    outcomes = [b.done, b.mark_as_complete, b.requeue]
-    for outcome in outcomes:
-        task = b.dequeue(q)
-        assert task is not None
-        outcome(task)
-    task = b.dequeue(q)
-    assert task is not None
-    b.retry(task, b.now_s + 5, "boom")  # the requeued task, dequeued again
-    for task_id in ("e4", "e5"):
-        b.enqueue(_msg(q, task_id))
-    archived, leased = b.dequeue(q), b.dequeue(q)
-    assert archived is not None and leased is not None
-    b.archive(archived, "fatal")
-    b.extend_lease(q, leased.id)
-    b.write_result(q, leased.id, b"result")
-    b.pause(q)
-    b.unpause(q)
-    b.clock.advance(200)
-    b.list_lease_expired(q, b.now_s)
-    b.recover(q)
-    b.forward_if_ready(q)
-    b.delete_expired_completed_tasks(q)
-    b.delete_expired_archived_tasks(q)
-    set_id = b.aggregation_check(q, "grp")
-    assert set_id is not None
-    b.read_aggregation_set(q, "grp", set_id)
-    b.delete_aggregation_set(q, "grp", set_id)
-    b.add_to_group(_msg(q, "g3"), "grp")
-    b.clock.advance(100)
-    assert b.aggregation_check(q, "grp") is not None
-    b.clock.advance(200)
-    b.reclaim_stale_aggregation_sets(q)
-
-
-def _inspector_workload(b: Broker, q: str) -> None:
-    """Every inspector operation, on every state each bulk op accepts."""
-    for i in range(4):
-        b.schedule(_msg(q, f"i{i}"), b.now_s + 1000)
-    b.delete_task(q, "i0")
-    b.archive_task(q, "i1")
-    b.run_task(q, "i1")
-    b.archive_all_tasks(q, TaskState.PENDING)
-    b.run_all_tasks(q, TaskState.ARCHIVED)
-    for state in (TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED, TaskState.PENDING):
-        b.delete_all_tasks(q, state)
-        if state is not TaskState.PENDING:
-            b.run_all_tasks(q, state)
-        if state is not TaskState.ARCHIVED:
-            b.archive_all_tasks(q, state)
-    b.add_to_group(_msg(q, "x1"), "g")
-    b.archive_all_tasks(q, TaskState.AGGREGATING, "g")
-    b.run_all_tasks(q, TaskState.ARCHIVED)
-    b.delete_all_tasks(q, TaskState.COMPLETED)
-    for kind in ("run_all_tasks", "delete_all_tasks"):
-        b.add_to_group(_msg(q, f"{kind}-t"), "g")
-        getattr(b, kind)(q, TaskState.AGGREGATING, "g")
-    b.remove_queue(q, force=True)
-    b.register(q)  # Asynq's inspector refuses an unregistered queue (inspector_requires_queue)
-    b.remove_queue(q)
-
-
 QUEUES = ("default", "critical", "a b*[c]?:d")
 
 
@@ -246,8 +174,8 @@ def test_every_call_keeps_its_keys_in_one_slot(spy: Spy) -> None:
         for q in QUEUES:
             spy.calls.clear()
             b = Broker(client, variant)
-            _server_workload(b, q)
-            _inspector_workload(b, q)
+            server_workload(b, q)
+            inspector_workload(b, q)
             slot = key_slot("{" + q + "}")
             for name, keys in spy.calls:
                 assert keys, f"{name} was called without KEYS: a cluster could not route it"
@@ -284,7 +212,8 @@ def test_scripts_are_loaded_once_then_sent_by_sha_and_survive_a_script_flush(
     lease = "asynq:{default}:lease"
     redis_client.zadd(lease, {"t1": 10})
     assert b.extend_lease("default", "t1") == 1
-    assert redis_client.script_exists(*b._run._sha.values()) == [True]  # loaded, then EVALSHA
+    sha = hashlib.sha1(full_source("extend_lease", b.variant).encode()).hexdigest()
+    assert redis_client.script_exists(sha) == [True]  # loaded, then EVALSHA
     redis_client.script_flush()
     b.clock.advance(5)
     assert b.extend_lease("default", "t1", "t2") == 1  # NOSCRIPT: reloaded, run again once

@@ -1,20 +1,20 @@
-"""Fixtures for the real-Asynq regression tests (see support.py for skip/fail rules)."""
+"""Fixtures for the real-Asynq regression tests (see tests/support.py for skip/fail rules)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from support import db_url, driver_or_skip, private_server
 
 from broker.asynq_go import AsynqGoBroker
 from broker.servers import RedisServer
 from model.clock import VirtualClock
-from regressions_asynq.support import db_url, driver_or_skip, private_server
 
 
 @pytest.fixture(scope="session")
 def asynq_server() -> Iterator[RedisServer]:
-    """A private real Redis for the session."""
+    """A private real Redis, shared by every test of the run."""
     with private_server() as server:
         yield server
 

@@ -6,6 +6,8 @@ them and nothing about the healthy task next to them.
 
 from __future__ import annotations
 
+from support import db_url
+
 from audit import AuditOptions, audit, connect
 from broker.asynq_go import AsynqGoBroker
 from broker.servers import RedisServer
@@ -13,7 +15,6 @@ from model import keys
 from model.message import TaskMessage
 from model.policy import ASYNQ_POLICY
 from model.states import TaskState
-from regressions_asynq.support import db_url
 
 Q = "default"
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import driver_or_skip
 
 from harness.check import replay_program
 from harness.machine import ASYNQ_BACKEND
 from harness.zoo import ASYNQ_VARIANTS, asynq_defects, asynq_expected, load_counterexamples
-from regressions_asynq.support import driver_or_skip
 
 HERE = Path(__file__).parent
 FROM_VARIANTS = load_counterexamples(HERE.parent / "regressions" / "asynq_counterexamples.json")
