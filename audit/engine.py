@@ -49,7 +49,7 @@ from audit.taskread import (
     execute,
     peek_message,
 )
-from broker.base import glob_escape, queue_pattern, text
+from broker.base import text
 from broker.codec import decode_message
 from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
 from broker.scripting import TTL_SHIFT_MS
@@ -350,7 +350,7 @@ class QueueAudit:
                       TaskState.ARCHIVED, TaskState.COMPLETED):
             candidates[keys.state_index(self.queue, state)] = Family(state.value)
         pages = ([self.group_keys] if self.group_keys is not None
-                 else scan(self.client, glob_escape(keys.group_prefix(self.queue)) + "*", self.opts))
+                 else scan(self.client, keys.glob_escape(keys.group_prefix(self.queue)) + "*", self.opts))
         for page in pages:
             for key in page:
                 info = classify(self.queue, key)
@@ -421,7 +421,7 @@ class QueueAudit:
 
         prefix = self._task_prefix_raw
         try:
-            for page in scan_raw(self.client, queue_pattern(self.queue), self.opts):
+            for page in scan_raw(self.client, keys.queue_pattern(self.queue), self.opts):
                 for raw in page:
                     if raw.startswith(prefix) and len(raw) > len(prefix):  # what classify calls a task
                         tasks.append(raw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from broker import calls
 from broker.base import BrokerBase
 from model import keys
 from model.message import TaskMessage
@@ -31,12 +32,8 @@ class ClientOps(BrokerBase):
 
     def _enqueue(self, msg: TaskMessage, lock: str | None, ttl: int) -> None:
         encoded = self.encode(msg)  # may raise on bad field values: before any write
-        task_keys = [keys.task(msg.queue, msg.id), keys.pending(msg.queue)]
-        args: list[str | bytes | int] = [encoded, msg.id, self.clock.now_ns, self.now_ms]
-        if lock is not None:
-            task_keys.append(lock)
-            args.append(self.now_ms + ttl * 1000)
-        self.call("enqueue", task_keys, args, register=msg.queue)
+        self.call(*calls.enqueue(msg.queue, msg.id, encoded, self.clock.now_ns, lock, ttl),
+                  register=msg.queue)
 
     def schedule(self, msg: TaskMessage, process_at: int) -> None:
         """T3: a new task, scheduled for ``process_at`` (Unix seconds).
@@ -94,22 +91,10 @@ class ClientOps(BrokerBase):
 
     def _schedule(self, msg: TaskMessage, process_at: int, lock: str | None, ttl: int) -> None:
         encoded = self.encode(msg)
-        task_keys = [keys.task(msg.queue, msg.id), keys.scheduled(msg.queue)]
-        args: list[str | bytes | int] = [encoded, msg.id, process_at, msg.group_key, self.now_ms]
-        self._call_unique("schedule", msg.queue, task_keys, args, lock, ttl)
+        self.call(*calls.schedule(msg, encoded, process_at, self.clock.now_ns, lock, ttl),
+                  register=msg.queue)
 
     def _add_to_group(self, msg: TaskMessage, lock: str | None, ttl: int) -> None:
         encoded = self.encode(msg)
-        task_keys = [keys.task(msg.queue, msg.id), keys.group(msg.queue, msg.group_key),
-                     keys.groups(msg.queue)]
-        args: list[str | bytes | int] = [encoded, msg.id, self.now_s, msg.group_key, self.now_ms]
-        self._call_unique("add_to_group", msg.queue, task_keys, args, lock, ttl)
-
-    def _call_unique(self, script: str, queue: str, task_keys: list[str],
-                     args: list[str | bytes | int], lock: str | None, ttl: int) -> None:
-        """Run a client script of ``queue`` (registering it first), appending the lock key and
-        its deadline when unique."""
-        if lock is not None:
-            task_keys.append(lock)
-            args.append(self.now_ms + ttl * 1000)
-        self.call(script, task_keys, args, register=queue)
+        self.call(*calls.add_to_group(msg, encoded, self.clock.now_ns, lock, ttl),
+                  register=msg.queue)

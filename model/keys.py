@@ -12,6 +12,8 @@ Cluster slot. Nothing else in the project spells a key name.
 from __future__ import annotations
 
 import hashlib
+import re
+from functools import lru_cache
 
 from model.states import TaskState
 
@@ -27,6 +29,24 @@ SCHEDULERS = "asynq:schedulers"
 def queue_prefix(queue: str) -> str:
     """``asynq:{<queue>}:`` — the prefix of every per-queue key."""
     return f"asynq:{{{queue}}}:"
+
+
+@lru_cache(maxsize=256)
+def queue_pattern(queue: str) -> str:
+    """The SCAN MATCH pattern of every key of ``queue``.
+
+    >>> print(queue_pattern("a*b"))
+    asynq:{a\\*b}:*
+    """
+    return glob_escape(queue_prefix(queue)) + "*"
+
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def glob_escape(text: str) -> str:
+    """Escape ``text`` for a SCAN MATCH pattern."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
 def task_prefix(queue: str) -> str:
