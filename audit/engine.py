@@ -71,20 +71,17 @@ from model.invariants import (
 from model.message import TaskMessage
 from model.policy import ASYNQ_POLICY, Policy
 from model.snapshot import FieldValue, KeyEntry, KeyspaceSnapshot, KeyType
-from model.states import TaskState
+from model.states import INDEXED_STATES, TaskState
 
 CLOCKS = ("auto", "real")
 # Positions in a task's replies (taskread.TaskReplies): its fields, then PEXPIRETIME, MEMORY USAGE.
 _MSG, _STATE, _SINCE = (TASK_FIELDS.index(f) for f in ("msg", "state", "pending_since"))
 _PEXP, _BYTES = len(TASK_FIELDS), len(TASK_FIELDS) + 1
-#: States whose tasks sit in exactly one index named after the state (the plain-task fast path).
-_ONE_INDEX_STATES = (TaskState.PENDING, TaskState.ACTIVE, TaskState.SCHEDULED, TaskState.RETRY,
-                     TaskState.ARCHIVED, TaskState.COMPLETED)
 # Plain strings for the per-task hot path (an enum's .value is a descriptor call).
 _PENDING, _COMPLETED = TaskState.PENDING.value, TaskState.COMPLETED.value
 _FAILED_STATES = frozenset({TaskState.RETRY.value, TaskState.ARCHIVED.value})
 _TASK = Family.TASK.value
-_LISTS = frozenset({Family.PENDING, Family.ACTIVE})
+_LISTS = frozenset(f for f, kind in EXPECTED_TYPE.items() if kind is KeyType.LIST)
 #: Families a server still works on: a queue holding one of them is not a dead leftover.
 _LIVE = (Family.PENDING, Family.ACTIVE, Family.LEASE, Family.SCHEDULED, Family.RETRY)
 
@@ -346,8 +343,7 @@ class QueueAudit:
     # --- pass A: indexes ---------------------------------------------------------------------
     def _read_indexes(self) -> None:
         candidates = {keys.lease(self.queue): Family.LEASE}
-        for state in (TaskState.PENDING, TaskState.ACTIVE, TaskState.SCHEDULED, TaskState.RETRY,
-                      TaskState.ARCHIVED, TaskState.COMPLETED):
+        for state in INDEXED_STATES:
             candidates[keys.state_index(self.queue, state)] = Family(state.value)
         pages = ([self.group_keys] if self.group_keys is not None
                  else scan(self.client, keys.glob_escape(keys.group_prefix(self.queue)) + "*", self.opts))
@@ -365,7 +361,7 @@ class QueueAudit:
                 for ids in self._member_pages(key, family):
                     self.index.add(slot, ids)
         self.index.freeze()
-        for state in _ONE_INDEX_STATES:
+        for state in INDEXED_STATES:  # the plain-task fast path
             home = keys.state_index(self.queue, state)
             if home in self.index_types:
                 self._home[state.value.encode()] = (state.value, self.index.slot(home))

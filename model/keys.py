@@ -15,7 +15,7 @@ import hashlib
 import re
 from functools import lru_cache
 
-from model.states import TaskState
+from model.states import INDEXED_STATES, TaskState
 
 #: Global set of queue names (no hash tag; written outside per-queue scripts).
 ALL_QUEUES = "asynq:queues"
@@ -159,21 +159,14 @@ def failed_daily(queue: str, date: str) -> str:
 
 
 def state_index(queue: str, state: TaskState) -> str:
-    """The list or zset named after a state (pending, active, scheduled, retry, archived, completed)."""
-    index = _INDEX_OF_STATE.get(state)
-    if index is None:
+    """The list or zset named after a state (one of ``INDEXED_STATES``).
+
+    >>> state_index("q", TaskState.RETRY) == retry("q")
+    True
+    """
+    if state not in INDEXED_STATES:
         raise ValueError(f"state {state.value!r} has no single index key")
-    return index(queue)
-
-
-_INDEX_OF_STATE = {
-    TaskState.PENDING: pending,
-    TaskState.ACTIVE: active,
-    TaskState.SCHEDULED: scheduled,
-    TaskState.RETRY: retry,
-    TaskState.ARCHIVED: archived,
-    TaskState.COMPLETED: completed,
-}
+    return queue_prefix(queue) + state.value
 
 
 def queue_of(key: str) -> str | None:
