@@ -25,10 +25,8 @@ class ClientOps(BrokerBase):
         Raises DuplicateTaskError while another task holds the lock.
         """
         self.check_message(msg)
-        self.check_ttl(ttl)
-        check_unique_key(msg)
-        lock = msg.unique_key or keys.unique(msg.queue, msg.type, msg.payload)
-        self._enqueue(replace(msg, unique_key=lock), lock=lock, ttl=ttl)
+        msg, lock = self._claiming(msg, ttl)
+        self._enqueue(msg, lock=lock, ttl=ttl)
 
     def _enqueue(self, msg: TaskMessage, lock: str | None, ttl: int) -> None:
         encoded = self.encode(msg)  # may raise on bad field values: before any write
@@ -57,10 +55,8 @@ class ClientOps(BrokerBase):
         Raises DuplicateTaskError while another task holds the lock.
         """
         self._check_schedule(msg, process_at)
-        self.check_ttl(ttl)
-        check_unique_key(msg)
-        lock = msg.unique_key or keys.unique(msg.queue, msg.type, msg.payload)
-        self._schedule(replace(msg, unique_key=lock), process_at, lock=lock, ttl=ttl)
+        msg, lock = self._claiming(msg, ttl)
+        self._schedule(msg, process_at, lock=lock, ttl=ttl)
 
     def add_to_group(self, msg: TaskMessage, group: str) -> None:
         """T5: a new task waiting in ``group`` (msg.group_key is set to it).
@@ -78,10 +74,16 @@ class ClientOps(BrokerBase):
         """
         self.check_message(msg)
         self.check_group(group)
+        msg, lock = self._claiming(replace(msg, group_key=group), ttl)
+        self._add_to_group(msg, lock=lock, ttl=ttl)
+
+    def _claiming(self, msg: TaskMessage, ttl: int) -> tuple[TaskMessage, str]:
+        """Check a unique call's lock TTL and key; return the message naming its lock (its own
+        unique_key, else Asynq's ``unique:<type>:<md5(payload)>``) and the lock."""
         self.check_ttl(ttl)
         check_unique_key(msg)
         lock = msg.unique_key or keys.unique(msg.queue, msg.type, msg.payload)
-        self._add_to_group(replace(msg, group_key=group, unique_key=lock), lock=lock, ttl=ttl)
+        return replace(msg, unique_key=lock), lock
 
     def _check_schedule(self, msg: TaskMessage, process_at: int) -> None:
         self.check_message(msg)
