@@ -55,13 +55,16 @@ class Task(Protocol):
 
 
 class _QueueKeys:
-    """One queue's fixed keys and prefixes, built once (by the ``model.keys`` functions)."""
+    """One queue's fixed keys and prefixes, built once (by the ``model.keys`` functions), and
+    its daily counters of the latest day asked for."""
 
-    __slots__ = ("active", "aggregation_sets", "archived", "completed", "failed_total", "group_prefix",
-                 "groups", "lease", "paused", "pending", "processed_total", "queue_prefix", "retry",
-                 "scheduled", "task_prefix", "unique_prefix")
+    __slots__ = ("_daily", "_day", "active", "aggregation_sets", "archived", "completed",
+                 "failed_total", "group_prefix", "groups", "lease", "paused", "pending",
+                 "processed_total", "queue", "queue_prefix", "retry", "scheduled", "task_prefix",
+                 "unique_prefix")
 
     def __init__(self, queue: str) -> None:
+        self.queue = queue
         self.queue_prefix = keys.queue_prefix(queue)
         self.task_prefix = keys.task_prefix(queue)
         self.group_prefix = keys.group_prefix(queue)
@@ -78,27 +81,23 @@ class _QueueKeys:
         self.aggregation_sets = keys.aggregation_sets(queue)
         self.processed_total = keys.processed_total(queue)
         self.failed_total = keys.failed_total(queue)
+        self._day, self._daily = -1, ("", "")
+
+    def daily(self, now_s: int) -> tuple[str, str]:
+        """The processed and failed counters of ``now_s``'s UTC day."""
+        if now_s // DAY != self._day:  # they change at UTC midnight
+            self._day = now_s // DAY
+            date = utc_date(now_s)
+            self._daily = keys.processed_daily(self.queue, date), keys.failed_daily(self.queue, date)
+        return self._daily
 
 
 _of = lru_cache(maxsize=1024)(_QueueKeys)
 
 
-@lru_cache(maxsize=1024)
-def _daily(queue: str, day: int) -> tuple[str, str]:
-    """The processed and failed counters of Unix day ``day`` (they change at UTC midnight)."""
-    date = utc_date(day * DAY)
-    return keys.processed_daily(queue, date), keys.failed_daily(queue, date)
-
-
-def _processed(queue: str, now_s: int) -> list[str]:
-    """KEYS of a success: processed daily, processed total."""
-    return [_daily(queue, now_s // DAY)[0], _of(queue).processed_total]
-
-
-def _counted(queue: str, now_s: int) -> list[str]:
+def _counted(k: _QueueKeys, now_s: int) -> list[str]:
     """KEYS of a failure: processed daily, processed total, failed daily, failed total."""
-    processed_daily, failed_daily = _daily(queue, now_s // DAY)
-    k = _of(queue)
+    processed_daily, failed_daily = k.daily(now_s)
     return [processed_daily, k.processed_total, failed_daily, k.failed_total]
 
 
@@ -107,12 +106,14 @@ def stats_deadline_ms(now_s: int, policy: Policy) -> int:
     return (now_s + policy.stats_ttl) * 1000
 
 
-def _released_lock(task: Task, variant: Variant) -> list[str]:
-    """Asynq (BZ-4 variants) releases the lock the message names, so it goes in KEYS — only
-    when it is a lock of the message's queue (a foreign key would leave the slot)."""
-    if variant.has(Quirk.BZ4) and task.unique_key.startswith(_of(task.queue).unique_prefix):
-        return [task.unique_key]
-    return []
+def _succeeded(task: Task, k: _QueueKeys, now_s: int, variant: Variant) -> list[str]:
+    """The KEYS a success ends with: processed daily, processed total and, where Asynq
+    (BZ-4 variants) releases the lock the message names, that lock — only when it is a lock of
+    the message's queue (a foreign key would leave the call's Cluster slot)."""
+    succeeded = [k.daily(now_s)[0], k.processed_total]
+    if variant.has(Quirk.BZ4) and task.unique_key.startswith(k.unique_prefix):
+        succeeded.append(task.unique_key)
+    return succeeded
 
 
 def _with_lock(script: str, keys_: list[str], args: list[Arg], lock: str | None, ttl: int,
@@ -177,8 +178,8 @@ def dequeue(queue: str, now_ns: int, policy: Policy) -> Call:
 def done(task: Task, now_ns: int, policy: Policy, variant: Variant) -> Call:
     """T9/T10: success with retention 0."""
     k, now_s = _of(task.queue), now_ns // NS
-    return Call("done", [k.active, k.lease, k.task_prefix + task.id, *_processed(task.queue, now_s),
-                         *_released_lock(task, variant)],
+    return Call("done", [k.active, k.lease, k.task_prefix + task.id,
+                         *_succeeded(task, k, now_s, variant)],
                 [task.id, now_ns // _MS, stats_deadline_ms(now_s, policy)])
 
 
@@ -188,7 +189,7 @@ def mark_as_complete(msg: TaskMessage, encoded: bytes, now_ns: int, policy: Poli
     k, now_s = _of(msg.queue), now_ns // NS
     return Call("mark_as_complete",
                 [k.active, k.lease, k.completed, k.task_prefix + msg.id,
-                 *_processed(msg.queue, now_s), *_released_lock(msg, variant)],
+                 *_succeeded(msg, k, now_s, variant)],
                 [msg.id, encoded, now_s + msg.retention, now_ns // _MS,
                  stats_deadline_ms(now_s, policy)])
 
@@ -204,7 +205,7 @@ def retry(task: Task, encoded: bytes, retry_at: int, is_failure: bool, now_ns: i
     """T14/T15: wait in retry until ``retry_at``; a failure counts."""
     k, now_s = _of(task.queue), now_ns // NS
     return Call("retry",
-                [k.active, k.lease, k.retry, k.task_prefix + task.id, *_counted(task.queue, now_s)],
+                [k.active, k.lease, k.retry, k.task_prefix + task.id, *_counted(k, now_s)],
                 [task.id, encoded, retry_at, int(is_failure), now_ns // _MS,
                  stats_deadline_ms(now_s, policy)])
 
@@ -213,8 +214,7 @@ def archive(task: Task, encoded: bytes, now_ns: int, policy: Policy) -> Call:
     """T16: archived now, then the archive trimmed (cutoff, then cap); counted as failed."""
     k, now_s = _of(task.queue), now_ns // NS
     return Call("archive",
-                [k.active, k.lease, k.archived, k.task_prefix + task.id,
-                 *_counted(task.queue, now_s)],
+                [k.active, k.lease, k.archived, k.task_prefix + task.id, *_counted(k, now_s)],
                 [task.id, encoded, now_s, now_s - policy.archive_cutoff, policy.archive_capacity,
                  k.task_prefix, now_ns // _MS, stats_deadline_ms(now_s, policy)])
 
