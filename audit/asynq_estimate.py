@@ -18,11 +18,10 @@ from typing import Any
 import redis
 
 from model import keys
-from model.states import TaskState
+from model.states import ZSET_STATES
 
 TASK_SAMPLE_SIZE = 20
 GROUP_SAMPLE_SIZE = 5
-_ZSET_STATES = (TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED, TaskState.COMPLETED)
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def asynq_estimate(client: redis.Redis, queue: str) -> AsynqEstimate:
     """What Asynq v0.26.0's ``Inspector.GetQueueInfo(queue).MemoryUsage`` would report."""
     total = 0.0
     structures = [(keys.active(queue), True), (keys.pending(queue), True)]
-    structures += [(keys.state_index(queue, s), False) for s in _ZSET_STATES]
+    structures += [(keys.state_index(queue, s), False) for s in ZSET_STATES]
     for key, is_list in structures:
         ids = (client.lrange(key, 0, TASK_SAMPLE_SIZE - 1) if is_list
                else client.zrange(key, 0, TASK_SAMPLE_SIZE - 1))

@@ -49,7 +49,7 @@ from audit.taskread import (
     execute,
     peek_message,
 )
-from broker.base import glob_escape, queue_pattern, text
+from broker.base import text
 from broker.codec import decode_message
 from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
 from broker.scripting import TTL_SHIFT_MS
@@ -71,20 +71,17 @@ from model.invariants import (
 from model.message import TaskMessage
 from model.policy import ASYNQ_POLICY, Policy
 from model.snapshot import FieldValue, KeyEntry, KeyspaceSnapshot, KeyType
-from model.states import TaskState
+from model.states import INDEXED_STATES, TaskState
 
 CLOCKS = ("auto", "real")
 # Positions in a task's replies (taskread.TaskReplies): its fields, then PEXPIRETIME, MEMORY USAGE.
 _MSG, _STATE, _SINCE = (TASK_FIELDS.index(f) for f in ("msg", "state", "pending_since"))
 _PEXP, _BYTES = len(TASK_FIELDS), len(TASK_FIELDS) + 1
-#: States whose tasks sit in exactly one index named after the state (the plain-task fast path).
-_ONE_INDEX_STATES = (TaskState.PENDING, TaskState.ACTIVE, TaskState.SCHEDULED, TaskState.RETRY,
-                     TaskState.ARCHIVED, TaskState.COMPLETED)
 # Plain strings for the per-task hot path (an enum's .value is a descriptor call).
 _PENDING, _COMPLETED = TaskState.PENDING.value, TaskState.COMPLETED.value
 _FAILED_STATES = frozenset({TaskState.RETRY.value, TaskState.ARCHIVED.value})
 _TASK = Family.TASK.value
-_LISTS = frozenset({Family.PENDING, Family.ACTIVE})
+_LISTS = frozenset(f for f, kind in EXPECTED_TYPE.items() if kind is KeyType.LIST)
 #: Families a server still works on: a queue holding one of them is not a dead leftover.
 _LIVE = (Family.PENDING, Family.ACTIVE, Family.LEASE, Family.SCHEDULED, Family.RETRY)
 
@@ -346,11 +343,10 @@ class QueueAudit:
     # --- pass A: indexes ---------------------------------------------------------------------
     def _read_indexes(self) -> None:
         candidates = {keys.lease(self.queue): Family.LEASE}
-        for state in (TaskState.PENDING, TaskState.ACTIVE, TaskState.SCHEDULED, TaskState.RETRY,
-                      TaskState.ARCHIVED, TaskState.COMPLETED):
+        for state in INDEXED_STATES:
             candidates[keys.state_index(self.queue, state)] = Family(state.value)
         pages = ([self.group_keys] if self.group_keys is not None
-                 else scan(self.client, glob_escape(keys.group_prefix(self.queue)) + "*", self.opts))
+                 else scan(self.client, keys.glob_escape(keys.group_prefix(self.queue)) + "*", self.opts))
         for page in pages:
             for key in page:
                 info = classify(self.queue, key)
@@ -365,7 +361,7 @@ class QueueAudit:
                 for ids in self._member_pages(key, family):
                     self.index.add(slot, ids)
         self.index.freeze()
-        for state in _ONE_INDEX_STATES:
+        for state in INDEXED_STATES:  # the plain-task fast path
             home = keys.state_index(self.queue, state)
             if home in self.index_types:
                 self._home[state.value.encode()] = (state.value, self.index.slot(home))
@@ -421,7 +417,7 @@ class QueueAudit:
 
         prefix = self._task_prefix_raw
         try:
-            for page in scan_raw(self.client, queue_pattern(self.queue), self.opts):
+            for page in scan_raw(self.client, keys.queue_pattern(self.queue), self.opts):
                 for raw in page:
                     if raw.startswith(prefix) and len(raw) > len(prefix):  # what classify calls a task
                         tasks.append(raw)

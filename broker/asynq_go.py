@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import redis
 
-from broker.base import BrokerBase, queue_pattern
+from broker.base import BrokerBase
 from broker.scripting import TTL_SHIFT_MS
 from model import keys, validation
 from model.clock import VirtualClock
@@ -278,7 +278,7 @@ class AsynqGoBroker(BrokerBase):
         """Delete the queue's TTL keys whose virtual deadline passed (and move any real-clock
         TTL Asynq just set onto the virtual clock); return how many keys were deleted."""
         validation.check_queue(queue)
-        pattern = queue_pattern(queue)
+        pattern = keys.queue_pattern(queue)
         return int(self._normalise(args=[pattern, self.now_ms, TTL_SHIFT_MS]))
 
     # --- client (T1–T6) ---------------------------------------------------------------------

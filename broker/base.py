@@ -3,7 +3,6 @@ script calls, status mapping, input validation, queue registration and snapshots
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -11,34 +10,18 @@ from typing import Any
 
 import redis
 
+from broker import calls
 from broker.codec import decode_message, encode_message
 from broker.scripting import TTL_SHIFT_MS, Arg, ScriptRunner
 from broker.variants import Quirk, Variant, variant
 from broker.wire import Wire
 from model import keys, validation
-from model.clock import NS, VirtualClock, utc_date
+from model.clock import NS, VirtualClock
 from model.errors import ERROR_FOR, ScriptError
 from model.message import TaskMessage
 from model.policy import Policy
 from model.snapshot import FieldValue, KeyEntry, KeyspaceSnapshot, KeyType, zset_value
 from model.transitions import Outcome
-
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
-
-
-def glob_escape(text: str) -> str:
-    """Escape ``text`` for a SCAN MATCH pattern."""
-    return _GLOB_SPECIAL.sub(r"\\\1", text)
-
-
-@lru_cache(maxsize=256)
-def queue_pattern(queue: str) -> str:
-    """The SCAN MATCH pattern of every key of ``queue``.
-
-    >>> print(queue_pattern("a*b"))
-    asynq:{a\\*b}:*
-    """
-    return glob_escape(keys.queue_prefix(queue)) + "*"
 
 
 def text(value: bytes | str) -> str:
@@ -95,15 +78,9 @@ class BrokerBase:
     def now_ms(self) -> int:
         return self.clock.now_ns // 1_000_000
 
-    def stats_keys(self, queue: str) -> list[str]:
-        """KEYS for counting: processed daily, processed total, failed daily, failed total."""
-        date = utc_date(self.now_s)
-        return [keys.processed_daily(queue, date), keys.processed_total(queue),
-                keys.failed_daily(queue, date), keys.failed_total(queue)]
-
     def stats_deadline_ms(self) -> int:
         """Virtual deadline of a daily counter first incremented now."""
-        return (self.now_s + self.policy.stats_ttl) * 1000
+        return calls.stats_deadline_ms(self.now_s, self.policy)
 
     # --- scripts ---------------------------------------------------------------------------
     def call(self, script: str, keys_: Sequence[str], args: Sequence[Arg] = (), *,
@@ -253,7 +230,7 @@ class BrokerBase:
 
     def _queue_snapshot(self, pipe: Any, queue: str) -> None:
         """Queue the snapshot script (every key of ``queue``, whatever its TTL) and SISMEMBER."""
-        self._run.queue_on(pipe, "snapshot", [], [queue_pattern(queue), 1000])
+        self._run.queue_on(pipe, *calls.snapshot(queue))
         pipe.sismember(keys.ALL_QUEUES, queue)
 
     @staticmethod
@@ -264,7 +241,7 @@ class BrokerBase:
     def expire_due(self, queue: str) -> int:
         """Delete the queue's TTL keys whose virtual deadline passed; return how many."""
         validation.check_queue(queue)
-        (swept,) = self.call("sweep_expired", [], [queue_pattern(queue), self.now_ms, 1000])
+        (swept,) = self.call(*calls.sweep_expired(queue, self.clock.now_ns))
         return int(swept)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from broker import calls
 from broker.base import BrokerBase
 from model import keys
 from model.message import TaskMessage
@@ -24,19 +25,13 @@ class ClientOps(BrokerBase):
         Raises DuplicateTaskError while another task holds the lock.
         """
         self.check_message(msg)
-        self.check_ttl(ttl)
-        check_unique_key(msg)
-        lock = msg.unique_key or keys.unique(msg.queue, msg.type, msg.payload)
-        self._enqueue(replace(msg, unique_key=lock), lock=lock, ttl=ttl)
+        msg, lock = self._claiming(msg, ttl)
+        self._enqueue(msg, lock=lock, ttl=ttl)
 
     def _enqueue(self, msg: TaskMessage, lock: str | None, ttl: int) -> None:
         encoded = self.encode(msg)  # may raise on bad field values: before any write
-        task_keys = [keys.task(msg.queue, msg.id), keys.pending(msg.queue)]
-        args: list[str | bytes | int] = [encoded, msg.id, self.clock.now_ns, self.now_ms]
-        if lock is not None:
-            task_keys.append(lock)
-            args.append(self.now_ms + ttl * 1000)
-        self.call("enqueue", task_keys, args, register=msg.queue)
+        self.call(*calls.enqueue(msg.queue, msg.id, encoded, self.clock.now_ns, lock, ttl),
+                  register=msg.queue)
 
     def schedule(self, msg: TaskMessage, process_at: int) -> None:
         """T3: a new task, scheduled for ``process_at`` (Unix seconds).
@@ -60,10 +55,8 @@ class ClientOps(BrokerBase):
         Raises DuplicateTaskError while another task holds the lock.
         """
         self._check_schedule(msg, process_at)
-        self.check_ttl(ttl)
-        check_unique_key(msg)
-        lock = msg.unique_key or keys.unique(msg.queue, msg.type, msg.payload)
-        self._schedule(replace(msg, unique_key=lock), process_at, lock=lock, ttl=ttl)
+        msg, lock = self._claiming(msg, ttl)
+        self._schedule(msg, process_at, lock=lock, ttl=ttl)
 
     def add_to_group(self, msg: TaskMessage, group: str) -> None:
         """T5: a new task waiting in ``group`` (msg.group_key is set to it).
@@ -81,10 +74,16 @@ class ClientOps(BrokerBase):
         """
         self.check_message(msg)
         self.check_group(group)
+        msg, lock = self._claiming(replace(msg, group_key=group), ttl)
+        self._add_to_group(msg, lock=lock, ttl=ttl)
+
+    def _claiming(self, msg: TaskMessage, ttl: int) -> tuple[TaskMessage, str]:
+        """Check a unique call's lock TTL and key; return the message naming its lock (its own
+        unique_key, else Asynq's ``unique:<type>:<md5(payload)>``) and the lock."""
         self.check_ttl(ttl)
         check_unique_key(msg)
         lock = msg.unique_key or keys.unique(msg.queue, msg.type, msg.payload)
-        self._add_to_group(replace(msg, group_key=group, unique_key=lock), lock=lock, ttl=ttl)
+        return replace(msg, unique_key=lock), lock
 
     def _check_schedule(self, msg: TaskMessage, process_at: int) -> None:
         self.check_message(msg)
@@ -94,22 +93,10 @@ class ClientOps(BrokerBase):
 
     def _schedule(self, msg: TaskMessage, process_at: int, lock: str | None, ttl: int) -> None:
         encoded = self.encode(msg)
-        task_keys = [keys.task(msg.queue, msg.id), keys.scheduled(msg.queue)]
-        args: list[str | bytes | int] = [encoded, msg.id, process_at, msg.group_key, self.now_ms]
-        self._call_unique("schedule", msg.queue, task_keys, args, lock, ttl)
+        self.call(*calls.schedule(msg, encoded, process_at, self.clock.now_ns, lock, ttl),
+                  register=msg.queue)
 
     def _add_to_group(self, msg: TaskMessage, lock: str | None, ttl: int) -> None:
         encoded = self.encode(msg)
-        task_keys = [keys.task(msg.queue, msg.id), keys.group(msg.queue, msg.group_key),
-                     keys.groups(msg.queue)]
-        args: list[str | bytes | int] = [encoded, msg.id, self.now_s, msg.group_key, self.now_ms]
-        self._call_unique("add_to_group", msg.queue, task_keys, args, lock, ttl)
-
-    def _call_unique(self, script: str, queue: str, task_keys: list[str],
-                     args: list[str | bytes | int], lock: str | None, ttl: int) -> None:
-        """Run a client script of ``queue`` (registering it first), appending the lock key and
-        its deadline when unique."""
-        if lock is not None:
-            task_keys.append(lock)
-            args.append(self.now_ms + ttl * 1000)
-        self.call(script, task_keys, args, register=queue)
+        self.call(*calls.add_to_group(msg, encoded, self.clock.now_ns, lock, ttl),
+                  register=msg.queue)

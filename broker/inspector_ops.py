@@ -19,8 +19,8 @@ queue's keys by SCAN first and SREMs ``asynq:queues`` after its script, as Asynq
 
 from __future__ import annotations
 
-from broker.base import BrokerBase, queue_pattern, text
-from broker.scripting import Arg
+from broker import calls
+from broker.base import BrokerBase, text
 from broker.variants import Quirk
 from model import keys, validation
 from model.errors import QueueNotFoundError
@@ -38,29 +38,24 @@ class InspectorOps(BrokerBase):
         Raises TaskNotFoundError (no hash, or not in its index — e.g. staged in an aggregation
         set), TaskActiveError.
         """
-        task_keys = self._task_keys(queue, task_id)
-        self._require_queue(queue)
-        self.call("delete_task", task_keys,
-                  [task_id, keys.group_prefix(queue), self.now_ms])
+        self._check_task(queue, task_id)
+        self.call(*calls.delete_task(queue, task_id, self.clock.now_ns))
 
     def archive_task(self, queue: str, task_id: str) -> None:
         """T29: archive a pending, scheduled, retry, completed or grouped task; trim the archive.
 
         Raises TaskNotFoundError, TaskActiveError, AlreadyInStateError (already archived).
         """
-        task_keys = self._task_keys(queue, task_id)
-        self._require_queue(queue)
-        self.call("archive_task", task_keys,
-                  [task_id, keys.group_prefix(queue), self.now_ms, *self._trim_args(queue)])
+        self._check_task(queue, task_id)
+        self.call(*calls.archive_task(queue, task_id, self.clock.now_ns, self.policy))
 
     def run_task(self, queue: str, task_id: str) -> None:
         """T30: make a scheduled, retry, archived, completed or grouped task pending.
 
         Raises TaskNotFoundError, TaskActiveError, AlreadyInStateError (already pending).
         """
-        task_keys = self._task_keys(queue, task_id)
-        self._require_queue(queue)
-        self.call("run_task", task_keys, [task_id, keys.group_prefix(queue)])
+        self._check_task(queue, task_id)
+        self.call(*calls.run_task(queue, task_id))
 
     # --- bulk (T31–T38) -----------------------------------------------------------------------
     def delete_all_tasks(self, queue: str, state: TaskState, group: str | None = None) -> int:
@@ -74,24 +69,20 @@ class InspectorOps(BrokerBase):
         ValueError: state 'active' is not accepted by delete_all_tasks; expected one of: \
 pending, scheduled, retry, archived, completed, aggregating
         """
-        state, source, name = self._bulk_source("delete_all", queue, state, group)
-        reply = self.call("delete_all", [source, keys.groups(queue)],
-                          [state.value, keys.task_prefix(queue), self.now_ms, name])
+        state = self._check_bulk("delete_all", queue, state, group)
+        reply = self.call(*calls.delete_all(queue, state, group, self.clock.now_ns))
         return int(reply[0])
 
     def archive_all_tasks(self, queue: str, state: TaskState, group: str | None = None) -> int:
         """T33–T35: archive every pending, scheduled, retry or grouped task; trim; return how many."""
-        state, source, name = self._bulk_source("archive_all", queue, state, group)
-        reply = self.call("archive_all", [source, keys.archived(queue), keys.groups(queue)],
-                          [state.value, keys.task_prefix(queue), self.now_ms,
-                           *self._trim_args(queue)[:3], name])
+        state = self._check_bulk("archive_all", queue, state, group)
+        reply = self.call(*calls.archive_all(queue, state, group, self.clock.now_ns, self.policy))
         return int(reply[0])
 
     def run_all_tasks(self, queue: str, state: TaskState, group: str | None = None) -> int:
         """T31–T32: make every scheduled, retry, archived or grouped task pending; return how many."""
-        state, source, name = self._bulk_source("run_all", queue, state, group)
-        reply = self.call("run_all", [source, keys.pending(queue), keys.groups(queue)],
-                          [state.value, keys.task_prefix(queue), name])
+        state = self._check_bulk("run_all", queue, state, group)
+        reply = self.call(*calls.run_all(queue, state, group))
         return int(reply[0])
 
     # --- the queue (T40–T41) ------------------------------------------------------------------
@@ -105,13 +96,8 @@ pending, scheduled, retry, archived, completed, aggregating
         if not isinstance(force, bool):
             raise TypeError(f"force must be a bool, got {force!r}")
         self._require_queue(queue)
-        fixed = [keys.pending(queue), keys.active(queue), keys.scheduled(queue), keys.retry(queue),
-                 keys.archived(queue), keys.lease(queue), keys.completed(queue), keys.groups(queue),
-                 keys.aggregation_sets(queue)]
-        found = [] if self.quirk(Quirk.BZ12) else self._scan_queue(queue, exclude=fixed)
-        self.call("remove_queue", fixed + found,
-                  [int(force), keys.task_prefix(queue), keys.group_prefix(queue),
-                   keys.queue_prefix(queue)])
+        found = () if self.quirk(Quirk.BZ12) else self._scan_queue(queue)
+        self.call(*calls.remove_queue(queue, force, found))
         self.client.srem(keys.ALL_QUEUES, queue)
 
     # --- helpers ------------------------------------------------------------------------------
@@ -121,23 +107,14 @@ pending, scheduled, retry, archived, completed, aggregating
                 keys.ALL_QUEUES, queue):
             raise QueueNotFoundError(f"queue {queue!r} is not in {keys.ALL_QUEUES}")
 
-    @staticmethod
-    def _task_keys(queue: str, task_id: str) -> list[str]:
-        """KEYS of the per-task scripts: the hash, every state index but active, and groups."""
+    def _check_task(self, queue: str, task_id: str) -> None:
+        """Validate a per-task call; the queue must be known where Asynq requires it."""
         validation.check_queue(queue)
         validation.check_task_id(task_id)
-        return [keys.task(queue, task_id), keys.pending(queue), keys.scheduled(queue),
-                keys.retry(queue), keys.archived(queue), keys.completed(queue), keys.groups(queue)]
+        self._require_queue(queue)
 
-    def _trim_args(self, queue: str) -> list[Arg]:
-        """now_s, the archive cutoff, the archive capacity and the task-hash prefix."""
-        return [self.now_s, self.now_s - self.policy.archive_cutoff, self.policy.archive_capacity,
-                keys.task_prefix(queue)]
-
-    def _bulk_source(
-        self, kind: str, queue: str, state: object, group: str | None
-    ) -> tuple[TaskState, str, str]:
-        """Validate a bulk call; return the state, its source index key and the group name."""
+    def _check_bulk(self, kind: str, queue: str, state: object, group: str | None) -> TaskState:
+        """Validate a bulk call (``group`` is given exactly for AGGREGATING); return the state."""
         validation.check_queue(queue)
         accepted = bulk_states(kind)
         parsed = _as_state(state)
@@ -151,19 +128,15 @@ pending, scheduled, retry, archived, completed, aggregating
             if group is None:
                 raise ValueError(f"group is required when state is {parsed.value!r}")
             self.check_group(group)
-            self._require_queue(queue)
-            return parsed, keys.group(queue, group), group
-        if group is not None:
+        elif group is not None:
             raise ValueError(f"group must be None unless state is 'aggregating', got {group!r}")
         self._require_queue(queue)
-        return parsed, keys.state_index(queue, parsed), ""
+        return parsed
 
-    def _scan_queue(self, queue: str, exclude: list[str]) -> list[str]:
-        """Every key of ``queue`` not in ``exclude``, by SCAN (never KEYS), without repeats."""
-        pattern = queue_pattern(queue)
-        skip = set(exclude)
-        found = (text(k) for k in self.client.scan_iter(match=pattern, count=1000))
-        return [k for k in dict.fromkeys(found) if k not in skip]
+    def _scan_queue(self, queue: str) -> list[str]:
+        """Every key of ``queue``, by SCAN (never KEYS); a key may come more than once."""
+        pattern = keys.queue_pattern(queue)
+        return [text(k) for k in self.client.scan_iter(match=pattern, count=calls.SCAN_COUNT)]
 
 
 def _as_state(state: object) -> TaskState | None:

@@ -139,10 +139,11 @@ class ScriptRunner:
         machine) send each script's text once, not once per broker.
 
         >>> import fakeredis
+        >>> from broker import calls
         >>> from broker.variants import variant
         >>> client = fakeredis.FakeRedis()
         >>> first, pipe = ScriptRunner.shared(client, variant("reference")), client.pipeline()
-        >>> first.queue_on(pipe, "pause", ["asynq:{q}:paused"], [1])
+        >>> first.queue_on(pipe, *calls.pause("q", now_ns=1))
         >>> pipe.execute() == [[b"OK"]]
         True
         >>> list(ScriptRunner.shared(client, variant("reference"))._sha)

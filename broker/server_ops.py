@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Any
 
+from broker import calls
 from broker.base import BrokerBase
 from broker.variants import Quirk
 from model import keys, validation
 from model.errors import QueueNotFoundError
 from model.message import TaskMessage
 from model.recovery import retry_or_archive_expired
+from model.states import TaskState
 from model.validation import check_bool, check_bytes, check_int, check_set_id, check_text
 
 __all__ = ["ServerOps"]
@@ -34,10 +34,7 @@ class ServerOps(BrokerBase):
     def dequeue(self, queue: str) -> TaskMessage | None:
         """T8: the oldest pending task, now active with a lease; None when empty or paused."""
         validation.check_queue(queue)
-        reply = self.call(
-            "dequeue",
-            [keys.pending(queue), keys.paused(queue), keys.active(queue), keys.lease(queue)],
-            [self.now_s + self.policy.lease_duration, keys.task_prefix(queue)])
+        reply = self.call(*calls.dequeue(queue, self.clock.now_ns, self.policy))
         return self.decode(reply[0]) if reply and reply[0] is not None else None
 
     def done(self, msg: TaskMessage) -> None:
@@ -46,10 +43,7 @@ class ServerOps(BrokerBase):
         Raises TaskNotFoundError unless the task is active (in active, in lease, with a hash).
         """
         self.check_message(msg)
-        q = msg.queue
-        task_keys = [keys.active(q), keys.lease(q), keys.task(q, msg.id),
-                     *self.stats_keys(q)[:2], *self._msg_lock(msg)]
-        self.call("done", task_keys, [msg.id, self.now_ms, self.stats_deadline_ms()])
+        self.call(*calls.done(msg, self.clock.now_ns, self.policy, self.variant))
 
     def mark_as_complete(self, msg: TaskMessage) -> None:
         """T11/T12: success with retention: completed until now + msg.retention.
@@ -57,20 +51,14 @@ class ServerOps(BrokerBase):
         Raises TaskNotFoundError unless the task is active.
         """
         self.check_message(msg)
-        q = msg.queue
         encoded = self.encode(msg.completed(self.now_s))
-        task_keys = [keys.active(q), keys.lease(q), keys.completed(q), keys.task(q, msg.id),
-                     *self.stats_keys(q)[:2], *self._msg_lock(msg)]
-        self.call("mark_as_complete", task_keys,
-                  [msg.id, encoded, self.now_s + msg.retention, self.now_ms,
-                   self.stats_deadline_ms()])
+        self.call(*calls.mark_as_complete(msg, encoded, self.clock.now_ns, self.policy,
+                                          self.variant))
 
     def requeue(self, msg: TaskMessage) -> None:
         """T13: back to pending, next in line (shutdown abort). Raises TaskNotFoundError."""
         self.check_message(msg)
-        q = msg.queue
-        self.call("requeue", [keys.active(q), keys.lease(q), keys.pending(q), keys.task(q, msg.id)],
-                  [msg.id])
+        self.call(*calls.requeue(msg.queue, msg.id))
 
     def retry(self, msg: TaskMessage, retry_at: int, error: str, is_failure: bool = True) -> None:
         """T14/T15: wait in retry until ``retry_at``; a failure counts and increments retried.
@@ -81,12 +69,8 @@ class ServerOps(BrokerBase):
         check_int("retry_at", retry_at)
         check_text("error", error)
         check_bool("is_failure", is_failure)
-        q = msg.queue
         encoded = self.encode(msg.failed(error, self.now_s, count=is_failure))
-        task_keys = [keys.active(q), keys.lease(q), keys.retry(q), keys.task(q, msg.id),
-                     *self.stats_keys(q)]
-        self.call("retry", task_keys, [msg.id, encoded, retry_at, int(is_failure), self.now_ms,
-                                       self.stats_deadline_ms()])
+        self.call(*calls.retry(msg, encoded, retry_at, is_failure, self.clock.now_ns, self.policy))
 
     def archive(self, msg: TaskMessage, error: str) -> None:
         """T16: archived now, then the archive trimmed (cutoff, then cap); counted as failed.
@@ -96,20 +80,8 @@ class ServerOps(BrokerBase):
         """
         self.check_message(msg)
         check_text("error", error)
-        q = msg.queue
         encoded = self.encode(msg.archived(error, self.now_s))
-        task_keys = [keys.active(q), keys.lease(q), keys.archived(q), keys.task(q, msg.id),
-                     *self.stats_keys(q)]
-        self.call("archive", task_keys,
-                  [msg.id, encoded, self.now_s, self.now_s - self.policy.archive_cutoff,
-                   self.policy.archive_capacity, keys.task_prefix(q), self.now_ms,
-                   self.stats_deadline_ms()])
-
-    def _msg_lock(self, msg: TaskMessage) -> list[str]:
-        """Asynq (BZ-4 variants) releases the lock the message names, so it goes in KEYS —
-        only when it is a lock of the message's queue (a foreign key would leave the slot)."""
-        own = msg.unique_key.startswith(keys.unique_prefix(msg.queue))
-        return [msg.unique_key] if own and self.quirk(Quirk.BZ4) else []
+        self.call(*calls.archive(msg, encoded, self.clock.now_ns, self.policy))
 
     # --- forwarder and janitor (T17, T25) ------------------------------------------------------
     def forward_if_ready(self, queue: str) -> int:
@@ -120,16 +92,14 @@ class ServerOps(BrokerBase):
         validation.check_queue(queue)
         moved = 0
         with self.unobserved():  # the retry source comes next
-            moved += self._forward_all(queue, keys.scheduled(queue))
-        return moved + self._forward_all(queue, keys.retry(queue))
+            moved += self._forward_all(queue, TaskState.SCHEDULED)
+        return moved + self._forward_all(queue, TaskState.RETRY)
 
-    def _forward_all(self, queue: str, source: str) -> int:
+    def _forward_all(self, queue: str, source: TaskState) -> int:
         moved = 0
+        call = calls.forward(queue, source, self.clock.now_ns, self.policy)
         while True:
-            taken, n = self.call(
-                "forward", [source, keys.pending(queue), keys.groups(queue)],
-                [self.now_s, keys.task_prefix(queue), self.clock.now_ns,
-                 keys.group_prefix(queue), self.policy.forward_batch])
+            taken, n = self.call(*call)
             moved += int(n)
             # Every id a batch takes leaves the source: a short batch took the last ready one.
             if int(taken) < self.policy.forward_batch:
@@ -138,8 +108,7 @@ class ServerOps(BrokerBase):
     def delete_expired_completed_tasks(self, queue: str) -> int:
         """T25: delete completed tasks whose retention ended; return how many."""
         validation.check_queue(queue)
-        return self._batches("delete_expired_completed", [keys.completed(queue)],
-                             [self.now_s, keys.task_prefix(queue)])
+        return self._batches(calls.delete_expired_completed(queue, self.clock.now_ns, self.policy))
 
     def delete_expired_archived_tasks(self, queue: str) -> int:
         """The reference janitor's archive cutoff: delete archived tasks older than
@@ -148,19 +117,16 @@ class ServerOps(BrokerBase):
         validation.check_queue(queue)
         if self.quirk(Quirk.LAZY_CUTOFF):
             return 0
-        return self._batches("delete_expired_archived", [keys.archived(queue)],
-                             [self.now_s - self.policy.archive_cutoff, keys.task_prefix(queue)],
-                             [self.now_ms])
+        return self._batches(calls.delete_expired_archived(queue, self.clock.now_ns, self.policy))
 
-    def _batches(self, script: str, keys_: list[str], args: list[Any],
-                 more_args: Sequence[Any] = ()) -> int:
-        """Run a janitor script (its ARGV: ``args``, the batch size, ``more_args``) until a
-        batch comes back short: every id a batch takes leaves the index, so a short one took
-        the last due id."""
+    def _batches(self, call: calls.Call) -> int:
+        """Run a janitor ``call`` (batches of ``policy.janitor_batch_size``) until a batch
+        comes back short: every id a batch takes leaves the index, so a short one took the last
+        due id."""
         size = self.policy.janitor_batch_size
         total = 0
         while True:
-            (n,) = self.call(script, keys_, [*args, size, *more_args])
+            (n,) = self.call(*call)
             total += int(n)
             if int(n) < size:
                 return total
@@ -171,8 +137,7 @@ class ServerOps(BrokerBase):
         lease order; ids without a hash (or without a msg) are skipped."""
         validation.check_queue(queue)
         check_int("cutoff", cutoff)
-        reply = self.call("list_lease_expired", [keys.lease(queue)],
-                          [cutoff, keys.task_prefix(queue)])
+        reply = self.call(*calls.list_lease_expired(queue, cutoff))
         return [self.decode(raw) for raw in reply]
 
     def recover(self, queue: str) -> int:
@@ -186,8 +151,7 @@ class ServerOps(BrokerBase):
         cutoff = self.now_s - self.policy.recover_skew
         if not self.quirk(Quirk.BZ7):  # the reference drops leases whose hash is gone
             with self.unobserved():  # the listing comes next
-                self.call("drop_dangling_leases", [keys.lease(queue), keys.active(queue)],
-                          [cutoff, keys.task_prefix(queue)])
+                self.call(*calls.drop_dangling_leases(queue, cutoff))
         expired = self.list_lease_expired(queue, cutoff)
         return retry_or_archive_expired(self, expired, self.now_s, self.policy)
 
@@ -197,8 +161,7 @@ class ServerOps(BrokerBase):
         validation.check_queue(queue)
         for task_id in task_ids:
             validation.check_task_id(task_id)
-        (n,) = self.call("extend_lease", [keys.lease(queue)],
-                         [self.now_s + self.policy.lease_duration, *task_ids])
+        (n,) = self.call(*calls.extend_lease(queue, task_ids, self.clock.now_ns, self.policy))
         return int(n)
 
     # --- aggregator (T21–T24) ------------------------------------------------------------------
@@ -209,13 +172,8 @@ class ServerOps(BrokerBase):
         validation.check_queue(queue)
         self.check_group(group)
         set_id = uuid.uuid4().hex if set_id is None else check_set_id(set_id)
-        p = self.policy
         (created,) = self.call(
-            "aggregation_check",
-            [keys.group(queue, group), keys.group_set(queue, group, set_id),
-             keys.aggregation_sets(queue), keys.groups(queue)],
-            [p.aggregation_max_size, p.aggregation_max_delay, p.aggregation_grace,
-             self.now_s + p.aggregation_timeout, self.now_s, group])
+            *calls.aggregation_check(queue, group, set_id, self.clock.now_ns, self.policy))
         return set_id if int(created) else None
 
     def read_aggregation_set(self, queue: str, group: str, set_id: str
@@ -227,10 +185,7 @@ class ServerOps(BrokerBase):
         validation.check_queue(queue)
         self.check_group(group)
         check_set_id(set_id)
-        deadline, *msgs = self.call(
-            "read_aggregation_set",
-            [keys.group_set(queue, group, set_id), keys.aggregation_sets(queue)],
-            [keys.task_prefix(queue)])
+        deadline, *msgs = self.call(*calls.read_aggregation_set(queue, group, set_id))
         return [self.decode(raw) for raw in msgs], int(float(deadline))
 
     def delete_aggregation_set(self, queue: str, group: str, set_id: str) -> None:
@@ -238,17 +193,13 @@ class ServerOps(BrokerBase):
         validation.check_queue(queue)
         self.check_group(group)
         check_set_id(set_id)
-        self.call("delete_aggregation_set",
-                  [keys.group_set(queue, group, set_id), keys.aggregation_sets(queue)],
-                  [keys.task_prefix(queue), self.now_ms])
+        self.call(*calls.delete_aggregation_set(queue, group, set_id, self.clock.now_ns))
 
     def reclaim_stale_aggregation_sets(self, queue: str) -> int:
         """T24: put the members of every set whose deadline passed back into its group;
         return how many sets."""
         validation.check_queue(queue)
-        (n,) = self.call("reclaim_stale_aggregation_sets",
-                         [keys.aggregation_sets(queue), keys.groups(queue)],
-                         [self.now_s, keys.group_prefix(queue)])
+        (n,) = self.call(*calls.reclaim_stale_aggregation_sets(queue, self.clock.now_ns))
         return int(n)
 
     # --- result writer and queue flag (T26, T27) -----------------------------------------------
@@ -260,7 +211,7 @@ class ServerOps(BrokerBase):
         validation.check_queue(queue)
         validation.check_task_id(task_id)
         check_bytes("data", data)
-        self.call("write_result", [keys.task(queue, task_id)], [data])
+        self.call(*calls.write_result(queue, task_id, data))
         return len(data)
 
     def pause(self, queue: str) -> None:
@@ -272,7 +223,7 @@ class ServerOps(BrokerBase):
         validation.check_queue(queue)
         if not self.quirk(Quirk.PAUSE_UNREGISTERED):
             self._require_registered(queue)
-        self.call("pause", [keys.paused(queue)], [self.now_s])
+        self.call(*calls.pause(queue, self.clock.now_ns))
 
     def unpause(self, queue: str) -> None:
         """T27: resume ``queue``. Raises QueueNotFoundError (unregistered queue) or
@@ -280,7 +231,7 @@ class ServerOps(BrokerBase):
         validation.check_queue(queue)
         if not self.quirk(Quirk.PAUSE_UNREGISTERED):
             self._require_registered(queue)
-        self.call("unpause", [keys.paused(queue)])
+        self.call(*calls.unpause(queue))
 
     def _require_registered(self, queue: str) -> None:
         # asynq:queues is a global key, so it is read by its own command, not in the script.

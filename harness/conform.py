@@ -31,6 +31,7 @@ from model.message import TaskMessage
 from model.policy import ASYNQ_POLICY, DAY, Policy
 from model.snapshot import KeyspaceSnapshot
 from model.states import TaskState
+from model.transitions import bulk_states
 
 #: Caller-side knobs of Asynq set so that every aggregation branch is reachable in few steps
 #: (AggregationCheck takes them as arguments); everything Asynq hard-codes keeps its value.
@@ -119,16 +120,9 @@ messages = st.builds(
 ttls = st.sampled_from((1, 30, 120))
 delays = st.sampled_from((0, 5, 60, 3600))
 bulk = {
-    kind: st.sampled_from([s for s in states if s is not TaskState.AGGREGATING]).map(
+    kind: st.sampled_from([s for s in bulk_states(kind) if s is not TaskState.AGGREGATING]).map(
         lambda s: (s, None)) | groups.map(lambda g: (TaskState.AGGREGATING, g))
-    for kind, states in (
-        ("delete_all", (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY,
-                        TaskState.ARCHIVED, TaskState.COMPLETED, TaskState.AGGREGATING)),
-        ("archive_all", (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY,
-                         TaskState.AGGREGATING)),
-        ("run_all", (TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED,
-                     TaskState.AGGREGATING)),
-    )
+    for kind in ("delete_all", "archive_all", "run_all")
 }
 
 _STRATEGIES: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {

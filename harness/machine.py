@@ -835,9 +835,8 @@ class KeyMachine(RuleBasedStateMachine):
             self._advance(p.aggregation_timeout + 1)
             self.both("reclaim_stale_aggregation_sets", queue)
         truth = self.truth(queue)
-        for state in (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY,
-                      TaskState.ARCHIVED, TaskState.COMPLETED):
-            if truth.get(keys.state_index(queue, state)) is not None:
+        for state in bulk_states("delete_all"):
+            if state is not TaskState.AGGREGATING and truth.get(keys.state_index(queue, state)) is not None:
                 self.both("delete_all_tasks", queue, state, None)
         for group in GROUPS:
             if truth.get(keys.group(queue, group)) is not None:

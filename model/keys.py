@@ -12,8 +12,10 @@ Cluster slot. Nothing else in the project spells a key name.
 from __future__ import annotations
 
 import hashlib
+import re
+from functools import lru_cache
 
-from model.states import TaskState
+from model.states import INDEXED_STATES, TaskState
 
 #: Global set of queue names (no hash tag; written outside per-queue scripts).
 ALL_QUEUES = "asynq:queues"
@@ -27,6 +29,24 @@ SCHEDULERS = "asynq:schedulers"
 def queue_prefix(queue: str) -> str:
     """``asynq:{<queue>}:`` — the prefix of every per-queue key."""
     return f"asynq:{{{queue}}}:"
+
+
+@lru_cache(maxsize=256)
+def queue_pattern(queue: str) -> str:
+    """The SCAN MATCH pattern of every key of ``queue``.
+
+    >>> print(queue_pattern("a*b"))
+    asynq:{a\\*b}:*
+    """
+    return glob_escape(queue_prefix(queue)) + "*"
+
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def glob_escape(text: str) -> str:
+    """Escape ``text`` for a SCAN MATCH pattern."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
 def task_prefix(queue: str) -> str:
@@ -139,21 +159,14 @@ def failed_daily(queue: str, date: str) -> str:
 
 
 def state_index(queue: str, state: TaskState) -> str:
-    """The list or zset named after a state (pending, active, scheduled, retry, archived, completed)."""
-    index = _INDEX_OF_STATE.get(state)
-    if index is None:
+    """The list or zset named after a state (one of ``INDEXED_STATES``).
+
+    >>> state_index("q", TaskState.RETRY) == retry("q")
+    True
+    """
+    if state not in INDEXED_STATES:
         raise ValueError(f"state {state.value!r} has no single index key")
-    return index(queue)
-
-
-_INDEX_OF_STATE = {
-    TaskState.PENDING: pending,
-    TaskState.ACTIVE: active,
-    TaskState.SCHEDULED: scheduled,
-    TaskState.RETRY: retry,
-    TaskState.ARCHIVED: archived,
-    TaskState.COMPLETED: completed,
-}
+    return queue_prefix(queue) + state.value
 
 
 def queue_of(key: str) -> str | None:

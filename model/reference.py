@@ -35,7 +35,7 @@ from model.message import TaskMessage
 from model.policy import MAX_INT64, Policy
 from model.recovery import retry_or_archive_expired
 from model.snapshot import FieldValue, KeyEntry, KeyspaceSnapshot, KeyType, Value, zset_value
-from model.states import TaskState
+from model.states import ZSET_STATES, TaskState
 from model.validation import (
     check_bool,
     check_bulk_state,
@@ -52,7 +52,6 @@ from model.validation import (
 )
 
 #: Zset states whose index is named after the state.
-_ZSET_STATES = (TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED, TaskState.COMPLETED)
 
 Hash = dict[str, FieldValue]
 ZSet = dict[str, int]
@@ -73,7 +72,7 @@ class QueueStore:
     active: list[str] = field(default_factory=list)
     lease: ZSet = field(default_factory=dict)
     #: scheduled, retry, archived, completed
-    index: dict[TaskState, ZSet] = field(default_factory=lambda: {s: {} for s in _ZSET_STATES})
+    index: dict[TaskState, ZSet] = field(default_factory=lambda: {s: {} for s in ZSET_STATES})
     #: group name → the ``g:<group>`` zset
     groups: dict[str, ZSet] = field(default_factory=dict)
     #: aggregation-set key (``g:<group>:<set id>``) → its members

@@ -38,12 +38,16 @@ class TaskState(StrEnum):
         return self is not TaskState.DELETED
 
 
-#: States whose members live in a sorted set named after the state (``asynq:{q}:<state>``).
-ZSET_STATES: frozenset[TaskState] = frozenset(
-    {TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED, TaskState.COMPLETED}
+# Tuples, not sets: callers iterate them, and a set of strings iterates in a different order
+# in every process.
+#: States whose members live in a list named after the state (``asynq:{q}:<state>``).
+LIST_STATES: tuple[TaskState, ...] = (TaskState.PENDING, TaskState.ACTIVE)
+#: States whose members live in a sorted set named after the state.
+ZSET_STATES: tuple[TaskState, ...] = (
+    TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED, TaskState.COMPLETED
 )
-#: States whose members live in a list named after the state.
-LIST_STATES: frozenset[TaskState] = frozenset({TaskState.PENDING, TaskState.ACTIVE})
+#: States whose members sit in exactly one index, named after the state (lists, then zsets).
+INDEXED_STATES: tuple[TaskState, ...] = LIST_STATES + ZSET_STATES
 #: Every state in which a task hash exists.
 LIVE_STATES: tuple[TaskState, ...] = tuple(s for s in TaskState if s.stored)
 

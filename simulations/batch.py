@@ -14,7 +14,7 @@ each command as it is queued, chunks are streamed while the engine keeps buildin
 are parsed by hiredis and handed over one by one (:meth:`Batch.results`) — and the three calls of a plain
 lifecycle have shortcuts (:meth:`Batch.enqueue_new` from a per-queue :class:`Template`,
 :meth:`Batch.dequeue`, :meth:`Batch.done` of a :class:`Dequeued` that is never fully decoded)
-queueing the very commands the broker methods would, with each queue's keys built once.
+queueing the very commands the broker methods would (the same :mod:`broker.calls` builders).
 
 >>> import fakeredis
 >>> from broker import Broker
@@ -37,15 +37,14 @@ from typing import Any
 
 import redis
 
+from broker import calls
 from broker.base import text
 from broker.codec import encode_message
 from broker.core import Broker
 from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
 from broker.scripting import Arg, full_source
-from broker.variants import Quirk
 from broker.wire import Wire, pack_command, wire_capable
 from model import keys
-from model.clock import utc_date
 from model.errors import ERROR_FOR
 from model.message import TaskMessage
 from model.transitions import Outcome
@@ -176,30 +175,6 @@ class _Deferred(Broker):
         self.queued += 1
 
 
-class _QueueKeys:
-    """One queue's fixed keys, validated and built once (the ``keys`` functions, not spelled)."""
-
-    __slots__ = ("active", "day", "lease", "paused", "pending", "processed_daily",
-                 "processed_total", "register", "task_prefix", "unique_prefix")
-
-    def __init__(self, queue: str) -> None:
-        check_queue(queue)
-        self.pending = keys.pending(queue)
-        self.paused = keys.paused(queue)
-        self.active = keys.active(queue)
-        self.lease = keys.lease(queue)
-        self.task_prefix = keys.task_prefix(queue)
-        self.processed_total = keys.processed_total(queue)
-        self.unique_prefix = keys.unique_prefix(queue)
-        self.day = -1  # the Unix day processed_daily was built for
-        self.processed_daily = ""
-        # What Broker.register sends before each enqueue-family script, encoded once.
-        self.register = pack_command(("SADD", keys.ALL_QUEUES, queue))
-
-
-_DAY_S = 86_400
-
-
 class Batch:
     """Collects broker operations and runs them in one pipeline.
 
@@ -208,9 +183,9 @@ class Batch:
     replies, so the same keyspace.
 
     Besides :meth:`submit` (any broker method), the three calls of a plain lifecycle have
-    shortcuts — :meth:`enqueue`, :meth:`dequeue`, :meth:`done` — that queue exactly the
-    commands the broker method would (same script, keys and arguments; a test compares the
-    keyspaces) with each queue's keys built once and no message decoded.
+    shortcuts — :meth:`enqueue_new`, :meth:`dequeue`, :meth:`done` — that queue exactly the
+    commands the broker method would (the same :mod:`broker.calls` builders; a test compares
+    the keyspaces) with each queue validated once and no message decoded.
     """
 
     def __init__(self, broker: Broker, wire: bool | None = None) -> None:
@@ -220,9 +195,9 @@ class Batch:
         self.wire = wire
         self._deferred = _Deferred(broker, wire)
         self._ops: list[tuple[object, int]] = []
-        self._queue_keys: dict[str, _QueueKeys] = {}
+        # Per validated queue, the SADD Broker.register sends before an enqueue, packed once.
+        self._registers: dict[str, bytes] = {}
         self._sha: dict[str, str] = {}  # SHA1 of the scripts the shortcuts loaded
-        self._bz4 = broker.quirk(Quirk.BZ4)
         pipe = self._deferred.pipe
         self._emit: Callable[[tuple[Arg, ...]], None] = (
             pipe.queue_command if wire else lambda command: pipe.execute_command(*command))
@@ -249,52 +224,42 @@ class Batch:
         building that message."""
         check_task_id(task_id)
         queue = template.msg.queue
-        k = self._keys(queue)
+        register = self._checked(queue)
         encoded = template.encode(task_id, payload)
         d = self._deferred
-        self._emit_register(queue, k.register)  # what d.register(queue) queues
+        self._emit_register(queue, register)  # what d.register(queue) queues
         d.queued += 1
-        now_ns = d.clock.now_ns
-        self._script(tag, "enqueue", (2, k.task_prefix + task_id, k.pending,
-                                      encoded, task_id, now_ns, now_ns // 1_000_000))
+        self._script(tag, calls.enqueue(queue, task_id, encoded, d.clock.now_ns))
 
     def dequeue(self, tag: object, queue: str) -> None:
         """``submit(tag, lambda d: d.dequeue(queue))``, faster; read the task with
         :meth:`Result.dequeued`."""
-        k = self._keys(queue)
+        self._checked(queue)
         d = self._deferred
-        self._script(tag, "dequeue", (4, k.pending, k.paused, k.active, k.lease,
-                                      d.now_s + d.policy.lease_duration, k.task_prefix))
+        self._script(tag, calls.dequeue(queue, d.clock.now_ns, d.policy))
 
     def done(self, tag: object, task: Dequeued) -> None:
         """``submit(tag, lambda d: d.done(msg))`` for the dequeued ``task``, faster."""
-        k = self._keys(task.queue)
+        self._checked(task.queue)
         d = self._deferred
-        now_s = d.now_s
-        if now_s // _DAY_S != k.day:  # the daily counter key changes at UTC midnight
-            k.day = now_s // _DAY_S
-            k.processed_daily = keys.processed_daily(task.queue, utc_date(now_s))
-        task_keys: tuple[Arg, ...] = (k.active, k.lease, k.task_prefix + task.id,
-                                      k.processed_daily, k.processed_total)
-        # Asynq variants (bz4) name the message's lock in KEYS, when it is a lock of this queue.
-        if self._bz4 and task.unique_key.startswith(k.unique_prefix):
-            task_keys += (task.unique_key,)
-        self._script(tag, "done", (len(task_keys), *task_keys, task.id,
-                                   d.clock.now_ns // 1_000_000, (now_s + d.policy.stats_ttl) * 1000))
+        self._script(tag, calls.done(task, d.clock.now_ns, d.policy, d.variant))
 
-    def _keys(self, queue: str) -> _QueueKeys:
-        found = self._queue_keys.get(queue)
-        if found is None:
-            found = self._queue_keys[queue] = _QueueKeys(queue)
-        return found
+    def _checked(self, queue: str) -> bytes:
+        """Validate ``queue`` (once); return the packed SADD that registers it."""
+        packed = self._registers.get(queue)
+        if packed is None:
+            check_queue(queue)
+            packed = self._registers[queue] = pack_command(("SADD", keys.ALL_QUEUES, queue))
+        return packed
 
-    def _script(self, tag: object, script: str, tail: tuple[Arg, ...]) -> None:
-        """Queue ``EVALSHA <script> numkeys keys… args…`` (``tail`` from numkeys on), as the
-        broker's runner would, minus its lookups."""
+    def _script(self, tag: object, call: calls.Call) -> None:
+        """Queue ``EVALSHA <script> numkeys keys… args…``, as the broker's runner would, minus
+        its lookups."""
+        script, keys_, args = call
         sha = self._sha.get(script)
         if sha is None:
             sha = self._sha[script] = self._load(script)
-        self._emit(("EVALSHA", sha, *tail))
+        self._emit(("EVALSHA", sha, len(keys_), *keys_, *args))
         self._ops.append((tag, self._deferred.queued_script()))
 
     def _load(self, script: str) -> str:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from broker.variants import all_names
+from model.states import TaskState
+from model.transitions import bulk_states
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -31,11 +33,10 @@ _SIZE_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 
 #: Operator actions and the inspector call each maps to.
 ACTIONS = ("archive-all", "delete-all", "run-all", "remove-queue", "pause", "unpause")
-_BULK_STATES = {
-    "archive-all": ("pending", "scheduled", "retry"),
-    "delete-all": ("pending", "scheduled", "retry", "archived", "completed"),
-    "run-all": ("scheduled", "retry", "archived"),
-}
+#: The states a bulk action takes: the inspector's, but aggregating (an action names no group).
+_BULK_STATES = {action: tuple(s.value for s in bulk_states(action.replace("-", "_"))
+                              if s is not TaskState.AGGREGATING)
+                for action in ("archive-all", "delete-all", "run-all")}
 LOOPS = ("forwarder", "janitor", "recoverer", "aggregator")
 OUTCOMES = ("success", "failure", "skip_retry", "revoke", "crash")
 

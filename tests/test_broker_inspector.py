@@ -696,8 +696,8 @@ def test_remove_queue_deletes_keys_written_after_the_scan(world: Callable[..., W
     w.task("s1", S)
     scan = w.broker._scan_queue
 
-    def scan_then_enqueue(queue: str, exclude: list[str]) -> list[str]:
-        found = scan(queue, exclude)
+    def scan_then_enqueue(queue: str) -> list[str]:
+        found = scan(queue)
         w.task("late", P, lock=True)
         w.task("late_g", AG, group="lg")
         return found

@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 import redis
 
-from broker import Broker
+from broker import Broker, calls
 from broker.servers import RedisServer
 from broker.wire import SPIN_US, Wire, default_spin_us, hand_over_to, pack_command, wire_capable
 from harness.fakelua import hand_over
@@ -155,7 +155,8 @@ def _refuse_unencodable(client: redis.Redis) -> None:
     broker.register("q")
     before = sorted(client.keys("*"))
     with pytest.raises(TypeError):
-        broker.call("pause", [keys.paused("q")], [object()])  # type: ignore[list-item]
+        script, keys_, _ = calls.pause("q", broker.clock.now_ns)
+        broker.call(script, keys_, [object()])  # type: ignore[list-item]
     assert sorted(client.keys("*")) == before
     broker.pause("q")  # the broker's pipeline was emptied: the next call is its own
     assert broker.snapshot("q").get(keys.paused("q")) is not None
