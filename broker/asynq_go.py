@@ -208,13 +208,6 @@ class AsynqGoBroker(BrokerBase):
         self._driver = DriverProcess(build_driver(version), url)
         self._check_alive()
 
-    def observe(self, queue: str | None) -> None:
-        """Refused: Asynq's code writes through the driver's own connection, so a keyspace read
-        alongside a script call could not be kept up to date (see :meth:`BrokerBase.observe`)."""
-        if queue is not None:
-            raise TypeError("AsynqGoBroker cannot observe a queue: Asynq writes through the "
-                            "driver's own connection; call snapshot() instead")
-
     @staticmethod
     def variant_for(version: str) -> str:
         """Our variant that claims to behave like Asynq ``version``."""

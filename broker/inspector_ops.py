@@ -112,7 +112,7 @@ pending, scheduled, retry, archived, completed, aggregating
         self.call("remove_queue", fixed + found,
                   [int(force), keys.task_prefix(queue), keys.group_prefix(queue),
                    keys.queue_prefix(queue)])
-        self.client.srem(keys.ALL_QUEUES, queue)
+        self._command("SREM", keys.ALL_QUEUES, queue)
 
     # --- helpers ------------------------------------------------------------------------------
     def _require_queue(self, queue: str) -> None:

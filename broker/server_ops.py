@@ -118,9 +118,7 @@ class ServerOps(BrokerBase):
         Runs batches of ``policy.forward_batch`` until one is empty; returns how many moved.
         """
         validation.check_queue(queue)
-        moved = 0
-        with self.unobserved():  # the retry source comes next
-            moved += self._forward_all(queue, keys.scheduled(queue))
+        moved = self._forward_all(queue, keys.scheduled(queue))
         return moved + self._forward_all(queue, keys.retry(queue))
 
     def _forward_all(self, queue: str, source: str) -> int:
@@ -185,9 +183,8 @@ class ServerOps(BrokerBase):
         """
         cutoff = self.now_s - self.policy.recover_skew
         if not self.quirk(Quirk.BZ7):  # the reference drops leases whose hash is gone
-            with self.unobserved():  # the listing comes next
-                self.call("drop_dangling_leases", [keys.lease(queue), keys.active(queue)],
-                          [cutoff, keys.task_prefix(queue)])
+            self.call("drop_dangling_leases", [keys.lease(queue), keys.active(queue)],
+                      [cutoff, keys.task_prefix(queue)])
         expired = self.list_lease_expired(queue, cutoff)
         return retry_or_archive_expired(self, expired, self.now_s, self.policy)
 
