@@ -39,13 +39,13 @@ from typing import IO, Any
 import redis
 
 from broker.base import BrokerBase, queue_pattern
+from broker.processor import recover_expired
 from broker.scripting import TTL_SHIFT_MS
 from model import keys, validation
 from model.clock import VirtualClock
 from model.errors import ERROR_FOR, KeysimError, ScriptError
 from model.message import TaskMessage
 from model.policy import DAY, Policy
-from model.recovery import retry_or_archive_expired
 from model.states import TaskState
 from model.transitions import Outcome
 
@@ -375,7 +375,7 @@ class AsynqGoBroker(BrokerBase):
         # Before v0.25.0 a lease id without a hash comes back as a zero-value message (BZ-7);
         # Asynq's Archive of it answers NOT FOUND and the recoverer moves on: skip it here.
         expired = [msg for msg in expired if msg.queue]
-        return retry_or_archive_expired(self, expired, self.now_s, self.policy)
+        return recover_expired(self, expired)
 
     def extend_lease(self, queue: str, *task_ids: str) -> int:
         """T20 via ``RDB.ExtendLease``; the count is how many ids had a lease before."""

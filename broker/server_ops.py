@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from broker.base import BrokerBase
+from broker.processor import recover_expired
 from broker.variants import Quirk
 from model import keys, validation
 from model.errors import QueueNotFoundError
 from model.message import TaskMessage
-from model.recovery import retry_or_archive_expired
 from model.validation import check_bool, check_bytes, check_int, check_set_id, check_text
 
 __all__ = ["ServerOps"]
@@ -115,7 +115,8 @@ class ServerOps(BrokerBase):
     def forward_if_ready(self, queue: str) -> int:
         """T17: move every ready scheduled, then retry, task to pending (or its group).
 
-        Runs batches of ``policy.forward_batch`` until one is empty; returns how many moved.
+        Runs batches of ``policy.forward_batch`` per source until one comes back short;
+        returns how many moved.
         """
         validation.check_queue(queue)
         moved = self._forward_all(queue, keys.scheduled(queue))
@@ -177,16 +178,17 @@ class ServerOps(BrokerBase):
         """T19: retry (or archive, once retries are used up) every task whose lease ended more
         than ``policy.recover_skew`` seconds ago; return how many moved.
 
-        As Asynq's recoverer, a task another actor moved meanwhile (NOT FOUND) or a script that
-        fails part-way (ScriptError) is skipped, not raised. Expired lease ids whose hash is
-        gone are first dropped from lease and active (Asynq leaves them: quirk ``bz7``).
+        As Asynq's recoverer (:func:`broker.processor.recover_expired`), a task another actor
+        moved meanwhile (NOT FOUND) or a script that fails part-way (ScriptError) is skipped,
+        not raised. Expired lease ids whose hash is gone are first dropped from lease and
+        active (Asynq leaves them: quirk ``bz7``).
         """
         cutoff = self.now_s - self.policy.recover_skew
         if not self.quirk(Quirk.BZ7):  # the reference drops leases whose hash is gone
             self.call("drop_dangling_leases", [keys.lease(queue), keys.active(queue)],
                       [cutoff, keys.task_prefix(queue)])
         expired = self.list_lease_expired(queue, cutoff)
-        return retry_or_archive_expired(self, expired, self.now_s, self.policy)
+        return recover_expired(self, expired)
 
     def extend_lease(self, queue: str, *task_ids: str) -> int:
         """T20: renew the leases of ``task_ids`` to now + lease_duration; return how many of

@@ -47,11 +47,13 @@ from hypothesis.stateful import (
 )
 
 from broker import Broker
+from broker.processor import finishing
 from broker.scripting import TTL_SHIFT_MS
 from harness.fakelua import compile_once, hand_over
 from harness.observe import Observer
 from model import keys
 from model.clock import VirtualClock
+from model.endings import Ending
 from model.errors import KeysimError, ScriptError
 from model.invariants import INDEX_FAMILIES, Family, Violation, check_all, classify
 from model.message import TaskMessage
@@ -105,6 +107,10 @@ picks = st.integers(0, 3)
 #: How a worker's run of a task ends (weighted toward the usual outcomes by repetition).
 outcomes = st.sampled_from(
     ["succeed", "succeed", "fail", "fail", "fail_uncounted", "skip_retry", "requeue", "crash"])
+#: The ending each outcome but ``crash`` reports (a crashed worker reports nothing).
+_ENDINGS = {"succeed": Ending.SUCCESS, "fail": Ending.FAILURE,
+            "fail_uncounted": Ending.UNCOUNTED_FAILURE, "skip_retry": Ending.SKIP_RETRY,
+            "requeue": Ending.ABORTED}
 
 
 @dataclass(frozen=True)
@@ -419,16 +425,16 @@ class KeyMachine(RuleBasedStateMachine):
         self._process(self.stale.pop(task_id), how)
 
     def _process(self, msg: TaskMessage, how: str) -> None:
-        if how == "succeed":
-            self.both("mark_as_complete" if msg.retention > 0 else "done", msg)
-        elif how == "requeue":
-            self.both("requeue", msg)
-        elif how == "skip_retry" or msg.retried >= msg.retry:
-            self.both("archive", msg, "boom")
-        else:
-            delay = self.config.policy.retry_delay_for(msg.id, msg.retried)
-            self.both("retry", msg, self.clock.seconds + delay, "boom",
-                      is_failure=how != "fail_uncounted")
+        """The worker's ending: the implementations decide the call (``broker.processor``),
+        the model decides on its own, and the two calls must agree before both run it."""
+        ending = _ENDINGS[how]
+        call = finishing(msg, ending, "boom", self.clock.seconds, self.config.policy)
+        if self.config.oracle:
+            expected = self.model.finishing(msg, ending, "boom")
+            if expected != call:
+                raise self._leak("agreement", f"{how} of {msg.id!r} ended differently",
+                                 f"  model : {expected!r}\n  broker: {call!r}")
+        self.both(call.operation, *call.args, **call.kwargs)
 
     @precondition(lambda self: bool(self.in_hand))
     @rule()

@@ -36,10 +36,10 @@ from broker import Broker
 from broker.scripting import TTL_SHIFT_MS
 from model import keys
 from model.clock import VirtualClock
+from model.endings import LEASE_EXPIRED
 from model.errors import AlreadyInStateError, QueueNotFoundError, ScriptError, TaskNotFoundError
 from model.message import TaskMessage
 from model.policy import ASYNQ_POLICY, DAY, Policy
-from model.recovery import LEASE_EXPIRED
 from model.snapshot import KeyEntry
 
 V024 = "asynq-v0.24.0"
