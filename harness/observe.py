@@ -37,9 +37,9 @@ _SNAPSHOT_COMMANDS = 2
 
 
 class Observer:
-    """Reads ``queue``'s keyspace in the round trip of each of ``broker``'s script calls.
+    """Reads ``queue``'s keyspace in the round trip of each batch ``broker`` sends.
 
-    ``broker`` must be a :class:`~broker.Broker`, whose every operation is a script call on
+    ``broker`` must be a :class:`~broker.Broker`, whose every write goes out on
     ``broker.wire``; the Go-backed broker is refused with TypeError (Asynq writes through the
     driver's own connection, so an observation could not be kept up to date).
     """
@@ -49,8 +49,9 @@ class Observer:
             raise TypeError(f"{type(broker).__name__} cannot be observed: its writes do not "
                             "go through a broker pipeline; call snapshot() instead")
         keys.validate_name("queue", queue)
-        # Weakly: the broker holds its wire, which holds this observer, which must not keep the
-        # broker alive (its held connection goes back to the pool when it is collected).
+        # Weakly: the broker holds its wire, which holds this observer; a strong reference back
+        # would make a cycle that only the garbage collector frees (and with the broker, the
+        # connection it holds).
         self.broker: Broker = weakref.proxy(broker)
         self.queue = queue
         self.served = 0  # snapshots answered from an observation
