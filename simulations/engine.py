@@ -3,10 +3,11 @@
 Time advances in steps of ``spec.step`` seconds (default 1). At each step, in this order:
 
 1. operator actions due (inspector calls);
-2. handler completions due, by outcome — success: ``done`` (retention 0) or
-   ``mark_as_complete``; failure: ``retry`` at now + retry delay while ``retried < retry``,
-   else ``archive``; skip-retry: ``archive``; revoke: ``done``; crash: nothing (the process
-   died, nobody extends the lease, a recoverer moves the task later);
+2. handler completions due, by outcome, as ``broker.processor.finishing`` decides — success:
+   ``done`` (retention 0) or ``mark_as_complete``; failure: ``retry`` at now + retry delay
+   while ``retried < retry``, else ``archive``; skip-retry: ``archive``; revoke: ``done``;
+   crash: nothing (the process died, nobody extends the lease, a recoverer moves the task
+   later);
 3. arrivals: enqueue / schedule / add-to-group, unique or not, as Asynq's client routes them;
 4. heartbeats due: ``extend_lease`` for every in-flight, non-crashed task of that server;
 5. (2–4 run as one pipeline, :class:`simulations.batch.Batch`)
