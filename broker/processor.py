@@ -11,12 +11,22 @@ simulation engine and the stateful machine's workers. The reference model decide
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Protocol
 
 from model.endings import LEASE_EXPIRED, Ending, Finish
 from model.errors import ScriptError, TaskNotFoundError
 from model.message import TaskMessage
 from model.policy import Policy
+
+
+class Processing(Protocol):
+    """What ending a task needs of an implementation: its clock, its policy and (looked up by
+    name, see :class:`~model.endings.Finish`) the :class:`~model.api.KeyProtocol` operations."""
+
+    @property
+    def now_s(self) -> int: ...
+    @property
+    def policy(self) -> Policy: ...
 
 
 def retries_exhausted(msg: TaskMessage) -> bool:
@@ -67,15 +77,15 @@ def finishing(msg: TaskMessage, ending: Ending, error: str, now_s: int, policy: 
                   {"is_failure": ending is not Ending.UNCOUNTED_FAILURE})
 
 
-def finish(impl: Any, msg: TaskMessage, ending: Ending, error: str) -> str:
-    """End active task ``msg`` on ``impl`` (a broker: its ``now_s``, ``policy`` and operations)
-    as :func:`finishing` decides; return the operation's name. Its errors propagate."""
+def finish(impl: Processing, msg: TaskMessage, ending: Ending, error: str) -> str:
+    """End active task ``msg`` on ``impl`` as :func:`finishing` decides; return the operation's
+    name. Its errors propagate."""
     call = finishing(msg, ending, error, impl.now_s, impl.policy)
     getattr(impl, call.operation)(*call.args, **call.kwargs)
     return call.operation
 
 
-def recover_expired(impl: Any, expired: Iterable[TaskMessage]) -> int:
+def recover_expired(impl: Processing, expired: Iterable[TaskMessage]) -> int:
     """Asynq's recoverer: end each lease-expired message on ``impl`` as a failure with
     :data:`~model.endings.LEASE_EXPIRED`; return how many moved. A task no longer active (NOT
     FOUND) or a script failing part-way is skipped, as Asynq's recoverer logs and moves on."""
@@ -89,4 +99,4 @@ def recover_expired(impl: Any, expired: Iterable[TaskMessage]) -> int:
     return moved
 
 
-__all__ = ["finish", "finishing", "recover_expired", "retries_exhausted", "success_operation"]
+__all__ = ["Processing", "finish", "finishing", "recover_expired", "retries_exhausted", "success_operation"]
