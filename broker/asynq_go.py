@@ -39,13 +39,13 @@ from typing import IO, Any
 import redis
 
 from broker.base import BrokerBase
+from broker.processor import recover_expired
 from broker.scripting import TTL_SHIFT_MS
 from model import keys, validation
 from model.clock import VirtualClock
 from model.errors import ERROR_FOR, KeysimError, ScriptError
 from model.message import TaskMessage
 from model.policy import DAY, Policy
-from model.recovery import retry_or_archive_expired
 from model.states import TaskState
 from model.transitions import Outcome
 
@@ -207,13 +207,6 @@ class AsynqGoBroker(BrokerBase):
         self._normalise = self.client.register_script(_NORMALISE_LUA)
         self._driver = DriverProcess(build_driver(version), url)
         self._check_alive()
-
-    def observe(self, queue: str | None) -> None:
-        """Refused: Asynq's code writes through the driver's own connection, so a keyspace read
-        alongside a script call could not be kept up to date (see :meth:`BrokerBase.observe`)."""
-        if queue is not None:
-            raise TypeError("AsynqGoBroker cannot observe a queue: Asynq writes through the "
-                            "driver's own connection; call snapshot() instead")
 
     @staticmethod
     def variant_for(version: str) -> str:
@@ -382,7 +375,7 @@ class AsynqGoBroker(BrokerBase):
         # Before v0.25.0 a lease id without a hash comes back as a zero-value message (BZ-7);
         # Asynq's Archive of it answers NOT FOUND and the recoverer moves on: skip it here.
         expired = [msg for msg in expired if msg.queue]
-        return retry_or_archive_expired(self, expired, self.now_s, self.policy)
+        return recover_expired(self, expired)
 
     def extend_lease(self, queue: str, *task_ids: str) -> int:
         """T20 via ``RDB.ExtendLease``; the count is how many ids had a lease before."""

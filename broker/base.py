@@ -3,8 +3,7 @@ script calls, status mapping, input validation, queue registration and snapshots
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -44,25 +43,21 @@ class BrokerBase:
         self.policy = policy if policy is not None else self.variant.policy
         self.clock = clock if clock is not None else VirtualClock()
         self._run = ScriptRunner.shared(client, self.variant)
-        # Every script call, with what is pipelined with it, goes out on this lean pipeline,
-        # on a connection of its own for the broker's lifetime.
-        self._wire = Wire(client, hold=True)
-        self._observing: str | None = None  # see observe()
-        self._quiet = 0  # depth of unobserved() blocks
-        self._observed: tuple[list[Any], bool] | None = None  # (keys, registered) of _observing
+        #: The pipeline every write (script call or command) and every snapshot goes out on,
+        #: on a connection of its own for the broker's lifetime. Whatever stands here is used:
+        #: a wrapper with the same methods may add commands to each batch (harness.observe does).
+        self.wire: Any = Wire(client, hold=True)
 
     @property
     def client(self) -> redis.Redis:
-        """The Redis client. Whoever takes it may change the keyspace behind the broker's back,
-        so taking it forgets what :meth:`observe` saw."""
-        self._observed = None
+        """The Redis client the broker runs on."""
         return self._client
 
     def release_connection(self) -> None:
         """Give the connection the broker's script calls hold back to the client's pool (the
         next call takes one again). Brokers that come and go on one client — one per example
         of the stateful machine — call this when done, rather than wait for the collector."""
-        self._wire.release()
+        self.wire.release()
 
     # --- variant ---------------------------------------------------------------------------
     def quirk(self, quirk: Quirk) -> bool:
@@ -103,27 +98,25 @@ class BrokerBase:
 
     def _script(self, script: str, keys_: Sequence[str], args: Sequence[Arg],
                 register: str | None) -> Any:
-        """The script's raw reply; sent alone, or pipelined after the registration and before
-        the snapshot :meth:`observe` asks for."""
-        observing = self._observing
-        if self._quiet:
-            observing, self._observed = None, None  # see unobserved()
-
+        """The script's raw reply; sent alone, or pipelined after the registration."""
         def queue_all(pipe: Any) -> None:
             if register is not None:
                 pipe.sadd(keys.ALL_QUEUES, register)
             self._run.queue_on(pipe, script, keys_, args)
-            if observing is not None:
-                self._queue_snapshot(pipe, observing)
         at = 0 if register is None else 1
         replies = self._execute(queue_all, script_at=at)
-        if observing is not None:
-            found, registered = replies[at + 1:]
-            self._observed = None if isinstance(found, Exception) else (found, bool(registered))
         for reply in replies[:at + 1]:
             if isinstance(reply, Exception):
                 raise reply
         return replies[at]
+
+    def _command(self, *command: Arg) -> Any:
+        """Send one plain command; its reply. Like every write of the broker, it goes out on
+        :attr:`wire`, so whatever wraps the wire sees every change the broker makes."""
+        (reply,) = self._execute(lambda pipe: pipe.queue_command(command))
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     # --- validation ------------------------------------------------------------------------
     # The rules live in model.validation, shared with the reference model; these bind policy.
@@ -146,66 +139,31 @@ class BrokerBase:
     # --- registry --------------------------------------------------------------------------
     def register(self, queue: str) -> None:
         """SADD asynq:queues, as Asynq's client does before every enqueue-family script."""
-        self.client.sadd(keys.ALL_QUEUES, queue)
+        self._command("SADD", keys.ALL_QUEUES, queue)
 
     def queues(self) -> frozenset[str]:
         """Members of ``asynq:queues``."""
         return frozenset(text(m) for m in self.client.smembers(keys.ALL_QUEUES))
 
-    # --- observation -----------------------------------------------------------------------
-    def observe(self, queue: str | None) -> None:
-        """From now on read ``queue``'s keyspace in the same round trip as every script call
-        (None: stop), so that :meth:`snapshot` of ``queue`` costs no round trip while nothing
-        else has touched the keyspace since (taking :attr:`client` counts as touching it).
-
-        A stateful test reads the keyspace after every step; on a real server this halves its
-        round trips. Virtual time may pass in between: TTLs are judged when the snapshot is made.
-
-        >>> import fakeredis
-        >>> from broker import Broker
-        >>> broker = Broker(fakeredis.FakeRedis())
-        >>> broker.observe("q")
-        >>> broker.enqueue(TaskMessage(type="t", payload=None, id="t1", queue="q"))
-        >>> sorted(broker.snapshot("q").entries)  # answered from the enqueue's round trip
-        ['asynq:{q}:pending', 'asynq:{q}:t:t1']
-        """
-        if queue is not None:
-            keys.validate_name("queue", queue)
-        self._observing, self._observed = queue, None
-
-    @contextmanager
-    def unobserved(self) -> Iterator[None]:
-        """Within the block, script calls do not read the keyspace back: the caller makes more
-        calls before it looks. What :meth:`observe` saw is forgotten at the first of them; the
-        first call after the block observes again (a :meth:`snapshot` before it asks Redis).
-
-        >>> import fakeredis
-        >>> from broker import Broker
-        >>> broker = Broker(fakeredis.FakeRedis())
-        >>> broker.observe("q")
-        >>> with broker.unobserved():
-        ...     broker.enqueue(TaskMessage(type="t", payload=None, id="t1", queue="q"))
-        >>> sorted(broker.snapshot("q").entries)  # read in a round trip of its own
-        ['asynq:{q}:pending', 'asynq:{q}:t:t1']
-        """
-        self._quiet += 1
-        try:
-            yield
-        finally:
-            self._quiet -= 1
-
+    # --- snapshots ---------------------------------------------------------------------------
     def snapshot(self, queue: str) -> KeyspaceSnapshot:
-        """Every live key of ``queue`` in one round trip (a pipeline of one script + SISMEMBER),
-        or none when :meth:`observe` saw it after the last change."""
+        """Every live key of ``queue``, read in one round trip (the snapshot script and a
+        SISMEMBER, see :meth:`queue_snapshot`)."""
         keys.validate_name("queue", queue)
-        if queue != self._observing or self._observed is None:
-            found, registered = self._execute(lambda pipe: self._queue_snapshot(pipe, queue))
-            if isinstance(found, Exception):
-                raise found
-            if queue == self._observing:
-                self._observed = (found, bool(registered))
-        else:
-            found, registered = self._observed
+        found, registered = self._execute(lambda pipe: self.queue_snapshot(pipe, queue))
+        if isinstance(found, Exception):
+            raise found
+        return self.snapshot_from(queue, found, registered)
+
+    def queue_snapshot(self, pipe: Any, queue: str) -> None:
+        """Queue on ``pipe`` the two commands a snapshot of ``queue`` reads: the snapshot script
+        (every key of ``queue``, whatever its TTL) and SISMEMBER of ``asynq:queues``."""
+        self._run.queue_on(pipe, *calls.snapshot(queue))
+        pipe.sismember(keys.ALL_QUEUES, queue)
+
+    def snapshot_from(self, queue: str, found: list[Any], registered: Any) -> KeyspaceSnapshot:
+        """The snapshot of ``queue`` from the replies to :meth:`queue_snapshot`'s commands,
+        judged now: keys whose virtual TTL has passed since they were read are left out."""
         now = self.now_ms
         entries = {entry.key: entry for entry in map(self._entry, found)
                    if entry.expire_at_ms is None or entry.expire_at_ms > now}
@@ -217,21 +175,16 @@ class BrokerBase:
         (NOSCRIPT: it did not run); another script's NOSCRIPT only makes the next call reload."""
         for attempt in (1, 2):
             try:
-                queue_all(self._wire)
+                queue_all(self.wire)
             except BaseException:
-                self._wire.reset()
+                self.wire.reset()
                 raise
-            replies = self._wire.execute()
+            replies: list[Any] = self.wire.execute()
             if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                 self._run.forget()
             if attempt == 2 or not isinstance(replies[script_at], redis.exceptions.NoScriptError):
                 break
         return replies
-
-    def _queue_snapshot(self, pipe: Any, queue: str) -> None:
-        """Queue the snapshot script (every key of ``queue``, whatever its TTL) and SISMEMBER."""
-        self._run.queue_on(pipe, *calls.snapshot(queue))
-        pipe.sismember(keys.ALL_QUEUES, queue)
 
     @staticmethod
     def _entry(raw: list[Any]) -> KeyEntry:

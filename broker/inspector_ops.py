@@ -98,7 +98,7 @@ pending, scheduled, retry, archived, completed, aggregating
         self._require_queue(queue)
         found = () if self.quirk(Quirk.BZ12) else self._scan_queue(queue)
         self.call(*calls.remove_queue(queue, force, found))
-        self.client.srem(keys.ALL_QUEUES, queue)
+        self._command("SREM", keys.ALL_QUEUES, queue)
 
     # --- helpers ------------------------------------------------------------------------------
     def _require_queue(self, queue: str) -> None:

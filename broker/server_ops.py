@@ -6,11 +6,11 @@ import uuid
 
 from broker import calls
 from broker.base import BrokerBase
+from broker.processor import recover_expired
 from broker.variants import Quirk
 from model import keys, validation
 from model.errors import QueueNotFoundError
 from model.message import TaskMessage
-from model.recovery import retry_or_archive_expired
 from model.states import TaskState
 from model.validation import check_bool, check_bytes, check_int, check_set_id, check_text
 
@@ -87,12 +87,11 @@ class ServerOps(BrokerBase):
     def forward_if_ready(self, queue: str) -> int:
         """T17: move every ready scheduled, then retry, task to pending (or its group).
 
-        Runs batches of ``policy.forward_batch`` until one is empty; returns how many moved.
+        Runs batches of ``policy.forward_batch`` per source until one comes back short;
+        returns how many moved.
         """
         validation.check_queue(queue)
-        moved = 0
-        with self.unobserved():  # the retry source comes next
-            moved += self._forward_all(queue, TaskState.SCHEDULED)
+        moved = self._forward_all(queue, TaskState.SCHEDULED)
         return moved + self._forward_all(queue, TaskState.RETRY)
 
     def _forward_all(self, queue: str, source: TaskState) -> int:
@@ -144,16 +143,16 @@ class ServerOps(BrokerBase):
         """T19: retry (or archive, once retries are used up) every task whose lease ended more
         than ``policy.recover_skew`` seconds ago; return how many moved.
 
-        As Asynq's recoverer, a task another actor moved meanwhile (NOT FOUND) or a script that
-        fails part-way (ScriptError) is skipped, not raised. Expired lease ids whose hash is
-        gone are first dropped from lease and active (Asynq leaves them: quirk ``bz7``).
+        As Asynq's recoverer (:func:`broker.processor.recover_expired`), a task another actor
+        moved meanwhile (NOT FOUND) or a script that fails part-way (ScriptError) is skipped,
+        not raised. Expired lease ids whose hash is gone are first dropped from lease and
+        active (Asynq leaves them: quirk ``bz7``).
         """
         cutoff = self.now_s - self.policy.recover_skew
         if not self.quirk(Quirk.BZ7):  # the reference drops leases whose hash is gone
-            with self.unobserved():  # the listing comes next
-                self.call(*calls.drop_dangling_leases(queue, cutoff))
+            self.call(*calls.drop_dangling_leases(queue, cutoff))
         expired = self.list_lease_expired(queue, cutoff)
-        return retry_or_archive_expired(self, expired, self.now_s, self.policy)
+        return recover_expired(self, expired)
 
     def extend_lease(self, queue: str, *task_ids: str) -> int:
         """T20: renew the leases of ``task_ids`` to now + lease_duration; return how many of

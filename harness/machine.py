@@ -47,10 +47,13 @@ from hypothesis.stateful import (
 )
 
 from broker import Broker
+from broker.processor import finishing
 from broker.scripting import TTL_SHIFT_MS
 from harness.fakelua import compile_once, hand_over
+from harness.observe import Observer
 from model import keys
 from model.clock import VirtualClock
+from model.endings import Ending
 from model.errors import KeysimError, ScriptError
 from model.invariants import INDEX_FAMILIES, Family, Violation, check_all, classify
 from model.message import TaskMessage
@@ -104,6 +107,10 @@ picks = st.integers(0, 3)
 #: How a worker's run of a task ends (weighted toward the usual outcomes by repetition).
 outcomes = st.sampled_from(
     ["succeed", "succeed", "fail", "fail", "fail_uncounted", "skip_retry", "requeue", "crash"])
+#: The ending each outcome but ``crash`` reports (a crashed worker reports nothing).
+_ENDINGS = {"succeed": Ending.SUCCESS, "fail": Ending.FAILURE,
+            "fail_uncounted": Ending.UNCOUNTED_FAILURE, "skip_retry": Ending.SKIP_RETRY,
+            "requeue": Ending.ABORTED}
 
 
 @dataclass(frozen=True)
@@ -267,10 +274,10 @@ class KeyMachine(RuleBasedStateMachine):
         self.model = ReferenceModel(cfg.policy, self.clock)
         self.sut: Any = make_broker(cfg, self.clock)
         self.in_memory = isinstance(getattr(self.sut, "client", None), fakeredis.FakeRedis)
-        if isinstance(self.sut, Broker) and not self.in_memory:
-            # A real server: read the keyspace in each script's round trip (fakeredis is read
-            # from memory instead, see read()).
-            self.sut.observe(QUEUES[0])
+        # A real server: read the keyspace in each script's round trip (fakeredis is read
+        # from memory instead, see read()).
+        self.observer = Observer(self.sut, QUEUES[0]) \
+            if isinstance(self.sut, Broker) and not self.in_memory else None
         self.in_hand: dict[str, TaskMessage] = {}  # dequeued by a live worker
         self.stale: dict[str, TaskMessage] = {}  # held by a worker that crashed or lost its lease
         self.staged: list[tuple[str, str, str]] = []  # (queue, group, set id)
@@ -324,10 +331,10 @@ class KeyMachine(RuleBasedStateMachine):
     @contextmanager
     def _not_last(self) -> Iterator[None]:
         """The broker calls in the block are not the step's last: a real server need not send
-        the keyspace back after each of them (``Broker.unobserved``); the check after the step
+        the keyspace back after each of them (``Observer.quiet``); the check after the step
         reads it in any case."""
-        if isinstance(self.sut, Broker):
-            with self.sut.unobserved():
+        if self.observer is not None:
+            with self.observer.quiet():
                 yield
         else:
             yield
@@ -418,16 +425,16 @@ class KeyMachine(RuleBasedStateMachine):
         self._process(self.stale.pop(task_id), how)
 
     def _process(self, msg: TaskMessage, how: str) -> None:
-        if how == "succeed":
-            self.both("mark_as_complete" if msg.retention > 0 else "done", msg)
-        elif how == "requeue":
-            self.both("requeue", msg)
-        elif how == "skip_retry" or msg.retried >= msg.retry:
-            self.both("archive", msg, "boom")
-        else:
-            delay = self.config.policy.retry_delay_for(msg.id, msg.retried)
-            self.both("retry", msg, self.clock.seconds + delay, "boom",
-                      is_failure=how != "fail_uncounted")
+        """The worker's ending: the implementations decide the call (``broker.processor``),
+        the model decides on its own, and the two calls must agree before both run it."""
+        ending = _ENDINGS[how]
+        call = finishing(msg, ending, "boom", self.clock.seconds, self.config.policy)
+        if self.config.oracle:
+            expected = self.model.finishing(msg, ending, "boom")
+            if expected != call:
+                raise self._leak("agreement", f"{how} of {msg.id!r} ended differently",
+                                 f"  model : {expected!r}\n  broker: {call!r}")
+        self.both(call.operation, *call.args, **call.kwargs)
 
     @precondition(lambda self: bool(self.in_hand))
     @rule()
@@ -625,7 +632,9 @@ class KeyMachine(RuleBasedStateMachine):
         """The broker's keyspace of ``queue`` now (read straight from a fakeredis server's
         memory when possible: same content as ``sut.snapshot``, without the Lua round trip)."""
         fast = _fake_snapshot(self.sut, queue) if self.in_memory else None
-        return fast if fast is not None else self.sut.snapshot(queue)
+        if fast is not None:
+            return fast
+        return self.sut.snapshot(queue) if self.observer is None else self.observer.snapshot(queue)
 
     def _check_invariants(self, queue: str = QUEUES[0], note: str = "") -> KeyspaceSnapshot:
         """Raise the first invariant the broker's keyspace breaks; return the snapshot.
@@ -743,12 +752,17 @@ class KeyMachine(RuleBasedStateMachine):
         self.steps.append(f"evict({queue!r}, {task_id!r})")
         self.step_ops.append(Op("evict", (queue, task_id), "ok"))
         self.model.evict(queue, task_id)
-        self.sut.client.delete(keys.task(queue, task_id))
+        self._behind_the_broker().delete(keys.task(queue, task_id))
         self.evicted.add((queue, task_id))
         self.ever_evicted.add((queue, task_id))
         if resubmit and isinstance(old, TaskMessage) and not self._blocked(queue, task_id):
             self.both("enqueue", self.message(task_id, queue, old.payload, old.retry,
                                               old.retention))
+
+    def _behind_the_broker(self) -> redis.Redis:
+        """The broker's client, for a write the broker does not make (what was observed is
+        forgotten)."""
+        return self.sut.client if self.observer is None else self.observer.client
 
     def flood(self, queue: str) -> None:
         """A burst of ``config.flood`` tasks, all archived at once; then the archive cutoff
@@ -768,7 +782,7 @@ class KeyMachine(RuleBasedStateMachine):
         if direct:
             self.model.archive_all_tasks(queue, TaskState.PENDING)
         state = TaskState.ARCHIVED if direct else TaskState.PENDING
-        pipe = self.sut.client.pipeline(transaction=False)
+        pipe = self._behind_the_broker().pipeline(transaction=False)
         pipe.sadd(keys.ALL_QUEUES, queue)
         for msg in msgs:
             pipe.hset(keys.task(queue, msg.id), mapping={

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from model import keys
 from model.clock import NS, VirtualClock, utc_date
+from model.endings import LEASE_EXPIRED, Ending, Finish
 from model.errors import (
     AlreadyInStateError,
     DuplicateTaskError,
@@ -33,7 +34,6 @@ from model.errors import (
 )
 from model.message import TaskMessage
 from model.policy import MAX_INT64, Policy
-from model.recovery import retry_or_archive_expired
 from model.snapshot import FieldValue, KeyEntry, KeyspaceSnapshot, KeyType, Value, zset_value
 from model.states import ZSET_STATES, TaskState
 from model.validation import (
@@ -346,6 +346,32 @@ class ReferenceModel:
         del store.lease[task_id]
         return store
 
+    def finishing(self, msg: TaskMessage, ending: Ending, error: str) -> Finish:
+        """The call that ends the run of active task ``msg`` the way ``ending`` says, as the
+        model specifies Asynq's processor: success → ``mark_as_complete`` with a retention, else
+        ``done``; revoke → ``done``; abort → ``requeue``; skip-retry → ``archive``; any other
+        failure → ``archive`` once ``msg`` has been retried ``msg.retry`` times, else ``retry``
+        after the policy's delay (counted unless the failure is uncounted).
+
+        >>> m = ReferenceModel()
+        >>> tired = TaskMessage(type="t", payload=b"", id="t1", queue="q", retry=1, retried=1)
+        >>> m.finishing(tired, Ending.FAILURE, "boom").operation
+        'archive'
+        >>> m.finishing(replace(tired, retried=0), Ending.UNCOUNTED_FAILURE, "boom").kwargs
+        {'is_failure': False}
+        """
+        if ending is Ending.SUCCESS:
+            return Finish("mark_as_complete" if msg.retention > 0 else "done", (msg,))
+        if ending is Ending.REVOKE:
+            return Finish("done", (msg,))
+        if ending is Ending.ABORTED:
+            return Finish("requeue", (msg,))
+        if ending is Ending.SKIP_RETRY or msg.retried >= msg.retry:
+            return Finish("archive", (msg, error))
+        retry_at = self.now_s + self.policy.retry_delay_for(msg.id, msg.retried)
+        return Finish("retry", (msg, retry_at, error),
+                      {"is_failure": ending is not Ending.UNCOUNTED_FAILURE})
+
     # --- server: background loops (T17–T25) ---------------------------------------------------
     def forward_if_ready(self, queue: str) -> int:
         """T17: move due scheduled, then retry, tasks to pending (or their group)."""
@@ -414,7 +440,9 @@ class ReferenceModel:
         return found
 
     def recover(self, queue: str) -> int:
-        """T18/T19: retry (or archive, retries exhausted) every lease-expired task.
+        """T18/T19: every lease-expired task ends as a failure with :data:`LEASE_EXPIRED`
+        (:meth:`finishing`: retried, or archived once its retries are used up); return how
+        many moved.
 
         Expired lease ids whose hash is gone (evicted, deleted by hand) are first dropped from
         lease and active: with no message they could never be recovered. Not counted.
@@ -425,8 +453,15 @@ class ReferenceModel:
                         if store.lease[i] <= cutoff and i not in store.hashes]:
             del store.lease[task_id]
             _lrem(store.active, task_id)
-        expired = self.list_lease_expired(queue, cutoff)
-        return retry_or_archive_expired(self, expired, self.now_s, self.policy)
+        moved = 0
+        for msg in self.list_lease_expired(queue, cutoff):
+            call = self.finishing(msg, Ending.FAILURE, LEASE_EXPIRED)
+            try:
+                getattr(self, call.operation)(*call.args, **call.kwargs)
+            except TaskNotFoundError:  # not active after all: as Asynq's recoverer, move on
+                continue
+            moved += 1
+        return moved
 
     def extend_lease(self, queue: str, *task_ids: str) -> int:
         """T20: ZADD XX lease now + lease_duration; return how many ids had a lease."""

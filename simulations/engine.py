@@ -3,10 +3,11 @@
 Time advances in steps of ``spec.step`` seconds (default 1). At each step, in this order:
 
 1. operator actions due (inspector calls);
-2. handler completions due, by outcome — success: ``done`` (retention 0) or
-   ``mark_as_complete``; failure: ``retry`` at now + retry delay while ``retried < retry``,
-   else ``archive``; skip-retry: ``archive``; revoke: ``done``; crash: nothing (the process
-   died, nobody extends the lease, a recoverer moves the task later);
+2. handler completions due, by outcome, as ``broker.processor.finishing`` decides — success:
+   ``done`` (retention 0) or ``mark_as_complete``; failure: ``retry`` at now + retry delay
+   while ``retried < retry``, else ``archive``; skip-retry: ``archive``; revoke: ``done``;
+   crash: nothing (the process died, nobody extends the lease, a recoverer moves the task
+   later);
 3. arrivals: enqueue / schedule / add-to-group, unique or not, as Asynq's client routes them;
 4. heartbeats due: ``extend_lease`` for every in-flight, non-crashed task of that server;
 5. (2–4 run as one pipeline, :class:`simulations.batch.Batch`)
@@ -39,11 +40,13 @@ from typing import Any, Protocol
 import redis
 
 from broker.core import Broker
+from broker.processor import finishing, success_operation
 from broker.scripting import full_source, script_names
 from broker.variants import Quirk
 from broker.variants import variant as lookup_variant
 from model import keys
 from model.clock import EPOCH_NS, NS, VirtualClock
+from model.endings import Ending
 from model.errors import KeysimError
 from model.message import TaskMessage
 from model.policy import Policy
@@ -52,7 +55,11 @@ from simulations.batch import Batch, Dequeued, Result, Template
 from simulations.measure import Sampler, info_stats
 from simulations.spec import Action, Distribution, QueueSpec, ServerSpec, WorkloadSpec
 
-HANDLER_ERROR = "handler error"
+#: The counter an outcome increments when its task finishes (skip-retry has none).
+_ENDING_COUNTER = {"success": "succeeded", "revoke": "revoked", "failure": "failed_attempts"}
+#: The counter (first element of the batch tag) an ending operation's success increments.
+_OPERATION_COUNTER = {"done": "processed", "mark_as_complete": "processed", "retry": "retried",
+                      "archive": "archived"}
 #: Operations whose success the engine counts (by the first element of their batch tag).
 _COUNTED = frozenset({"processed", "retried", "archived", "enqueued"})
 AGGREGATOR_MAX_INTERVAL = 7
@@ -291,33 +298,22 @@ class Engine:
             self._finish(job)
 
     def _finish(self, job: InFlight) -> None:
+        """End a task the way Asynq's processor would (``broker.processor.finishing``); the
+        handler's error is named after the outcome."""
         task, outcome = job.task, job.outcome
         if outcome == "crash":
             self.counts["crashed"] += 1
             return
-        if outcome in ("success", "revoke"):
-            self.counts["revoked" if outcome == "revoke" else "succeeded"] += 1
-            if outcome == "revoke" or task.retention <= 0:
-                self._done(task)
-            else:
-                done = task.message(self.broker)
-                self.batch.submit(("processed", task.id), lambda d: d.mark_as_complete(done))
+        if outcome in _ENDING_COUNTER:
+            self.counts[_ENDING_COUNTER[outcome]] += 1
+        ending = Ending(outcome)
+        if self.fast and success_operation(ending, task.retention) == "done":
+            self.batch.done(("processed", task.id), task)  # no message to decode
             return
         msg = task.message(self.broker)
-        if outcome == "failure":
-            self.counts["failed_attempts"] += 1
-            if msg.retried < msg.retry:
-                at = self.broker.now_s + self.policy.retry_delay_for(msg.id, msg.retried)
-                self.batch.submit(("retried", msg.id), lambda d: d.retry(msg, at, HANDLER_ERROR, True))
-                return
-        self.batch.submit(("archived", msg.id), lambda d: d.archive(msg, outcome))
-
-    def _done(self, task: Dequeued) -> None:
-        if self.fast:
-            self.batch.done(("processed", task.id), task)
-        else:
-            msg = task.message(self.broker)
-            self.batch.submit(("processed", task.id), lambda d: d.done(msg))
+        call = finishing(msg, ending, outcome, self.broker.now_s, self.policy)
+        self.batch.submit((_OPERATION_COUNTER[call.operation], msg.id),
+                          lambda d: getattr(d, call.operation)(*call.args, **call.kwargs))
 
     def _arrive(self, t: int) -> None:
         for queue in self.spec.queues:

@@ -44,10 +44,10 @@ from broker.variants import Quirk
 from broker.variants import variant as variant_named
 from model import keys
 from model.clock import VirtualClock
+from model.endings import LEASE_EXPIRED
 from model.errors import AlreadyInStateError, QueueNotFoundError, ScriptError, TaskNotFoundError
 from model.message import TaskMessage
 from model.policy import DAY, Policy
-from model.recovery import LEASE_EXPIRED
 from model.snapshot import KeyEntry, KeyspaceSnapshot
 
 V024 = "asynq-v0.24.0"

@@ -28,6 +28,7 @@ from broker.asynq_go import (
 from broker.scripting import TTL_SHIFT_MS
 from broker.servers import RedisServer
 from harness.conform import CONFORM_POLICY, OPERATIONS, SCENARIOS, Differential, Divergence, Op, conform
+from harness.observe import Observer
 from model import keys
 from model.clock import VirtualClock
 from model.message import TaskMessage
@@ -113,9 +114,8 @@ def test_daily_counter_expiry_is_shifted_by_the_driver(go: AsynqGoBroker) -> Non
 
 
 def test_observing_is_refused_and_snapshots_stay_fresh(go: AsynqGoBroker) -> None:
-    with pytest.raises(TypeError, match="cannot observe"):
-        go.observe(Q)
-    go.observe(None)  # not observing is fine
+    with pytest.raises(TypeError, match="cannot be observed"):
+        Observer(go, Q)
     go.enqueue(TaskMessage(type="t", payload=b"x", id="t1", queue=Q))
     assert keys.task(Q, "t1") in go.snapshot(Q).entries  # written by Asynq, read afresh
 

@@ -18,6 +18,7 @@ import pytest
 from model import keys
 from model.api import KeyProtocol
 from model.clock import VirtualClock
+from model.endings import LEASE_EXPIRED
 from model.errors import (
     AlreadyInStateError,
     DuplicateTaskError,
@@ -29,7 +30,6 @@ from model.errors import (
 )
 from model.message import TaskMessage
 from model.policy import MAX_INT64, Policy
-from model.recovery import LEASE_EXPIRED
 from model.reference import ReferenceModel
 from model.snapshot import KeyEntry, KeyType, zset_value
 from model.states import TaskState

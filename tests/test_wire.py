@@ -14,6 +14,7 @@ from broker import Broker, calls
 from broker.servers import RedisServer
 from broker.wire import SPIN_US, Wire, default_spin_us, hand_over_to, pack_command, wire_capable
 from harness.fakelua import hand_over
+from harness.observe import Observer
 from model import keys
 
 MIXED_REPLY = ("return {1, 'two', false, {3, {'four'}}, redis.status_reply('FIVE'), "
@@ -151,7 +152,7 @@ def test_a_handed_over_call_that_cannot_be_encoded_changes_nothing_either() -> N
 
 def _refuse_unencodable(client: redis.Redis) -> None:
     broker = Broker(client)
-    broker.observe("q")
+    observer = Observer(broker, "q")
     broker.register("q")
     before = sorted(client.keys("*"))
     with pytest.raises(TypeError):
@@ -159,7 +160,7 @@ def _refuse_unencodable(client: redis.Redis) -> None:
         broker.call(script, keys_, [object()])  # type: ignore[list-item]
     assert sorted(client.keys("*")) == before
     broker.pause("q")  # the broker's pipeline was emptied: the next call is its own
-    assert broker.snapshot("q").get(keys.paused("q")) is not None
+    assert observer.snapshot("q").get(keys.paused("q")) is not None
 
 
 @pytest.mark.parametrize("kind", ["fakeredis", "redis"])

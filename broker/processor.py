@@ -1,0 +1,102 @@
+"""What Asynq's processor and recoverer decide in Go, above the scripts: the implementations' side.
+
+When a handler returns, Asynq's processor picks the operation that ends the task; its recoverer
+ends every task whose lease expired as a failure. Both decisions are written here once, for
+every implementation of the key protocol — the Redis broker (``broker.core.Broker``), the
+Go-backed ``AsynqGoBroker`` (Asynq's driver runs single operations, not these loops), the
+simulation engine and the stateful machine's workers. The reference model decides on its own
+(``ReferenceModel.finishing``), so the machine catches a bug here as a disagreement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from model.endings import LEASE_EXPIRED, Ending, Finish
+from model.errors import ScriptError, TaskNotFoundError
+from model.message import TaskMessage
+from model.policy import Policy
+
+
+class Processing(Protocol):
+    """What ending a task needs of an implementation: its clock, its policy and (looked up by
+    name, see :class:`~model.endings.Finish`) the :class:`~model.api.KeyProtocol` operations."""
+
+    @property
+    def now_s(self) -> int: ...
+    @property
+    def policy(self) -> Policy: ...
+
+
+def retries_exhausted(msg: TaskMessage) -> bool:
+    """Asynq's retry limit: a failing task that has been retried ``retry`` times is archived.
+
+    >>> retries_exhausted(TaskMessage(type="t", payload=b"", id="a", queue="q", retry=1, retried=1))
+    True
+    """
+    return msg.retried >= msg.retry
+
+
+def success_operation(ending: Ending, retention: int) -> str | None:
+    """The operation that ends a run that succeeded (``mark_as_complete`` while the task has a
+    ``retention``, else ``done``) or was revoked (``done``); None for any other ending. Only
+    the retention decides, so a caller holding the task undecoded can ask.
+
+    >>> success_operation(Ending.REVOKE, 30), success_operation(Ending.FAILURE, 0)
+    ('done', None)
+    """
+    if ending is Ending.REVOKE or (ending is Ending.SUCCESS and retention <= 0):
+        return "done"
+    return "mark_as_complete" if ending is Ending.SUCCESS else None
+
+
+def finishing(msg: TaskMessage, ending: Ending, error: str, now_s: int, policy: Policy
+              ) -> Finish:
+    """The call that ends the run of active task ``msg`` the way ``ending`` says, at ``now_s``.
+
+    An uncounted failure of a task whose retries are used up is archived, like a counted one
+    (Asynq retries it again, uncounted, whatever its count).
+
+    >>> from model.policy import ASYNQ_POLICY
+    >>> msg = TaskMessage(type="t", payload=b"", id="a", queue="q", retry=2, retention=30)
+    >>> finishing(msg, Ending.SUCCESS, "", 0, ASYNQ_POLICY).operation
+    'mark_as_complete'
+    >>> finishing(msg, Ending.FAILURE, "boom", 0, ASYNQ_POLICY).operation
+    'retry'
+    """
+    settled = success_operation(ending, msg.retention)
+    if settled is not None:
+        return Finish(settled, (msg,))
+    if ending is Ending.ABORTED:
+        return Finish("requeue", (msg,))
+    if ending is Ending.SKIP_RETRY or retries_exhausted(msg):
+        return Finish("archive", (msg, error))
+    retry_at = now_s + policy.retry_delay_for(msg.id, msg.retried)
+    return Finish("retry", (msg, retry_at, error),
+                  {"is_failure": ending is not Ending.UNCOUNTED_FAILURE})
+
+
+def finish(impl: Processing, msg: TaskMessage, ending: Ending, error: str) -> str:
+    """End active task ``msg`` on ``impl`` as :func:`finishing` decides; return the operation's
+    name. Its errors propagate."""
+    call = finishing(msg, ending, error, impl.now_s, impl.policy)
+    getattr(impl, call.operation)(*call.args, **call.kwargs)
+    return call.operation
+
+
+def recover_expired(impl: Processing, expired: Iterable[TaskMessage]) -> int:
+    """Asynq's recoverer: end each lease-expired message on ``impl`` as a failure with
+    :data:`~model.endings.LEASE_EXPIRED`; return how many moved. A task no longer active (NOT
+    FOUND) or a script failing part-way is skipped, as Asynq's recoverer logs and moves on."""
+    moved = 0
+    for msg in expired:
+        try:
+            finish(impl, msg, Ending.FAILURE, LEASE_EXPIRED)
+        except (TaskNotFoundError, ScriptError):
+            continue
+        moved += 1
+    return moved
+
+
+__all__ = ["Processing", "finish", "finishing", "recover_expired", "retries_exhausted", "success_operation"]
