@@ -31,7 +31,7 @@ from typing import Any
 
 from broker.variants import MUTANTS, Quirk, variant
 from harness.check import CheckResult, run_check
-from harness.machine import MACHINE_POLICY, MachineConfig
+from harness.config import MACHINE_POLICY, MachineConfig
 from model.policy import Policy
 
 #: The machine's policy with an archive cap large enough to hold a BZ-15 flood.
@@ -47,7 +47,7 @@ class ZooCase:
     invariant: str
     max_examples: int = 300
     steps: int = 15
-    #: Add the ``evict`` fault rule (see :class:`harness.machine.MachineConfig`).
+    #: Add the ``evict`` fault rule (see :class:`harness.config.MachineConfig`).
     faults: bool = False
     #: Archive-flood size (0: none).
     flood: int = 0
@@ -133,7 +133,7 @@ class Hunt:
 
     @property
     def bug(self) -> str:
-        """The defect :func:`harness.machine.attribute` recognised ("?" when none)."""
+        """The defect :func:`harness.attribution.attribute` recognised ("?" when none)."""
         failure = self.result.failure
         return (failure.bug or "?") if failure else ""
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from broker.servers import RedisServer
+from harness.attribution import Op, attribute
 from harness.check import run_check
-from harness.machine import LeakFound, MachineConfig, attribute
+from harness.machine import LeakFound, MachineConfig
 from harness.zoo import (
     ASYNQ_VARIANTS,
     CASES,
@@ -124,8 +125,6 @@ def test_zoo_refuses_unknown_bugs_and_seeds() -> None:
 ])
 def test_attribution(invariant: str, message: str, ops: list[tuple[str, tuple[object, ...], str]],
                      bug: str | None) -> None:
-    from harness.machine import Op
-
     assert attribute(invariant, message, [Op(*op) for op in ops]) == bug
 
 
