@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import replace
@@ -55,12 +55,12 @@ from harness.backends import ASYNQ_BACKEND, make_broker, release_client
 from harness.config import MACHINE_POLICY, MachineConfig
 from harness.fakeserver import snapshot_from_memory
 from harness.faults import dangles_outside_completed, without_fault_entries
-from harness.leaks import LeakFound, leak, violation_leak
+from harness.leaks import Disagreement, LeakFound, disagreement_leak, violation_leak
 from harness.swarm import swarm_rules
 from model import keys
 from model.clock import VirtualClock
 from model.errors import KeysimError, ScriptError
-from model.invariants import Violation, check_all
+from model.invariants import Invariant, Violation, check_all
 from model.message import TaskMessage
 from model.policy import Policy
 from model.reference import ReferenceModel
@@ -162,8 +162,8 @@ class KeyMachine(RuleBasedStateMachine):
         if expected != actual:
             answers = f"  model : {expected!r}\n  broker: {actual!r}"
             self._check_invariants(note=f"{operation} answered differently:\n{answers}")
-            raise self._leak("agreement", f"{operation} answered differently", answers,
-                             answer=actual)
+            raise self._leak(Disagreement.ANSWER_DIFFERS, f"{operation} answered differently",
+                             answers, answer=actual)
         return expected[1] if expected[0] == "ok" else None
 
     def _outcome(self, operation: str, answer: tuple[str, Any]) -> str:
@@ -466,8 +466,10 @@ class KeyMachine(RuleBasedStateMachine):
             actual = self._check_invariants(queue)
             expected = self.model.snapshot(queue) if self.config.oracle else actual
             if expected != actual:
-                raise self._leak("agreement", f"keyspace of {queue!r} differs from the model",
-                                 expected.diff(actual, "model", "broker"))
+                raise self._leak(Disagreement.KEYSPACE_DIFFERS,
+                                 f"keyspace of {queue!r} differs from the model",
+                                 expected.diff(actual, "model", "broker"),
+                                 keys=_differing_keys(expected, actual))
         self.step_ok = True
         self.step_ops.clear()
 
@@ -495,8 +497,7 @@ class KeyMachine(RuleBasedStateMachine):
         violations = [v for v in self._violations(judged) if not self._tolerated(v, actual)]
         if violations:
             found = violation_leak(violations, actual)
-            first = violations[0]
-            found.bug = self._attribute(first.invariant, first.message, first.task_id)
+            found.bug = self._violation_bug(violations[0], actual)
             if note:
                 found.add_note(note)
             raise found
@@ -519,23 +520,27 @@ class KeyMachine(RuleBasedStateMachine):
         if not self.config.ignore:
             return False
         if (v.invariant, v.key) not in self.ignored:
-            bug = self._attribute(v.invariant, v.message, v.task_id)
+            bug = self._violation_bug(v, snap)
             if not set((bug or "").split("/")) & self.config.ignore:
                 return False
             self.ignored.add((v.invariant, v.key))
-        if v.invariant == "I12":
-            self.ignored.update(("I12", key) for key in snap.entries)
+        if v.invariant == Invariant.I12:
+            self.ignored.update((Invariant.I12, key) for key in snap.entries)
         return True
 
-    def _leak(self, invariant: str, message: str, detail: str = "",
-              answer: Any = None) -> LeakFound:
-        found = leak(invariant, message, detail)
-        found.bug = self._attribute(invariant, message + "\n" + detail, answer=answer)
+    def _leak(self, kind: Disagreement, message: str, detail: str = "", *,
+              keys: Collection[str] = (), answer: Any = None) -> LeakFound:
+        """The failure of one of the machine's own checks, with the defect it points to."""
+        found = disagreement_leak(kind, message, detail, keys)
+        found.bug = attribute(kind, self.step_ops, keys=keys, answer=answer,
+                              self_trimmed=self.self_trimmed)
         return found
 
-    def _attribute(self, invariant: str, message: str, task_id: str | None = None,
-                   answer: Any = None) -> str | None:
-        return attribute(invariant, message, self.step_ops, task_id, answer, self.self_trimmed)
+    def _violation_bug(self, v: Violation, snap: KeyspaceSnapshot) -> str | None:
+        """The defect violation ``v`` of ``snap`` points to (see :func:`attribute`)."""
+        task = snap.task_hash(v.task_id) if v.task_id is not None else None
+        return attribute(v.kind, self.step_ops, task_id=v.task_id, task=task, keys=(v.key,),
+                         self_trimmed=self.self_trimmed)
 
     def _note_self_trim(self, msg: TaskMessage) -> None:
         """Remember an id the archive trim removed from the very index it was just added to
@@ -653,8 +658,10 @@ class KeyMachine(RuleBasedStateMachine):
                 self.both("remove_queue", queue, True)
             left = self.read(queue)
             if (left.entries or left.registered) and "BZ-12" not in self.config.ignore:
-                raise self._leak("drain", f"remove_queue({queue!r}) left keys behind",
-                                 KeyspaceSnapshot(queue, left.now_ms, {}).diff(left))
+                raise self._leak(Disagreement.REMOVE_QUEUE_LEFT_KEYS,
+                                 f"remove_queue({queue!r}) left keys behind",
+                                 KeyspaceSnapshot(queue, left.now_ms, {}).diff(left),
+                                 keys=left.entries)
 
     def _drain_queue(self, queue: str, p: Policy) -> None:
         """Recover, reclaim, then delete every index that holds tasks. Indexes the truth shows
@@ -685,8 +692,9 @@ class KeyMachine(RuleBasedStateMachine):
         if not extra:
             return
         detail = "\n".join(f"  {k}: {snap.entries[k].describe()}" for k in extra)
-        found = self._leak("drain", f"{len(extra)} key(s) of {queue!r} survived the drain",
-                           detail)
+        found = self._leak(Disagreement.SURVIVED_DRAIN,
+                           f"{len(extra)} key(s) of {queue!r} survived the drain", detail,
+                           keys=extra)
         if not set((found.bug or "").split("/")) & self.config.ignore:
             raise found
 
@@ -697,6 +705,12 @@ _BULK_COUNTS = frozenset({
     "recover", "reclaim_stale_aggregation_sets", "aggregation_check", "delete_all_tasks",
     "archive_all_tasks", "run_all_tasks", "extend_lease",
 })
+
+
+def _differing_keys(expected: KeyspaceSnapshot, actual: KeyspaceSnapshot) -> frozenset[str]:
+    """The keys whose entries differ between the two keyspaces (absent on one side included)."""
+    return frozenset(k for k in expected.entries.keys() | actual.entries.keys()
+                     if expected.entries.get(k) != actual.entries.get(k))
 
 
 def _index_key(queue: str, state: TaskState, group: str) -> str:
