@@ -630,10 +630,11 @@ class QueueAudit:
         entry = entries.get(task_key)
         state = entry.hash().get("state") if entry is not None and entry.type is KeyType.HASH else None
         where = [k for k, e in entries.items() if k in self.index_types and task_id in e.members()]
-        expected = self._expected_indexes(str(state), entry) if v.invariant == Invariant.I1 else []
+        placed = v.invariant == Invariant.I1  # a placement (I1), not a membership (I4) candidate
+        expected = self._expected_indexes(str(state), entry) if placed else []
         probe = list(dict.fromkeys(where + expected))
         calls: list[tuple[Any, ...]] = [("HGET", task_key, "state")]
-        calls += [self._member_call(k, task_id, whole=v.invariant == Invariant.I4) for k in probe]
+        calls += [self._member_call(k, task_id, whole=not placed) for k in probe]
 
         def holds(fresh: list[Any]) -> bool:
             if fresh[0] is None or text(fresh[0]) != str(state):

@@ -54,7 +54,7 @@ def attribute(kind: Kind | Disagreement | None, ops: Sequence[Op], *,
     invariant = kind.invariant if isinstance(kind, Kind) else None
     failed_script = isinstance(answer, tuple) and answer[0] == "script_error"
     if names & {"mark_as_complete", "archive"} and (
-            invariant in (Invariant.I1, Invariant.I2, Invariant.I3)
+            invariant in _PARTIAL_WRITE_INVARIANTS
             or (kind is Disagreement.ANSWER_DIFFERS and failed_script)):
         return "BZ-20" if "mark_as_complete" in names else "BZ-15"  # a script died part-way
     if invariant is Invariant.I6:
@@ -68,6 +68,15 @@ def attribute(kind: Kind | Disagreement | None, ops: Sequence[Op], *,
     if isinstance(kind, Disagreement):
         return _disagreement_bug(kind, names, _families(keys))
     return None
+
+
+#: What a script that dies between its writes breaks: a hash, an index entry or a lease
+#: without its counterpart.
+_PARTIAL_WRITE_INVARIANTS = frozenset({
+    Invariant.I1,
+    Invariant.I2,
+    Invariant.I3,
+})
 
 
 def _lock_bug(ops: Sequence[Op]) -> str | None:

@@ -409,7 +409,9 @@ def test_every_violation_carries_a_kind_of_its_own_invariant() -> None:
 def test_a_violation_refuses_a_kind_of_another_invariant() -> None:
     with pytest.raises(ValueError, match="a stub violation breaks I1, not I2"):
         Violation("I2", "k", "t0", "m", Kind.STUB)
-    assert Violation.of(Kind.STUB, "k", "t0", "m").invariant == Invariant.I1 == "I1"
+    stub = Violation.of(Kind.STUB, "k", "t0", "m")
+    assert stub.invariant == "I1"
+    assert stub.invariant is Invariant.I1
 
 
 def test_every_kind_belongs_to_exactly_one_invariant() -> None:
