@@ -57,7 +57,9 @@ from model import keys
 from model.invariants import (
     EXPECTED_TYPE,
     Family,
+    Invariant,
     KeyInfo,
+    Kind,
     Violation,
     check_i1,
     check_i3,
@@ -580,12 +582,13 @@ class QueueAudit:
         rechecks = [self._task_recheck(v, entries) for v in candidates]
         for v, holds in zip(candidates, self._confirmed(rechecks), strict=True):
             if holds:
-                stub = v.message.startswith("stub:")
-                zombie = v.message.startswith("zombie:")
+                stub = v.kind is Kind.STUB
+                zombie = v.kind is Kind.ZOMBIE
                 entry = entries.get(v.key)  # I4's pending duplicates name the list, not a hash
                 fields = entry.hash() if entry is not None and entry.type is KeyType.HASH else {}
                 kind = ("result-only hash" if stub and set(fields) == {"result"} else "stub" if stub
-                        else "zombie" if zombie else "misplaced" if v.invariant == "I1" else "duplicate")
+                        else "zombie" if zombie
+                        else "misplaced" if v.invariant == Invariant.I1 else "duplicate")
                 self._add(v, kind, leaked=stub or zombie, nbytes=sizes.get(v.key, 0))
         for v in check_i11(snap):
             self._add(v, "ttl on task data", nbytes=sizes.get(v.key, 0))
@@ -615,24 +618,25 @@ class QueueAudit:
 
     def _task_recheck(self, v: Violation, entries: dict[str, KeyEntry]) -> _Recheck | None:
         """How to re-read a placement or membership candidate atomically (None: no need)."""
-        if v.task_id is None or not (v.message.startswith("zombie:") or " sits in " in v.message
-                                     or v.invariant == "I4"):
+        if v.task_id is None or not (v.kind in (Kind.ZOMBIE, Kind.MISPLACED)
+                                     or v.invariant == Invariant.I4):
             return None  # stubs, undecodable msgs: a property of the hash alone, stable
         task_id = v.task_id
         task_key = keys.task(self.queue, task_id)
         entry = entries.get(task_key)
         state = entry.hash().get("state") if entry is not None and entry.type is KeyType.HASH else None
         where = [k for k, e in entries.items() if k in self.index_types and task_id in e.members()]
-        expected = self._expected_indexes(str(state), entry) if v.invariant == "I1" else []
+        placed = v.invariant == Invariant.I1  # a placement (I1), not a membership (I4) candidate
+        expected = self._expected_indexes(str(state), entry) if placed else []
         probe = list(dict.fromkeys(where + expected))
         calls: list[tuple[Any, ...]] = [("HGET", task_key, "state")]
-        calls += [self._member_call(k, task_id, whole=v.invariant == "I4") for k in probe]
+        calls += [self._member_call(k, task_id, whole=not placed) for k in probe]
 
         def holds(fresh: list[Any]) -> bool:
             if fresh[0] is None or text(fresh[0]) != str(state):
                 return False  # the task moved or vanished meanwhile
             held = {k for k, r in zip(probe, fresh[1:], strict=True) if _holds(r)}
-            if v.invariant == "I4":
+            if v.invariant == Invariant.I4:
                 pending = keys.pending(self.queue)
                 again = [r for k, r in zip(probe, fresh[1:], strict=True) if k == pending]
                 return len(held - {keys.lease(self.queue)}) > 1 or any(
@@ -682,7 +686,7 @@ class QueueAudit:
         for v, holds in zip(candidates, self._confirmed([self._lock_recheck(v) for v in candidates]),
                             strict=True):
             if holds:
-                self._add(v, "lock without ttl" if v.message.endswith("no TTL") else "orphan lock",
+                self._add(v, "lock without ttl" if v.kind is Kind.LOCK_WITHOUT_TTL else "orphan lock",
                           leaked=True, nbytes=sizes.get(v.key, 0))
         for v in check_i12(snap):
             self._add(v, "bad key", nbytes=sizes.get(v.key, 0))
@@ -700,7 +704,7 @@ class QueueAudit:
         return out
 
     def _lock_recheck(self, v: Violation) -> _Recheck | None:
-        if v.task_id is None or v.message.endswith("no TTL"):
+        if v.task_id is None or v.kind is Kind.LOCK_WITHOUT_TTL:
             return None
         owner = v.task_id
 
@@ -741,7 +745,7 @@ class QueueAudit:
         for v in check_i12(snap):
             self._add(v, "bad key", nbytes=sizes.get(v.key, 0))
         for v in check_i13(snap, self.opts.policy):
-            no_ttl = v.message.endswith("has no TTL")
+            no_ttl = v.kind is Kind.DAILY_COUNTER_WITHOUT_TTL
             self._add(v, "counter without ttl" if no_ttl else "bad counter", leaked=no_ttl,
                       nbytes=sizes.get(v.key, 0))
 
@@ -782,8 +786,8 @@ class QueueAudit:
             entries[lease] = KeyEntry(lease, KeyType.ZSET, tuple((text(m), float(s)) for m, s in z))
         snap = KeyspaceSnapshot(self.queue, self.now_ms, entries, registered=True)
         for v in check_i3(snap):
-            kind = "active without lease" if "no lease" in v.message else (
-                "lease without active" if "not in active" in v.message else "duplicate")
+            kind = "active without lease" if v.kind is Kind.ACTIVE_WITHOUT_LEASE else (
+                "lease without active" if v.kind is Kind.LEASE_WITHOUT_ACTIVE else "duplicate")
             self._add(v, kind)
 
     def _groups(self) -> None:

@@ -9,6 +9,8 @@ of Lua behind ``if Q.<flag>`` — so no script is ever copied per variant. Bug-z
 True
 >>> Quirk.BZ18 in variant("asynq-v0.26.0").quirks
 True
+>>> BUG_IDS[Quirk.BZ18]
+'BZ-18'
 """
 
 from __future__ import annotations
@@ -20,42 +22,96 @@ from model.policy import ASYNQ_POLICY, Policy
 
 
 class Quirk(StrEnum):
-    """One deviation from the reference design. The value is the Lua flag name."""
+    """One deviation from the reference design. The value is the Lua flag name; a quirk that
+    is a bug-zoo defect has its id in :data:`BUG_IDS`."""
 
-    BZ1 = "bz1"  # server Archive trims the archive index but keeps the trimmed hashes
-    BZ2 = "bz2"  # inspector archive ops (task, all-*) trim the index but keep the trimmed hashes
-    BZ3 = "bz3"  # inspector delete_task / delete_all never release the unique lock
-    # locks never released by delete_all pending/aggregating or by set deletion; group-unique
-    # hashes lack unique_key
+    #: server Archive trims the archive index but keeps the trimmed hashes
+    BZ1 = "bz1"
+    #: inspector archive ops (task, all-*) trim the index but keep the trimmed hashes
+    BZ2 = "bz2"
+    #: inspector delete_task / delete_all never release the unique lock
+    BZ3 = "bz3"
+    #: locks never released by delete_all pending/aggregating or by set deletion; group-unique
+    #: hashes lack unique_key
     BZ4 = "bz4"
-    BZ5 = "bz5"  # unique scripts take the lock before the id-conflict check (lock left on conflict)
-    BZ7 = "bz7"  # the recoverer skips lease ids whose hash is gone: they stay in lease and active
-    BZ8 = "bz8"  # delete_aggregation_set leaves the set key in aggregation_sets
-    BZ9 = "bz9"  # aggregation_check never removes an emptied group from groups
-    BZ10 = "bz10"  # reclaim puts tasks back into a group without SADD groups
-    BZ11 = "bz11"  # forward's group branch adds to g:<group> without SADD groups
-    BZ12 = "bz12"  # remove_queue only clears pending/active/scheduled/retry/archived/lease (+hashes)
-    BZ15 = "bz15"  # server archive's cutoff trim DELs hashes, then fails (unpack) at >= 8000 ids
-    BZ16 = "bz16"  # the cap trim may remove the id just archived; server path re-creates its hash
-    BZ17 = "bz17"  # dequeue/forward/run_all/archive_all HSET on ids whose hash is gone (stubs)
-    BZ18 = "bz18"  # write_result HSETs without checking that the task exists
-    BZ20 = "bz20"  # mark_as_complete errors after its writes when the id is already completed
-    SCHEDULE_NO_GROUP = "schedule_no_group"  # schedule(_unique) never writes the group field
-    LAZY_CUTOFF = "lazy_cutoff"  # the janitor does not apply the archive cutoff
-    LATE_GUARDS = "late_guards"  # done/retry/...: NOT FOUND checks interleaved with writes
-    PAUSE_UNREGISTERED = "pause_unregistered"  # pause/unpause accept a queue not in asynq:queues
-    # inspector ops (per-task, bulk, remove_queue) refuse a queue not in asynq:queues
-    # (QueueNotFoundError), as Asynq's checkQueueExists does
+    #: unique scripts take the lock before the id-conflict check (lock left on conflict)
+    BZ5 = "bz5"
+    #: the recoverer skips lease ids whose hash is gone: they stay in lease and active
+    BZ7 = "bz7"
+    #: delete_aggregation_set leaves the set key in aggregation_sets
+    BZ8 = "bz8"
+    #: aggregation_check never removes an emptied group from groups
+    BZ9 = "bz9"
+    #: reclaim puts tasks back into a group without SADD groups
+    BZ10 = "bz10"
+    #: forward's group branch adds to g:<group> without SADD groups
+    BZ11 = "bz11"
+    #: remove_queue only clears pending/active/scheduled/retry/archived/lease (+hashes)
+    BZ12 = "bz12"
+    #: server archive's cutoff trim DELs hashes, then fails (unpack) at >= 8000 ids
+    BZ15 = "bz15"
+    #: the cap trim may remove the id just archived; server path re-creates its hash
+    BZ16 = "bz16"
+    #: dequeue/forward/run_all/archive_all HSET on ids whose hash is gone (stubs)
+    BZ17 = "bz17"
+    #: write_result HSETs without checking that the task exists
+    BZ18 = "bz18"
+    #: mark_as_complete errors after its writes when the id is already completed
+    BZ20 = "bz20"
+    #: schedule(_unique) never writes the group field
+    SCHEDULE_NO_GROUP = "schedule_no_group"
+    #: the janitor does not apply the archive cutoff
+    LAZY_CUTOFF = "lazy_cutoff"
+    #: done/retry/...: NOT FOUND checks interleaved with writes
+    LATE_GUARDS = "late_guards"
+    #: pause/unpause accept a queue not in asynq:queues
+    PAUSE_UNREGISTERED = "pause_unregistered"
+    #: inspector ops (per-task, bulk, remove_queue) refuse a queue not in asynq:queues
+    #: (QueueNotFoundError), as Asynq's checkQueueExists does
     INSPECTOR_REQUIRES_QUEUE = "inspector_requires_queue"
 
 
-#: Bug-zoo ids (spec §4) that have a mutant of the reference.
-MUTANTS: dict[str, Quirk] = {f"BZ-{q.name[2:]}": q for q in Quirk if q.name.startswith("BZ")}
+#: The bug-zoo id (spec §4) of each quirk that is a zoo defect, as docs, the CLI and saved
+#: records name it.
+BUG_IDS: dict[Quirk, str] = {
+    Quirk.BZ1: "BZ-1",
+    Quirk.BZ2: "BZ-2",
+    Quirk.BZ3: "BZ-3",
+    Quirk.BZ4: "BZ-4",
+    Quirk.BZ5: "BZ-5",
+    Quirk.BZ7: "BZ-7",
+    Quirk.BZ8: "BZ-8",
+    Quirk.BZ9: "BZ-9",
+    Quirk.BZ10: "BZ-10",
+    Quirk.BZ11: "BZ-11",
+    Quirk.BZ12: "BZ-12",
+    Quirk.BZ15: "BZ-15",
+    Quirk.BZ16: "BZ-16",
+    Quirk.BZ17: "BZ-17",
+    Quirk.BZ18: "BZ-18",
+    Quirk.BZ20: "BZ-20",
+}
+
+#: Bug-zoo ids that have a mutant of the reference (``reference+BZ-n``).
+MUTANTS: dict[str, Quirk] = {bug: quirk for quirk, bug in BUG_IDS.items()}
 
 _V026 = frozenset({
-    Quirk.BZ2, Quirk.BZ4, Quirk.BZ5, Quirk.BZ7, Quirk.BZ10, Quirk.BZ11, Quirk.BZ12, Quirk.BZ15,
-    Quirk.BZ16, Quirk.BZ17, Quirk.BZ18, Quirk.SCHEDULE_NO_GROUP, Quirk.LAZY_CUTOFF,
-    Quirk.LATE_GUARDS, Quirk.PAUSE_UNREGISTERED, Quirk.INSPECTOR_REQUIRES_QUEUE,
+    Quirk.BZ2,
+    Quirk.BZ4,
+    Quirk.BZ5,
+    Quirk.BZ7,
+    Quirk.BZ10,
+    Quirk.BZ11,
+    Quirk.BZ12,
+    Quirk.BZ15,
+    Quirk.BZ16,
+    Quirk.BZ17,
+    Quirk.BZ18,
+    Quirk.SCHEDULE_NO_GROUP,
+    Quirk.LAZY_CUTOFF,
+    Quirk.LATE_GUARDS,
+    Quirk.PAUSE_UNREGISTERED,
+    Quirk.INSPECTOR_REQUIRES_QUEUE,
 })
 #: v0.24.0: the server archive trim leaked hashes (BZ-1) and had no unpack overflow (BZ-15).
 _V024 = (_V026 | {Quirk.BZ1}) - {Quirk.BZ15}

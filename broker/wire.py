@@ -44,7 +44,7 @@ _HANDOVERS: weakref.WeakKeyDictionary[Any, Callable[[Any, list[bytes]], None]] =
 def hand_over_to(client: Any, handover: Callable[[Any, list[bytes]], None]) -> None:
     """Make every :class:`Wire` built on ``client`` from now on give each command to
     ``handover(connection, words)`` instead of encoding it as RESP for the connection to send:
-    for an in-process server (``harness.fakelua.hand_over``) that would only parse the bytes
+    for an in-process server (``harness.fakeserver.hand_over``) that would only parse the bytes
     back into words. ``handover`` must run the command and queue its reply for the
     connection's ``read_response``, as sending it would have."""
     _HANDOVERS[client] = handover

@@ -17,19 +17,12 @@ import hypothesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import get_state_machine_test
 
-from harness.machine import (
-    COVERAGE,
-    MACHINE_POLICY,
-    KeyMachine,
-    LeakFound,
-    MachineConfig,
-    make_machine,
-    overriding,
-)
+from harness.config import MACHINE_POLICY, MachineConfig
+from harness.leaks import LeakFound
+from harness.machine import COVERAGE, KeyMachine, make_machine, overriding
+from harness.profiles import PROFILES
 from model.policy import Policy
 from model.transitions import TRANSITIONS
-
-PROFILES = ("dev", "ci", "deep")
 
 
 @dataclass

@@ -12,8 +12,15 @@ Beyond the defaults, a config can add environment faults (``faults``: an ``evict
 deletes a task hash, as Redis eviction or a manual DEL would — the index entries it leaves
 dangling are tolerated until the design heals them), a ``flood`` of archived tasks, a fixed
 rule ``focus`` or ``swarm`` testing, and ``ignore`` defects already known. Every failure is
-a :class:`LeakFound` naming the check that caught it and, when :func:`attribute` recognises
-it, the bug-zoo defect (``LeakFound.bug``).
+a :class:`LeakFound` naming the check that caught it and, when
+:func:`harness.attribution.attribute` recognises it, the bug-zoo defect (``LeakFound.bug``).
+
+This module holds the rules and the checks. Around it: :mod:`harness.config` (what to test),
+:mod:`harness.backends` (where the broker runs), :mod:`harness.faults` (the keyspace as judged
+after injected faults), :mod:`harness.attribution` (which defect a failure points to),
+:mod:`harness.leaks` (what a failure raises), :mod:`harness.swarm` (rule subsets per example),
+:mod:`harness.profiles` (Hypothesis settings) and :mod:`harness.fakeserver` (fakeredis'
+internals).
 
 >>> Machine = make_machine(MachineConfig(variant="reference"))
 >>> Machine.TestCase.settings.stateful_step_count > 0
@@ -23,22 +30,18 @@ True
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar, NamedTuple
+from dataclasses import replace
+from typing import Any, ClassVar
 
 import fakeredis
-import redis
-from hypothesis import HealthCheck, currently_in_test_context, event, settings, target
+from hypothesis import currently_in_test_context, event, target
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RULE_MARKER,
     RuleBasedStateMachine,
     initialize,
     invariant,
@@ -48,49 +51,28 @@ from hypothesis.stateful import (
 
 from broker import Broker
 from broker.processor import finishing
-from broker.scripting import TTL_SHIFT_MS
-from harness.fakelua import compile_once, hand_over
+from harness.attribution import Op, attribute
+from harness.backends import ASYNQ_BACKEND, make_broker, release_client
+from harness.config import MACHINE_POLICY, MachineConfig
+from harness.fakeserver import snapshot_from_memory
+from harness.faults import dangles_outside_completed, without_fault_entries
+from harness.leaks import Disagreement, LeakFound, disagreement_leak, violation_leak
 from harness.observe import Observer
+from harness.swarm import swarm_rules
 from model import keys
 from model.clock import VirtualClock
 from model.endings import Ending
 from model.errors import KeysimError, ScriptError
-from model.invariants import INDEX_FAMILIES, Family, Violation, check_all, classify
+from model.invariants import Invariant, Violation, check_all
 from model.message import TaskMessage
 from model.policy import Policy
 from model.reference import ReferenceModel
-from model.snapshot import KeyEntry, KeyspaceSnapshot, KeyType, zset_value
+from model.snapshot import KeyspaceSnapshot
 from model.states import TaskState
-from model.transitions import TRANSITIONS, Outcome, bulk_states, by_operation
+from model.transitions import Outcome, bulk_states, by_operation
 
 #: Outcomes recorded by every machine in this process: (transition name, outcome) -> count.
 COVERAGE: Counter[tuple[str, str]] = Counter()
-
-#: The machine's policy: small caps and short times so trims, expiries and archives happen.
-MACHINE_POLICY = Policy(max_archive_size=3, archive_cutoff_days=2, aggregation_grace=10,
-                        aggregation_max_size=3, aggregation_max_delay=0, stats_ttl=3 * 86400)
-
-settings.register_profile("dev", max_examples=60, stateful_step_count=30, deadline=None,
-                          suppress_health_check=list(HealthCheck))
-settings.register_profile("ci", max_examples=150, stateful_step_count=40, deadline=None,
-                          suppress_health_check=list(HealthCheck), print_blob=True)
-settings.register_profile("deep", max_examples=3000, stateful_step_count=80, deadline=None,
-                          suppress_health_check=list(HealthCheck), print_blob=True)
-
-
-class LeakFound(AssertionError):
-    """An invariant broke, the broker disagreed with the model, or the drain left keys behind.
-
-    ``invariant`` names the check: ``I1``…``I14``, ``agreement`` or ``drain``.
-    """
-
-    def __init__(self, invariant: str, message: str, detail: str = "") -> None:
-        super().__init__(f"[{invariant}] {message}" + (f"\n{detail}" if detail else ""))
-        self.invariant = invariant
-        self.message = message
-        self.detail = detail
-        #: The defect (``BZ-n``) :func:`attribute` recognises in it, when it does.
-        self.bug: str | None = None
 
 
 #: Alphabets, small on purpose so that ids, unique locks and groups collide often.
@@ -111,131 +93,6 @@ outcomes = st.sampled_from(
 _ENDINGS = {"succeed": Ending.SUCCESS, "fail": Ending.FAILURE,
             "fail_uncounted": Ending.UNCOUNTED_FAILURE, "skip_retry": Ending.SKIP_RETRY,
             "requeue": Ending.ABORTED}
-
-
-@dataclass(frozen=True)
-class MachineConfig:
-    """What to test: the broker variant, the backend, the policy, whether to drain at the end."""
-
-    variant: str = "reference"
-    #: "fakeredis", "server" (a private real Redis), a redis:// URL, or "asynq": Asynq's own Go
-    #: code (the conformance driver for an ``asynq-vX.Y.Z`` variant) on a private real Redis;
-    #: then the policy's fields Asynq hard-codes take Asynq's values (see :func:`make_machine`).
-    backend: str = "fakeredis"
-    policy: Policy = MACHINE_POLICY
-    drain: bool = True
-    #: Compare every answer and keyspace with the reference model. Off for the Asynq variants,
-    #: whose intended differences are not leaks: then only invariants and the drain judge.
-    oracle: bool = True
-    #: Builds the system under test instead of ``Broker(client, variant, policy, clock)``
-    #: (e.g. the Go-backed ``AsynqGoBroker``); it must offer ``snapshot`` and ``expire_due``.
-    broker_factory: Callable[[VirtualClock, Policy], Any] | None = None
-    #: Judge unique locks strictly (I6: a live lock's owner exists, is not completed and names
-    #: the lock). None: strict exactly when the oracle is on — the reference design releases
-    #: locks early, Asynq keeps some until their TTL (BZ-4, BZ-5).
-    strict_locks: bool | None = None
-    #: Environment faults: the ``evict`` rule deletes a task hash as Redis eviction (an
-    #: ``allkeys-*`` maxmemory policy) or a manual DEL would, leaving its index entries dangling.
-    faults: bool = False
-    #: Every example starts by archiving this many tasks at once, then lets the archive cutoff
-    #: pass (a failure burst, then quiet days), so the next archive's cutoff trim meets them
-    #: all. 0: no flood. BZ-15 needs 8000; the policy's archive cap must hold them.
-    flood: int = 0
-    #: Defect ids (``BZ-n``, as :func:`attribute` names them) whose violations are tolerated,
-    #: so a run can look past known defects for the next one.
-    ignore: frozenset[str] = frozenset()
-    #: Swarm testing: each example first draws the subset of rules it may use (the printed
-    #: program starts with ``state.swarm(enabled=...)``).
-    swarm: bool = False
-    #: Focus: only these rules run (plus ``tick`` when each of them has a precondition) — a
-    #: fixed swarm, for hunting one defect whose path needs several specific steps.
-    #: None: every rule.
-    rules: frozenset[str] | None = None
-
-    @property
-    def strict(self) -> bool:
-        """Whether I6 is judged strictly (see ``strict_locks``)."""
-        return self.oracle if self.strict_locks is None else self.strict_locks
-
-
-def make_client(backend: str) -> redis.Redis:
-    """An empty Redis database for one run of the machine.
-
-    Clients are reused across runs (a fakeredis server once its machine is torn down, see
-    :func:`release_client`; one client per real server URL) and emptied with FLUSHALL/FLUSHDB:
-    a new fakeredis server builds a new Lua interpreter and a new real client a new connection,
-    which cost more than a short example's steps. Redis keeps its script cache across FLUSHDB,
-    so scripts are sent once per process (see ``broker.scripting.ScriptRunner.shared``).
-    """
-    if backend == "fakeredis":
-        fake = _FAKE_POOL.pop() if _FAKE_POOL else _new_fake()
-        fake.flushall()
-        return fake
-    url = backend if backend.startswith(("redis://", "rediss://", "unix://")) else _server_url()
-    if url not in _REAL_CLIENTS:
-        _REAL_CLIENTS[url] = redis.Redis.from_url(url)
-    client = _REAL_CLIENTS[url]
-    client.flushdb()
-    return client
-
-
-def _new_fake() -> fakeredis.FakeRedis:
-    """A fakeredis client on its own server, compiling each script once as Redis does and
-    taking the broker's commands as words (see ``harness.fakelua``)."""
-    fake = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    compile_once(fake)
-    hand_over(fake)
-    return fake
-
-
-def release_client(client: Any) -> None:
-    """Hand a finished run's fakeredis client back for the next run (real clients are shared
-    already). A client never released is simply not reused, so two live machines never share
-    a fakeredis server."""
-    if isinstance(client, fakeredis.FakeRedis) and len(_FAKE_POOL) < _FAKE_POOL_SIZE:
-        _FAKE_POOL.append(client)
-
-
-_FAKE_POOL: list[fakeredis.FakeRedis] = []
-_FAKE_POOL_SIZE = 4  # servers kept for reuse; machines run one at a time, a few nest
-_REAL_CLIENTS: dict[str, redis.Redis] = {}
-
-
-#: The backend that runs Asynq's own code (see ``MachineConfig.backend``).
-ASYNQ_BACKEND = "asynq"
-
-_SERVER: list[Any] = []
-_GO_BROKERS: dict[str, Any] = {}  # Asynq version -> AsynqGoBroker, one driver per process
-
-
-def make_broker(config: MachineConfig, clock: VirtualClock) -> Any:
-    """The system under test for one run of the machine, on an empty keyspace."""
-    if config.broker_factory is not None:
-        return config.broker_factory(clock, config.policy)
-    if config.backend == ASYNQ_BACKEND:
-        return _asynq_broker(config.variant, clock, config.policy)
-    return Broker(make_client(config.backend), config.variant, config.policy, clock)
-
-
-def _asynq_broker(variant: str, clock: VirtualClock, policy: Policy) -> Any:
-    from urllib.parse import urlsplit, urlunsplit
-
-    from broker.asynq_go import AsynqGoBroker, version_of
-
-    version = version_of(variant)
-    if version not in _GO_BROKERS:  # each version its own database of the private server
-        url = urlsplit(_server_url())._replace(path=f"/{1 + len(_GO_BROKERS)}")
-        _GO_BROKERS[version] = AsynqGoBroker(urlunsplit(url), version, policy, clock)
-    return _GO_BROKERS[version].begin_run(clock, policy)
-
-
-def _server_url() -> str:
-    """URL of a private real Redis started once per process (REDIS_URL wins)."""
-    if not _SERVER:
-        from broker.servers import start_server
-
-        _SERVER.append(start_server())
-    return str(_SERVER[0].url)
 
 
 def transition_for(operation: str, **args: Any) -> str | None:
@@ -312,8 +169,8 @@ class KeyMachine(RuleBasedStateMachine):
         if expected != actual:
             answers = f"  model : {expected!r}\n  broker: {actual!r}"
             self._check_invariants(note=f"{operation} answered differently:\n{answers}")
-            raise self._leak("agreement", f"{operation} answered differently", answers,
-                             answer=actual)
+            raise self._leak(Disagreement.ANSWER_DIFFERS, f"{operation} answered differently",
+                             answers, answer=actual)
         return expected[1] if expected[0] == "ok" else None
 
     def _outcome(self, operation: str, answer: tuple[str, Any]) -> str:
@@ -432,7 +289,8 @@ class KeyMachine(RuleBasedStateMachine):
         if self.config.oracle:
             expected = self.model.finishing(msg, ending, "boom")
             if expected != call:
-                raise self._leak("agreement", f"{how} of {msg.id!r} ended differently",
+                raise self._leak(Disagreement.ENDING_DIFFERS,
+                                 f"{how} of {msg.id!r} ended differently",
                                  f"  model : {expected!r}\n  broker: {call!r}")
         self.both(call.operation, *call.args, **call.kwargs)
 
@@ -616,8 +474,10 @@ class KeyMachine(RuleBasedStateMachine):
             actual = self._check_invariants(queue)
             expected = self.model.snapshot(queue) if self.config.oracle else actual
             if expected != actual:
-                raise self._leak("agreement", f"keyspace of {queue!r} differs from the model",
-                                 expected.diff(actual, "model", "broker"))
+                raise self._leak(Disagreement.KEYSPACE_DIFFERS,
+                                 f"keyspace of {queue!r} differs from the model",
+                                 expected.diff(actual, "model", "broker"),
+                                 keys=_differing_keys(expected, actual))
         self.step_ok = True
         self.step_ops.clear()
 
@@ -631,7 +491,7 @@ class KeyMachine(RuleBasedStateMachine):
     def read(self, queue: str) -> KeyspaceSnapshot:
         """The broker's keyspace of ``queue`` now (read straight from a fakeredis server's
         memory when possible: same content as ``sut.snapshot``, without the Lua round trip)."""
-        fast = _fake_snapshot(self.sut, queue) if self.in_memory else None
+        fast = snapshot_from_memory(self.sut, queue) if self.in_memory else None
         if fast is not None:
             return fast
         return self.sut.snapshot(queue) if self.observer is None else self.observer.snapshot(queue)
@@ -646,9 +506,8 @@ class KeyMachine(RuleBasedStateMachine):
         judged = self._without_fault_entries(actual)
         violations = [v for v in self._violations(judged) if not self._tolerated(v, actual)]
         if violations:
-            found = _violation(violations, actual)
-            first = violations[0]
-            found.bug = self._attribute(first.invariant, first.message, first.task_id)
+            found = violation_leak(violations, actual)
+            found.bug = self._violation_bug(violations[0], actual)
             if note:
                 found.add_note(note)
             raise found
@@ -671,23 +530,27 @@ class KeyMachine(RuleBasedStateMachine):
         if not self.config.ignore:
             return False
         if (v.invariant, v.key) not in self.ignored:
-            bug = self._attribute(v.invariant, v.message, v.task_id)
+            bug = self._violation_bug(v, snap)
             if not set((bug or "").split("/")) & self.config.ignore:
                 return False
             self.ignored.add((v.invariant, v.key))
-        if v.invariant == "I12":
-            self.ignored.update(("I12", key) for key in snap.entries)
+        if v.invariant == Invariant.I12:
+            self.ignored.update((Invariant.I12, key) for key in snap.entries)
         return True
 
-    def _leak(self, invariant: str, message: str, detail: str = "",
-              answer: Any = None) -> LeakFound:
-        found = leak(invariant, message, detail)
-        found.bug = self._attribute(invariant, message + "\n" + detail, answer=answer)
+    def _leak(self, kind: Disagreement, message: str, detail: str = "", *,
+              keys: Collection[str] = (), answer: Any = None) -> LeakFound:
+        """The failure of one of the machine's own checks, with the defect it points to."""
+        found = disagreement_leak(kind, message, detail, keys)
+        found.bug = attribute(kind, self.step_ops, keys=keys, answer=answer,
+                              self_trimmed=self.self_trimmed)
         return found
 
-    def _attribute(self, invariant: str, message: str, task_id: str | None = None,
-                   answer: Any = None) -> str | None:
-        return attribute(invariant, message, self.step_ops, task_id, answer, self.self_trimmed)
+    def _violation_bug(self, v: Violation, snap: KeyspaceSnapshot) -> str | None:
+        """The defect violation ``v`` of ``snap`` points to (see :func:`attribute`)."""
+        task = snap.task_hash(v.task_id) if v.task_id is not None else None
+        return attribute(v.kind, self.step_ops, task_id=v.task_id, task=task, keys=(v.key,),
+                         self_trimmed=self.self_trimmed)
 
     def _note_self_trim(self, msg: TaskMessage) -> None:
         """Remember an id the archive trim removed from the very index it was just added to
@@ -698,43 +561,20 @@ class KeyMachine(RuleBasedStateMachine):
 
     # --- faults ----------------------------------------------------------------------------
     def _without_fault_entries(self, snap: KeyspaceSnapshot) -> KeyspaceSnapshot:
-        """``snap`` minus the index entries of evicted ids that are not the id's home (its
-        hash is gone, or the id was reused and lives elsewhere). Ids with none left are healed.
-        Unique locks of evicted owners are not judged either: nothing can release them early."""
+        """``snap`` as the checks judge it after faults (see
+        :func:`harness.faults.without_fault_entries`); evicted ids it finds healed are
+        forgotten."""
         mine = {i for q, i in self.evicted if q == snap.queue}
         lost = {i for q, i in self.ever_evicted if q == snap.queue}
-        if not lost:
-            return snap
-        entries, touched = dict(snap.entries), set[str]()
-        for key, entry in snap.entries.items():
-            info = classify(snap.queue, key)
-            if info is not None and info.family is Family.UNIQUE and entry.value in lost \
-                    and (snap.task_hash(str(entry.value)) or {}).get("unique_key") != key:
-                del entries[key]  # its owner's hash went: only the TTL can free it now
-            if info is None or info.family not in INDEX_FAMILIES:
-                continue
-            keep = [m for m in _members_with_scores(entry)
-                    if m[0] not in mine or key in _homes(snap, m[0])]
-            if len(keep) < len(_members_with_scores(entry)):
-                touched.update(m for m, _ in _members_with_scores(entry) if m in mine)
-                if keep:
-                    entries[key] = _rebuilt(entry, keep)
-                else:
-                    del entries[key]
-                    _unlist(entries, snap.queue, info, key)
-        self.evicted -= {(snap.queue, i) for i in mine - touched}  # healed
-        return KeyspaceSnapshot(snap.queue, snap.now_ms, entries, registered=snap.registered)
+        judged, healed = without_fault_entries(snap, mine, lost)
+        self.evicted -= {(snap.queue, i) for i in healed}
+        return judged
 
     def _blocked(self, queue: str, task_id: str) -> bool:
-        """An evicted id is not reused while it dangles outside ``completed`` (a reused id
-        sharing a list with its own stale entry would make the reference break I4 too)."""
+        """An evicted id is not reused while it dangles outside ``completed``."""
         if (queue, task_id) not in self.evicted:
             return False
-        snap = self.truth(queue)
-        stale = {k for k, e in snap.entries.items()
-                 if (info := classify(queue, k)) is not None and info.family in INDEX_FAMILIES
-                 and task_id in e.members()}
-        blocked = bool(stale - {keys.completed(queue)})
+        blocked = dangles_outside_completed(self.truth(queue), task_id)
         if blocked:
             self.steps.append(f"(id {task_id} not reused: it still dangles)")
         return blocked
@@ -759,7 +599,7 @@ class KeyMachine(RuleBasedStateMachine):
             self.both("enqueue", self.message(task_id, queue, old.payload, old.retry,
                                               old.retention))
 
-    def _behind_the_broker(self) -> redis.Redis:
+    def _behind_the_broker(self) -> Any:
         """The broker's client, for a write the broker does not make (what was observed is
         forgotten)."""
         return self.sut.client if self.observer is None else self.observer.client
@@ -833,8 +673,10 @@ class KeyMachine(RuleBasedStateMachine):
                 self.both("remove_queue", queue, True)
             left = self.read(queue)
             if (left.entries or left.registered) and "BZ-12" not in self.config.ignore:
-                raise self._leak("drain", f"remove_queue({queue!r}) left keys behind",
-                                 KeyspaceSnapshot(queue, left.now_ms, {}).diff(left))
+                raise self._leak(Disagreement.REMOVE_QUEUE_LEFT_KEYS,
+                                 f"remove_queue({queue!r}) left keys behind",
+                                 KeyspaceSnapshot(queue, left.now_ms, {}).diff(left),
+                                 keys=left.entries)
 
     def _drain_queue(self, queue: str, p: Policy) -> None:
         """Recover, reclaim, then delete every index that holds tasks. Indexes the truth shows
@@ -864,8 +706,9 @@ class KeyMachine(RuleBasedStateMachine):
         if not extra:
             return
         detail = "\n".join(f"  {k}: {snap.entries[k].describe()}" for k in extra)
-        found = self._leak("drain", f"{len(extra)} key(s) of {queue!r} survived the drain",
-                           detail)
+        found = self._leak(Disagreement.SURVIVED_DRAIN,
+                           f"{len(extra)} key(s) of {queue!r} survived the drain", detail,
+                           keys=extra)
         if not set((found.bug or "").split("/")) & self.config.ignore:
             raise found
 
@@ -878,184 +721,10 @@ _BULK_COUNTS = frozenset({
 })
 
 
-def _fake_snapshot(sut: Any, queue: str) -> KeyspaceSnapshot | None:
-    """``sut.snapshot(queue)`` read from a fakeredis server's memory; None when ``sut`` is not a
-    Broker on fakeredis or the store looks unfamiliar (the caller then asks Redis).
-
-    The entries go through the broker's own decoder in the shape the snapshot script replies
-    with, so the result is the same snapshot (tests/test_bench_machine.py checks it).
-    """
-    client = getattr(sut, "client", None)
-    if not isinstance(sut, Broker) or not isinstance(client, fakeredis.FakeRedis):
-        return None
-    try:
-        where = client.connection_pool.connection_kwargs
-        store = where["server"].dbs[where.get("db") or 0]._dict
-        prefix = keys.queue_prefix(queue).encode()
-        now_ms = sut.now_ms
-        raw = []
-        for key, item in list(store.items()):
-            if key.startswith(prefix):
-                entry = _fake_entry(key, item.value, item.expireat, now_ms)
-                if entry is not None:
-                    raw.append(entry)
-        registry = store.get(keys.ALL_QUEUES.encode())
-        registered = registry is not None and queue.encode() in registry.value
-        entries = {entry.key: entry for entry in map(sut._entry, raw)}
-    except (AttributeError, KeyError, TypeError):
-        return None
-    return KeyspaceSnapshot(queue, now_ms, entries, registered=registered)
-
-
-def _fake_entry(key: bytes, value: Any, expire_at_s: float | None, now_ms: int) -> list[Any] | None:
-    """One key in the snapshot script's reply shape, or None when its virtual TTL passed."""
-    at = -1 if expire_at_s is None else round(expire_at_s * 1000)
-    if at > 0 and at - TTL_SHIFT_MS <= now_ms:
-        return None
-    if isinstance(value, bytes):
-        return [key, b"string", at, [value]]
-    if isinstance(value, list):
-        return [key, b"list", at, list(value)]
-    if hasattr(value, "_bylex"):
-        return [key, b"zset", at, [x for m, sc in value._bylex.items() for x in (m, sc)]]
-    if hasattr(value, "getall"):
-        return [key, b"hash", at, [x for f, v in value.getall().items() for x in (f, v)]]
-    return [key, b"set", at, list(value)]
-
-
-class Op(NamedTuple):
-    """One operation a step ran: its name, arguments and outcome (as the coverage counts it)."""
-
-    name: str
-    args: tuple[Any, ...]
-    outcome: str
-
-
-def attribute(invariant: str, message: str, ops: Sequence[Op], task_id: str | None = None,
-              answer: Any = None, self_trimmed: Collection[str] = ()) -> str | None:
-    """The bug-zoo defect (``BZ-n``; ``BZ-a/BZ-b`` when two fit; ``pause_unregistered`` for that
-    quirk) a failure points to, from what broke and which operations ran in the step that
-    broke it; None when none is recognised.
-    ``self_trimmed`` holds ids an archive trimmed from the index it had just added them to.
-
-    >>> attribute("I7", "orphan group: g:g0 holds 1 task(s)", [Op("forward_if_ready", (), "ok")])
-    'BZ-11'
-    """
-    names = {op.name for op in ops}
-    if invariant == "I1" and "stub" in message:
-        return "BZ-18" if "fields: result" in message else "BZ-17"
-    if invariant == "I1" and "zombie" in message and "is archived" in message:
-        if task_id in self_trimmed:
-            return "BZ-16"
-        return "BZ-1" if "archive" in names else "BZ-2"  # server path / inspector archive ops
-    failed_script = isinstance(answer, tuple) and answer[0] == "script_error"
-    if names & {"mark_as_complete", "archive"} and (
-            invariant in ("I1", "I2", "I3") or (invariant == "agreement" and failed_script)):
-        return "BZ-20" if "mark_as_complete" in names else "BZ-15"  # a script died part-way
-    if invariant == "I6":
-        return _lock_bug(message, ops)
-    if invariant == "I7":
-        return _group_bug(message, ops)
-    judge = _BY_INVARIANT.get(invariant)
-    return judge(message, names) if judge is not None else None
-
-
-def _lock_bug(message: str, ops: Sequence[Op]) -> str | None:
-    """Which early-release defect left a lock whose owner is gone or does not name it: the
-    lock a refused unique enqueue took (BZ-5); inspector deletes (BZ-3, and BZ-4 for pending
-    and aggregating); anything else — group-unique tasks, set deletion, archive trims,
-    RemoveQueue — is BZ-4's."""
-    unique = {"enqueue_unique", "schedule_unique", "add_to_group_unique"}
-    if any(op.name in unique and op.outcome == Outcome.CONFLICT.value for op in ops):
-        return "BZ-5"
-    states = {op.args[1] for op in ops if op.name == "delete_all_tasks" and len(op.args) > 1}
-    if any(op.name == "delete_task" for op in ops) or states - _BZ4_STATES:
-        return "BZ-3"
-    return "BZ-3/BZ-4" if states else "BZ-4"
-
-
-#: The bulk deletes whose lock release BZ-4 (and BZ-3) drop; BZ-3 alone drops the others.
-_BZ4_STATES = frozenset({TaskState.PENDING, TaskState.AGGREGATING})
-
-
-def _group_bug(message: str, ops: Sequence[Op]) -> str | None:
-    """Stale group: the check that emptied it; orphan group: what put tasks back in it."""
-    if "stale group" in message:
-        return "BZ-9"
-    moved = {op.name for op in ops if op.outcome == Outcome.OK.value}
-    found = [bug for bug, op in (("BZ-10", "reclaim_stale_aggregation_sets"),
-                                 ("BZ-11", "forward_if_ready")) if op in moved]
-    return "/".join(found) or None
-
-
-def _leftover_bug(message: str, names: set[str]) -> str | None:
-    if "remove_queue" in message:
-        return "BZ-12"
-    return "BZ-7" if ":lease" in message or ":active" in message else None
-
-
-def _agreement_bug(message: str, names: set[str]) -> str | None:
-    if "recover" in names and ":lease" in message:
-        return "BZ-7"  # a dangling lease the reference drops
-    if "delete_aggregation_set" in names and "aggregation_sets" in message:
-        return "BZ-8"
-    return None
-
-
-_BY_INVARIANT: dict[str, Callable[[str, set[str]], str | None]] = {
-    "I8": lambda m, n: "BZ-8",
-    "I12": lambda m, n: "pause_unregistered" if n & {"pause", "unpause"} else "BZ-12",
-    "drain": _leftover_bug, "agreement": _agreement_bug,
-}
-
-
-def _homes(snap: KeyspaceSnapshot, task_id: str) -> set[str]:
-    """The index keys where ``task_id`` belongs by its hash's state (none without a hash)."""
-    h = snap.task_hash(task_id)
-    state = h.get("state") if h is not None else None
-    q = snap.queue
-    if state == TaskState.ACTIVE.value:
-        return {keys.active(q), keys.lease(q)}
-    if state == TaskState.AGGREGATING.value:
-        group = h.get("group") if h is not None else None
-        return {k for k in snap.entries if (info := classify(q, k)) is not None
-                and info.family in (Family.GROUP, Family.GROUP_SET) and info.name == group}
-    try:
-        return {keys.state_index(q, TaskState(str(state)))}
-    except ValueError:
-        return set()
-
-
-def _unlist(entries: dict[str, KeyEntry], queue: str, info: Any, key: str) -> None:
-    """A group or aggregation set that held only dangling ids leaves its registry too."""
-    if info.family is Family.GROUP:
-        registry, member = keys.groups(queue), info.name
-    elif info.family is Family.GROUP_SET:
-        registry, member = keys.aggregation_sets(queue), key
-    else:
-        return
-    entry = entries.get(registry)
-    if entry is None:
-        return
-    kept = [m for m in _members_with_scores(entry) if m[0] != member]
-    if not kept:
-        del entries[registry]
-    elif entry.type is KeyType.SET:
-        entries[registry] = KeyEntry(registry, KeyType.SET, frozenset(m for m, _ in kept),
-                                     entry.expire_at_ms)
-    else:
-        entries[registry] = _rebuilt(entry, kept)
-
-
-def _members_with_scores(entry: KeyEntry) -> list[tuple[str, float]]:
-    if entry.type is KeyType.ZSET:
-        return list(entry.zset())
-    return [(m, 0.0) for m in entry.members()]
-
-
-def _rebuilt(entry: KeyEntry, kept: list[tuple[str, float]]) -> KeyEntry:
-    value = zset_value(kept) if entry.type is KeyType.ZSET else tuple(m for m, _ in kept)
-    return KeyEntry(entry.key, entry.type, value, entry.expire_at_ms)
+def _differing_keys(expected: KeyspaceSnapshot, actual: KeyspaceSnapshot) -> frozenset[str]:
+    """The keys whose entries differ between the two keyspaces (absent on one side included)."""
+    return frozenset(k for k in expected.entries.keys() | actual.entries.keys()
+                     if expected.entries.get(k) != actual.entries.get(k))
 
 
 def _index_key(queue: str, state: TaskState, group: str) -> str:
@@ -1108,24 +777,6 @@ def _short(value: Any) -> str:
     return repr(value)
 
 
-def _violation(violations: list[Violation], snap: KeyspaceSnapshot) -> LeakFound:
-    first = violations[0]
-    detail = "\n".join(f"  {v.invariant} {v.key}: {v.message}" for v in violations)
-    keyspace = "\n".join(f"  {e.key}: {e.describe()}" for e in snap)
-    return leak(first.invariant, first.message, f"{detail}\n keyspace:\n{keyspace}")
-
-
-@functools.cache
-def leak_class(invariant: str) -> type[LeakFound]:
-    """A LeakFound subclass per invariant, so Hypothesis reports distinct defects separately."""
-    return type(f"LeakFound_{invariant}", (LeakFound,), {})
-
-
-def leak(invariant: str, message: str, detail: str = "") -> LeakFound:
-    """A LeakFound of the class of ``invariant``."""
-    return leak_class(invariant)(invariant, message, detail)
-
-
 class EvictRule(KeyMachine):
     """The ``evict`` fault as a rule (mixed in when ``MachineConfig.faults``)."""
 
@@ -1165,7 +816,7 @@ def make_machine(config: MachineConfig, name: str | None = None) -> type[KeyMach
         KeyMachine)
     body: dict[str, Any] = {"config": config}
     if config.swarm or config.rules is not None:
-        body.update(_swarm_rules(bases, config.rules))
+        body.update(swarm_rules(bases, config.rules))
     return type(ident, bases, body)
 
 
@@ -1187,61 +838,8 @@ def overriding(**fields: Any) -> Iterator[None]:
         _OVERRIDES.reset(token)
 
 
-def rule_names(machine: type[RuleBasedStateMachine]) -> list[str]:
-    """The names of ``machine``'s rules, sorted."""
-    return sorted(n for n in dir(machine) if getattr(getattr(machine, n), RULE_MARKER, None))
-
-
-def _enabled(name: str, always: bool) -> Callable[[KeyMachine], bool]:
-    def allowed(self: KeyMachine) -> bool:
-        return always or name in self.enabled
-    return allowed
-
-
-def _swarm_rules(bases: tuple[type[KeyMachine], ...],
-                 focus: frozenset[str] | None) -> dict[str, Any]:
-    """Swarm testing: an ``initialize`` rule draws which rules this example may use, and every
-    rule gets that as a precondition. Fewer rules per example make specific multi-step
-    sequences far likelier; the shrunk program shows the set that was needed. With a
-    ``focus`` the set is fixed instead of drawn."""
-    probe = type("SwarmProbe", bases, {})
-    names = rule_names(probe)
-    if focus is not None:
-        unknown = sorted(focus - set(names))
-        if unknown:
-            raise ValueError(f"rules: unknown rule names {unknown}; the machine has {names}")
-    # ``tick`` stays on unless a focus rule can always run: an example must never be stuck
-    # with every rule's precondition false.
-    free = {n for n in names if not getattr(getattr(probe, n), RULE_MARKER).preconditions}
-    always = "tick" if focus is None or not focus & free else ""
-    body: dict[str, Any] = {}
-    for name in names:
-        body[name] = precondition(_enabled(name, name == always))(getattr(probe, name))
-
-    def swarm(self: KeyMachine, enabled: frozenset[str]) -> None:
-        """This example uses only the rules in ``enabled``."""
-        self.enabled = frozenset(enabled)
-
-    if focus is not None:
-        body["enabled"] = focus
-        return body
-    make: Callable[..., Any] = initialize
-    body["swarm"] = make(enabled=st.frozensets(st.sampled_from(names), min_size=1))(swarm)
-    return body
-
-
-def iter_transitions() -> Iterator[str]:
-    """Every transition name of the table (what the coverage gate expects to see)."""
-    yield from TRANSITIONS
-
-
-def profile_from_env() -> str:
-    """The settings profile: ``KEYSIM_PROFILE`` or ``dev``."""
-    return os.environ.get("KEYSIM_PROFILE", "dev")
-
-
-__all__ = ["ASYNQ_BACKEND", "COVERAGE", "MACHINE_POLICY", "KeyMachine", "LeakFound",
-           "MachineConfig", "Op", "attribute", "drain_baseline", "leak", "leak_class",
-           "make_broker", "make_machine", "overriding", "render_args", "rule_names",
+#: Re-exported for printed programs and notebooks: ``from harness.machine import MachineConfig,
+#: make_machine`` (and ``MACHINE_POLICY``, ``ASYNQ_BACKEND``, ``LeakFound``) keeps working.
+__all__ = ["ASYNQ_BACKEND", "COVERAGE", "MACHINE_POLICY", "QUEUES", "KeyMachine", "LeakFound",
+           "MachineConfig", "drain_baseline", "make_machine", "overriding", "render_args",
            "transition_for"]
-

@@ -52,12 +52,11 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import fakeredis
 import redis
 
 from broker import Broker
 from broker.variants import variant as lookup_variant
-from harness.fakelua import compile_once, hand_over
+from harness.fakeserver import database, memory_image, new_client
 from harness.machine import render_args
 from model.api import KeyProtocol
 from model.clock import VirtualClock
@@ -321,47 +320,21 @@ class _Store:
         self.client.flushdb()
 
 
-class _Opaque:
-    """A value the image cannot describe: equal to nothing, so its key always counts as changed."""
-
-
-def _canon(value: Any) -> Hashable:
-    """A fakeredis value as plain hashable data (bytes, list, set, zset, hash)."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, list):
-        return ("list", tuple(value))
-    kind = getattr(value, "_model_type", None)
-    if kind in (b"zset", b"hash"):
-        return (kind, frozenset(value.items()))
-    if kind == b"set":
-        return (kind, frozenset(value))
-    return _Opaque()
-
-
 class _FakeStore(_Store):
     """fakeredis: a private FakeServer whose database is read directly for the image.
 
-    ``FakeServer.dbs[0]`` is a mapping of key → item (``value``, ``expireat``); reading it costs
+    The database is read through :mod:`harness.fakeserver` (key → item); reading it costs
     microseconds where a DUMP of every key costs a round trip per key. Only the image is read
     this way — saving and restoring go through DUMP/RESTORE like on a real Redis.
     """
 
     def __init__(self) -> None:
-        self.server = fakeredis.FakeServer()
-        self.client = fakeredis.FakeRedis(server=self.server)
-        compile_once(self.client)  # tens of thousands of script calls: compile each once
-        hand_over(self.client)  # and skip RESP between the broker and its in-process server
-        try:
-            self._db: Any = self.server.dbs[0]
-            self._db.items()
-        except (AttributeError, KeyError, TypeError):  # another fakeredis layout: no image
-            self._db = None
+        # tens of thousands of script calls: compiled once, commands handed over as words
+        self.client = new_client()
+        self._db = database(self.client)  # None: another fakeredis layout, no image
 
     def _items(self) -> dict[bytes, Hashable] | None:
-        if self._db is None:
-            return None
-        return {name: (item.expireat, _canon(item.value)) for name, item in self._db.items()}
+        return None if self._db is None else memory_image(self._db)
 
     def mark(self) -> _Mark:
         return _Mark(_dump(self.client), self._items(), None)

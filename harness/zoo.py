@@ -14,8 +14,8 @@ Some defects need an environment fault to be reachable at all, and the case says
 BZ-20), ``flood`` a burst of 8000 archived tasks (BZ-15: Asynq's unpack limit). None is
 reachable through the public API alone.
 
->>> CASES["BZ-2"].invariant
-'I1'
+>>> print(CASES["BZ-2"].invariant)
+I1
 >>> missing_cases()
 []
 """
@@ -31,7 +31,8 @@ from typing import Any
 
 from broker.variants import MUTANTS, Quirk, variant
 from harness.check import CheckResult, run_check
-from harness.machine import MACHINE_POLICY, MachineConfig
+from harness.config import MACHINE_POLICY, MachineConfig
+from model.invariants import Invariant
 from model.policy import Policy
 
 #: The machine's policy with an archive cap large enough to hold a BZ-15 flood.
@@ -47,7 +48,7 @@ class ZooCase:
     invariant: str
     max_examples: int = 300
     steps: int = 15
-    #: Add the ``evict`` fault rule (see :class:`harness.machine.MachineConfig`).
+    #: Add the ``evict`` fault rule (see :class:`harness.config.MachineConfig`).
     faults: bool = False
     #: Archive-flood size (0: none).
     flood: int = 0
@@ -76,35 +77,36 @@ class ZooCase:
 _EVICT = "needs a fault: a task hash evicted (allkeys-* policy) or DEL'd by hand"
 #: One case per mutant of broker.variants.MUTANTS.
 CASES: dict[str, ZooCase] = {c.bug: c for c in (
-    ZooCase("BZ-1", "I1"),
-    ZooCase("BZ-2", "I1"),
-    ZooCase("BZ-3", "I6"),
-    ZooCase("BZ-4", "I6"),
-    ZooCase("BZ-5", "I6"),
+    ZooCase("BZ-1", Invariant.I1),
+    ZooCase("BZ-2", Invariant.I1),
+    ZooCase("BZ-3", Invariant.I6),
+    ZooCase("BZ-4", Invariant.I6),
+    ZooCase("BZ-5", Invariant.I6),
     ZooCase("BZ-7", "agreement", faults=True,
             rules=frozenset({"enqueue", "dequeue", "evict_rule", "jump"}),
             note=_EVICT + " while active; focus: enqueue, dequeue, evict, jump"),
-    ZooCase("BZ-8", "I8"),
-    ZooCase("BZ-9", "I7"),
-    ZooCase("BZ-10", "I7", rules=frozenset({"add_to_group", "aggregation_check"}),
+    ZooCase("BZ-8", Invariant.I8),
+    ZooCase("BZ-9", Invariant.I7),
+    ZooCase("BZ-10", Invariant.I7, rules=frozenset({"add_to_group", "aggregation_check"}),
             note="focus: group rules (a crashed aggregation reclaimed later)"),
-    ZooCase("BZ-11", "I7", rules=frozenset({"schedule", "jump"}),
+    ZooCase("BZ-11", Invariant.I7, rules=frozenset({"schedule", "jump"}),
             note="focus: schedule + jump (a task scheduled with a group, then forwarded)"),
-    ZooCase("BZ-12", "I12", also=frozenset({"drain"})),
-    ZooCase("BZ-15", "I1", flood=8000, policy=FLOOD_POLICY, max_examples=10, steps=6,
+    ZooCase("BZ-12", Invariant.I12, also=frozenset({"drain"})),
+    ZooCase("BZ-15", Invariant.I1, flood=8000, policy=FLOOD_POLICY, max_examples=10, steps=6,
             rules=frozenset({"archive_pressure"}), shrink=False,
             note="needs 8000 archived tasks older than the cutoff (a flood); not shrunk: "
                  "each example costs seconds, and has at most 6 steps",
-            also=frozenset({"I2", "I3", "agreement"})),
-    ZooCase("BZ-16", "I1", rules=frozenset({"archive_pressure"}),
+            also=frozenset({Invariant.I2, Invariant.I3, "agreement"})),
+    ZooCase("BZ-16", Invariant.I1, rules=frozenset({"archive_pressure"}),
             note="focus: archive pressure (a burst archived while the archive is at its cap)"),
-    ZooCase("BZ-17", "I1", faults=True, rules=frozenset({"enqueue", "evict_rule", "dequeue"}),
+    ZooCase("BZ-17", Invariant.I1, faults=True,
+            rules=frozenset({"enqueue", "evict_rule", "dequeue"}),
             note=_EVICT + "; focus: enqueue, evict, dequeue"),
-    ZooCase("BZ-18", "I1"),
-    ZooCase("BZ-20", "I1", faults=True, rules=frozenset({"work", "evict_rule"}),
+    ZooCase("BZ-18", Invariant.I1),
+    ZooCase("BZ-20", Invariant.I1, faults=True, rules=frozenset({"work", "evict_rule"}),
             note=_EVICT + ", then the id resubmitted while its completed entry remains; "
                  "focus: work + evict",
-            also=frozenset({"agreement", "I3", "I4"})),
+            also=frozenset({"agreement", Invariant.I3, Invariant.I4})),
 )}
 
 
@@ -133,7 +135,7 @@ class Hunt:
 
     @property
     def bug(self) -> str:
-        """The defect :func:`harness.machine.attribute` recognised ("?" when none)."""
+        """The defect :func:`harness.attribution.attribute` recognised ("?" when none)."""
         failure = self.result.failure
         return (failure.bug or "?") if failure else ""
 

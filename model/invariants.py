@@ -1,7 +1,9 @@
 """Invariants I1–I14 of spec §5.1, made checkable on one queue's :class:`KeyspaceSnapshot`.
 
 Each ``check_iN`` returns the :class:`Violation` s of one invariant; :func:`check_all` runs them
-all, in order, and :data:`INVARIANTS` maps an id to its title and function.
+all, in order, and :data:`INVARIANTS` maps an id to its title and function. Every violation
+names its :class:`Invariant` (whose value is the spec's id, ``I1``…) and its :class:`Kind`, what
+was found; its message is for people only.
 
 Two flags widen what is checked:
 
@@ -29,8 +31,8 @@ registry keys, so I14 is vacuous unless a caller fills ``extra``.
 >>> key = keys.task("q", "abc")
 >>> zombie = KeyEntry(key, KeyType.HASH, {"msg": "?", "state": "archived"})
 >>> snap = KeyspaceSnapshot("q", now_ms=0, entries={key: zombie}, registered=True)
->>> [v.message for v in check_i1(snap)][-1]
-'zombie: t:abc is archived but in no index (expected archived)'
+>>> [(v.kind, v.message) for v in check_i1(snap)][-1]
+(<Kind.ZOMBIE: 'zombie'>, 'zombie: t:abc is archived but in no index (expected archived)')
 """
 
 from __future__ import annotations
@@ -51,18 +53,159 @@ from model.snapshot import HashValue, KeyEntry, KeyspaceSnapshot, KeyType
 from model.states import TaskState
 
 
+class Invariant(StrEnum):
+    """The invariants of spec §5.1. The value is the spec's id (``I1``…``I14``), what the docs,
+    the CLI and saved records show; a member compares equal to its id.
+
+    >>> Invariant.I6 == "I6", f"{Invariant.I6}"
+    (True, 'I6')
+    """
+
+    I1 = "I1"  # no orphan hash
+    I2 = "I2"  # no dangling index entry
+    I3 = "I3"  # active ⇔ lease
+    I4 = "I4"  # single membership
+    I5 = "I5"  # lease liveness (quiescent)
+    I6 = "I6"  # unique locks: a TTL, and (strict) a live owner that names the lock
+    I7 = "I7"  # groups registry
+    I8 = "I8"  # aggregation index
+    I9 = "I9"  # completed bounded (quiescent)
+    I10 = "I10"  # archive bounded
+    I11 = "I11"  # no TTL on task data
+    I12 = "I12"  # queue registry and key layout
+    I13 = "I13"  # stats counters
+    I14 = "I14"  # global registries (extra keys only)
+
+
+class Kind(StrEnum):
+    """What a violation found: one kind per thing a check reports, each of one invariant
+    (:attr:`invariant`). Code that tells violations apart matches these, never the message.
+
+    >>> Kind.ORPHAN_GROUP.invariant == Invariant.I7
+    True
+    """
+
+    # I1: a task hash that is malformed or sits where its state does not put it
+    STUB = "stub"  # a hash without msg or state (written by an HSET on a missing task)
+    UNDECODABLE_MESSAGE = "undecodable message"
+    FOREIGN_MESSAGE = "foreign message"  # the msg of another task id or queue
+    UNKNOWN_STATE = "unknown state"
+    AGGREGATING_WITHOUT_GROUP = "aggregating without group"
+    ZOMBIE = "zombie"  # in no index at all
+    MISPLACED = "misplaced"  # in an index, but not the one its state requires
+    # I2
+    DANGLING = "dangling"  # an index holds an id whose hash does not exist
+    # I3
+    DUPLICATE_IN_ACTIVE = "duplicate in active"
+    ACTIVE_WITHOUT_LEASE = "active without lease"
+    LEASE_WITHOUT_ACTIVE = "lease without active"
+    # I4
+    IN_SEVERAL_INDEXES = "in several indexes"
+    DUPLICATE_IN_PENDING = "duplicate in pending"
+    # I5
+    EXPIRED_LEASE = "expired lease"
+    # I6
+    LOCK_WITHOUT_TTL = "lock without ttl"
+    STALE_LOCK = "stale lock"  # a live lock whose owner is gone, completed or names another lock
+    # I7
+    STALE_GROUP = "stale group"  # listed in groups, but its zset is empty
+    ORPHAN_GROUP = "orphan group"  # a group zset not listed in groups
+    # I8
+    UNINDEXED_AGGREGATION_SET = "unindexed aggregation set"
+    DANGLING_AGGREGATION_SET = "dangling aggregation set"  # listed, but not an existing set
+    OVERDUE_AGGREGATION_SET = "overdue aggregation set"
+    # I9
+    OVERDUE_COMPLETED = "overdue completed"
+    # I10
+    ARCHIVE_OVER_CAPACITY = "archive over capacity"
+    ARCHIVED_PAST_CUTOFF = "archived past cutoff"
+    # I11
+    TTL_ON_TASK_DATA = "ttl on task data"
+    # I12
+    FOREIGN_KEY = "foreign key"
+    UNKNOWN_KEY = "unknown key"
+    WRONG_TYPE = "wrong type"
+    EMPTY_COLLECTION = "empty collection"
+    UNREGISTERED_QUEUE = "unregistered queue"
+    # I13
+    COUNTER_NOT_INTEGER = "counter not integer"
+    DAILY_COUNTER_WITHOUT_TTL = "daily counter without ttl"
+    DAILY_COUNTER_TTL_TOO_LONG = "daily counter ttl too long"
+    TOTAL_COUNTER_WITH_TTL = "total counter with ttl"
+    # I14
+    REGISTRY_NOT_A_ZSET = "registry not a zset"
+    REGISTRY_MEMBER_MISSING = "registry member missing"
+    REGISTRY_MEMBER_WITHOUT_TTL = "registry member without ttl"
+
+    @property
+    def invariant(self) -> Invariant:
+        """The invariant this kind of violation breaks."""
+        return _INVARIANT_OF[self]
+
+
+#: The kinds of violation each invariant's check reports.
+KINDS: Mapping[Invariant, tuple[Kind, ...]] = {
+    Invariant.I1: (
+        Kind.STUB, Kind.UNDECODABLE_MESSAGE, Kind.FOREIGN_MESSAGE, Kind.UNKNOWN_STATE,
+        Kind.AGGREGATING_WITHOUT_GROUP, Kind.ZOMBIE, Kind.MISPLACED),
+    Invariant.I2: (Kind.DANGLING,),
+    Invariant.I3: (
+        Kind.DUPLICATE_IN_ACTIVE, Kind.ACTIVE_WITHOUT_LEASE, Kind.LEASE_WITHOUT_ACTIVE),
+    Invariant.I4: (Kind.IN_SEVERAL_INDEXES, Kind.DUPLICATE_IN_PENDING),
+    Invariant.I5: (Kind.EXPIRED_LEASE,),
+    Invariant.I6: (Kind.LOCK_WITHOUT_TTL, Kind.STALE_LOCK),
+    Invariant.I7: (Kind.STALE_GROUP, Kind.ORPHAN_GROUP),
+    Invariant.I8: (
+        Kind.UNINDEXED_AGGREGATION_SET, Kind.DANGLING_AGGREGATION_SET,
+        Kind.OVERDUE_AGGREGATION_SET),
+    Invariant.I9: (Kind.OVERDUE_COMPLETED,),
+    Invariant.I10: (Kind.ARCHIVE_OVER_CAPACITY, Kind.ARCHIVED_PAST_CUTOFF),
+    Invariant.I11: (Kind.TTL_ON_TASK_DATA,),
+    Invariant.I12: (
+        Kind.FOREIGN_KEY, Kind.UNKNOWN_KEY, Kind.WRONG_TYPE, Kind.EMPTY_COLLECTION,
+        Kind.UNREGISTERED_QUEUE),
+    Invariant.I13: (
+        Kind.COUNTER_NOT_INTEGER, Kind.DAILY_COUNTER_WITHOUT_TTL,
+        Kind.DAILY_COUNTER_TTL_TOO_LONG, Kind.TOTAL_COUNTER_WITH_TTL),
+    Invariant.I14: (
+        Kind.REGISTRY_NOT_A_ZSET, Kind.REGISTRY_MEMBER_MISSING,
+        Kind.REGISTRY_MEMBER_WITHOUT_TTL),
+}
+_INVARIANT_OF: Mapping[Kind, Invariant] = {
+    kind: invariant for invariant, kinds in KINDS.items() for kind in kinds}
+
+
 @dataclass(frozen=True)
 class Violation:
-    """One broken invariant: which (``"I1"``..``"I14"``), on which key, for which task, and why.
+    """One broken invariant: which (``"I1"``..``"I14"``), on which key, for which task, why (the
+    message, for people) and what was found (the :class:`Kind`, for code).
 
-    >>> str(Violation("I3", "asynq:{q}:active", "t1", "t1 is in active but has no lease entry"))
+    Checks of this module build violations with :meth:`of`, so every one carries a kind; a kind
+    of None is left to checks written elsewhere (e.g. a test's own stand-in invariant).
+
+    >>> v = Violation.of(Kind.ACTIVE_WITHOUT_LEASE, "asynq:{q}:active", "t1",
+    ...                  "t1 is in active but has no lease entry")
+    >>> str(v)
     'I3 [asynq:{q}:active] t1 is in active but has no lease entry'
+    >>> v.invariant == "I3", v.kind.invariant is Invariant.I3
+    (True, True)
     """
 
     invariant: str
     key: str
     task_id: str | None
     message: str
+    kind: Kind | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind.invariant != self.invariant:
+            raise ValueError(f"a {self.kind} violation breaks {self.kind.invariant}, "
+                             f"not {self.invariant}")
+
+    @classmethod
+    def of(cls, kind: Kind, key: str, task_id: str | None, message: str) -> Violation:
+        """A violation of ``kind`` (its invariant is the kind's)."""
+        return cls(kind.invariant, key, task_id, message, kind)
 
     def __str__(self) -> str:
         return f"{self.invariant} [{self.key}] {self.message}"
@@ -234,21 +377,24 @@ class _View:
     def _admit(self, key: str, entry: KeyEntry) -> None:
         info = classify(self.snap.queue, key)
         if keys.queue_of(key) != self.snap.queue:
-            self._problem(key, f"foreign key: {key} is not a key of queue {self.snap.queue!r}")
+            self._problem(key, Kind.FOREIGN_KEY,
+                          f"foreign key: {key} is not a key of queue {self.snap.queue!r}")
         elif info is None:
-            self._problem(key, f"unknown key: {self.short(key)} is under the queue's prefix "
+            self._problem(key, Kind.UNKNOWN_KEY,
+                          f"unknown key: {self.short(key)} is under the queue's prefix "
                                "but no key function produces it")
         elif entry.type is not EXPECTED_TYPE[info.family]:
-            self._problem(key, f"wrong type: {self.short(key)} is a {entry.type}, "
+            self._problem(key, Kind.WRONG_TYPE, f"wrong type: {self.short(key)} is a {entry.type}, "
                                f"expected a {EXPECTED_TYPE[info.family]}")
         elif entry.type is not KeyType.STRING and not entry.value:
-            self._problem(key, f"empty {entry.type}: {self.short(key)} exists with no elements "
+            self._problem(key, Kind.EMPTY_COLLECTION,
+                          f"empty {entry.type}: {self.short(key)} exists with no elements "
                                "(Redis deletes empty collections)")
         else:
             self.info[key] = info
 
-    def _problem(self, key: str, message: str) -> None:
-        self.layout.append(Violation("I12", key, None, message))
+    def _problem(self, key: str, kind: Kind, message: str) -> None:
+        self.layout.append(Violation.of(kind, key, None, message))
 
     @property
     def queue(self) -> str:
@@ -345,17 +491,20 @@ def _hash_problems(view: _View, key: str, task_id: str, fields: HashValue) -> li
     if missing:
         have = ", ".join(sorted(fields)) or "none"
         what = " or ".join(missing)
-        return [Violation("I1", key, task_id, f"stub: {name} has no {what} field (fields: {have})")]
+        return [Violation.of(Kind.STUB, key, task_id, f"stub: {name} has no {what} field (fields: {have})")]
     out = []
     msg, state = fields["msg"], fields["state"]
     if not isinstance(msg, TaskMessage):
-        out.append(Violation("I1", key, task_id, f"{name} has a msg that does not decode"))
+        out.append(Violation.of(Kind.UNDECODABLE_MESSAGE, key, task_id,
+                                f"{name} has a msg that does not decode"))
     elif (msg.id, msg.queue) != (task_id, view.queue):
-        out.append(Violation("I1", key, task_id, f"{name} holds the message of task {msg.id!r} "
-                                                  f"in queue {msg.queue!r}"))
+        out.append(Violation.of(Kind.FOREIGN_MESSAGE, key, task_id,
+                                f"{name} holds the message of task {msg.id!r} "
+                                f"in queue {msg.queue!r}"))
     if _state_of(fields) is None:
-        out.append(Violation("I1", key, task_id, f"{name} has state {state!s:.40}, which is not "
-                                                  "the state of a stored task"))
+        out.append(Violation.of(Kind.UNKNOWN_STATE, key, task_id,
+                                f"{name} has state {state!s:.40}, which is not "
+                                "the state of a stored task"))
     return out
 
 
@@ -365,7 +514,8 @@ def _placement(view: _View, key: str, task_id: str, state: TaskState, fields: Ha
     if state is TaskState.AGGREGATING:
         group = fields.get("group")
         if not isinstance(group, str) or not group:
-            return [Violation("I1", key, task_id, f"{name} is aggregating but has no group field")]
+            return [Violation.of(Kind.AGGREGATING_WITHOUT_GROUP, key, task_id,
+                                 f"{name} is aggregating but has no group field")]
         home = {s for s in slots if _in_group(view, s, group)}
         expected = f"g:{group} or one of its aggregation sets"
     else:
@@ -375,11 +525,11 @@ def _placement(view: _View, key: str, task_id: str, state: TaskState, fields: Ha
     if home:
         return []
     if not slots:
-        return [Violation("I1", key, task_id, f"zombie: {name} is {state} but in no index "
-                                              f"(expected {expected})")]
+        return [Violation.of(Kind.ZOMBIE, key, task_id, f"zombie: {name} is {state} but in no index "
+                                                        f"(expected {expected})")]
     where = ", ".join(view.short(s) for s in sorted(slots))
-    return [Violation("I1", key, task_id, f"{name} is {state} but sits in {where}, "
-                                          f"not in {expected}")]
+    return [Violation.of(Kind.MISPLACED, key, task_id,
+                         f"{name} is {state} but sits in {where}, not in {expected}")]
 
 
 def _in_group(view: _View, slot: str, group: str) -> bool:
@@ -400,7 +550,7 @@ def _i2(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> lis
             if view.task_hash(task_id) is None:
                 task = view.short(keys.task(view.queue, task_id))
                 message = f"dangling: {view.short(entry.key)} holds {task_id!r} but {task} does not exist"
-                out.append(Violation("I2", entry.key, task_id, message))
+                out.append(Violation.of(Kind.DANGLING, entry.key, task_id, message))
     return out
 
 
@@ -411,11 +561,12 @@ def _i3(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> lis
     active_key, lease_key = keys.active(view.queue), keys.lease(view.queue)
     active = Counter(view.members(active_key))
     lease = set(view.members(lease_key))
-    out = [Violation("I3", active_key, t, f"{t} appears {n} times in active")
+    out = [Violation.of(Kind.DUPLICATE_IN_ACTIVE, active_key, t, f"{t} appears {n} times in active")
            for t, n in active.items() if n > 1]
-    out += [Violation("I3", active_key, t, f"{t} is in active but has no lease entry")
+    out += [Violation.of(Kind.ACTIVE_WITHOUT_LEASE, active_key, t, f"{t} is in active but has no lease entry")
             for t in active if t not in lease]
-    out += [Violation("I3", lease_key, t, f"{t} has a lease entry but is not in active")
+    out += [Violation.of(Kind.LEASE_WITHOUT_ACTIVE, lease_key, t,
+                         f"{t} has a lease entry but is not in active")
             for t in sorted(lease - set(active))]
     return out
 
@@ -428,10 +579,10 @@ def _i4(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> lis
     for task_id, slots in sorted(view.slots().items()):
         if len(slots) > 1:
             where = ", ".join(view.short(s) for s in sorted(slots))
-            out.append(Violation("I4", keys.task(view.queue, task_id), task_id,
-                                 f"{task_id} is in {len(slots)} indexes at once: {where}"))
+            out.append(Violation.of(Kind.IN_SEVERAL_INDEXES, keys.task(view.queue, task_id), task_id,
+                                    f"{task_id} is in {len(slots)} indexes at once: {where}"))
     pending_key = keys.pending(view.queue)
-    out += [Violation("I4", pending_key, t, f"{t} appears {n} times in pending")
+    out += [Violation.of(Kind.DUPLICATE_IN_PENDING, pending_key, t, f"{t} appears {n} times in pending")
             for t, n in Counter(view.members(pending_key)).items() if n > 1]
     return out
 
@@ -447,8 +598,9 @@ def _i5(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> lis
         return []
     cutoff = view.now_s - policy.recover_skew
     lease_key = keys.lease(view.queue)
-    return [Violation("I5", lease_key, t, f"{t}'s lease expired at {_num(score)}; a recoverer pass at "
-                                          f"now={view.now_s} (cutoff {cutoff}) left it in lease")
+    return [Violation.of(Kind.EXPIRED_LEASE, lease_key, t,
+                         f"{t}'s lease expired at {_num(score)}; a recoverer pass at "
+                         f"now={view.now_s} (cutoff {cutoff}) left it in lease")
             for t, score in view.zset(lease_key) if score <= cutoff]
 
 
@@ -461,7 +613,8 @@ def _i6(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> lis
     for entry, _ in view.of(Family.UNIQUE):
         name = view.short(entry.key)
         if not entry.has_ttl:
-            out.append(Violation("I6", entry.key, entry.string() or None, f"{name} has no TTL"))
+            out.append(Violation.of(Kind.LOCK_WITHOUT_TTL, entry.key, entry.string() or None,
+                                    f"{name} has no TTL"))
         elif strict_locks and entry.expire_at_ms is not None and entry.expire_at_ms > view.snap.now_ms:
             out.extend(_lock_owner(view, entry))
     return out
@@ -478,8 +631,8 @@ def _lock_owner(view: _View, entry: KeyEntry) -> list[Violation]:
         problem = f"whose unique_key is {fields.get('unique_key', '(unset)')!s:.60}"
     else:
         return []
-    return [Violation("I6", entry.key, owner, f"early-release failure: {name} is held by "
-                                              f"{owner!r}, {problem}")]
+    return [Violation.of(Kind.STALE_LOCK, entry.key, owner, f"early-release failure: {name} is held by "
+                                                            f"{owner!r}, {problem}")]
 
 
 def _i7(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> list[Violation]:
@@ -489,12 +642,13 @@ def _i7(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> lis
     groups_key = keys.groups(view.queue)
     listed = set(view.members(groups_key))
     present = {info.name: entry for entry, info in view.of(Family.GROUP)}
-    out = [Violation("I7", groups_key, None, f"stale group: groups lists {name!r} but "
-                                             f"{view.short(keys.group(view.queue, name))} is empty")
+    out = [Violation.of(Kind.STALE_GROUP, groups_key, None,
+                        f"stale group: groups lists {name!r} but "
+                        f"{view.short(keys.group(view.queue, name))} is empty")
            for name in sorted(listed - set(present))]
-    out += [Violation("I7", present[name].key, None, f"orphan group: g:{name} holds "
-                                                     f"{len(present[name].zset())} task(s) but "
-                                                     f"{name!r} is not in groups")
+    out += [Violation.of(Kind.ORPHAN_GROUP, present[name].key, None,
+                         f"orphan group: g:{name} holds {len(present[name].zset())} task(s) "
+                         f"but {name!r} is not in groups")
             for name in sorted(set(present) - listed)]
     return out
 
@@ -506,17 +660,20 @@ def _i8(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> lis
     index_key = keys.aggregation_sets(view.queue)
     index = dict(view.zset(index_key))
     sets = {entry.key for entry, _ in view.of(Family.GROUP_SET)}
-    out = [Violation("I8", k, None, f"aggregation set {view.short(k)} is not in aggregation_sets")
+    out = [Violation.of(Kind.UNINDEXED_AGGREGATION_SET, k, None,
+                        f"aggregation set {view.short(k)} is not in aggregation_sets")
            for k in sorted(sets - set(index))]
     for member in sorted(set(index) - sets):
         info = classify(view.queue, member) if keys.queue_of(member) == view.queue else None
         why = ("but that set does not exist" if info is not None and info.family is Family.GROUP_SET
                else f"which is not an aggregation-set key of queue {view.queue!r}")
-        out.append(Violation("I8", index_key, None, f"aggregation_sets lists {view.short(member)} {why}"))
+        out.append(Violation.of(Kind.DANGLING_AGGREGATION_SET, index_key, None,
+                                f"aggregation_sets lists {view.short(member)} {why}"))
     if quiescent:
-        out += [Violation("I8", index_key, None, f"aggregation set {view.short(m)} passed its "
-                                                 f"deadline {_num(d)}; a reclaim pass at now="
-                                                 f"{view.now_s} left it")
+        out += [Violation.of(Kind.OVERDUE_AGGREGATION_SET, index_key, None,
+                             f"aggregation set {view.short(m)} passed its "
+                             f"deadline {_num(d)}; a reclaim pass at now="
+                             f"{view.now_s} left it")
                 for m, d in view.zset(index_key) if d <= view.now_s]
     return out
 
@@ -528,8 +685,9 @@ def _i9(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> lis
     if not quiescent:
         return []
     completed = keys.completed(view.queue)
-    return [Violation("I9", completed, t, f"{t} expired from completed at {_num(score)}; a janitor pass "
-                                          f"at now={view.now_s} left it")
+    return [Violation.of(Kind.OVERDUE_COMPLETED, completed, t,
+                         f"{t} expired from completed at {_num(score)}; a janitor pass "
+                         f"at now={view.now_s} left it")
             for t, score in view.zset(completed) if score <= view.now_s]
 
 
@@ -541,12 +699,14 @@ def _i10(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> li
     entries = view.zset(archived)
     out = []
     if len(entries) > policy.archive_capacity:
-        out.append(Violation("I10", archived, None, f"archived holds {len(entries)} entries, above "
-                                                    f"the capacity {policy.archive_capacity}"))
+        out.append(Violation.of(Kind.ARCHIVE_OVER_CAPACITY, archived, None,
+                                f"archived holds {len(entries)} entries, above "
+                                f"the capacity {policy.archive_capacity}"))
     if quiescent:
         cutoff = view.now_s - policy.archive_cutoff
-        out += [Violation("I10", archived, t, f"{t} was archived at {_num(score)}, before the cutoff "
-                                              f"{cutoff}; a janitor pass at now={view.now_s} left it")
+        out += [Violation.of(Kind.ARCHIVED_PAST_CUTOFF, archived, t,
+                             f"{t} was archived at {_num(score)}, before the cutoff "
+                             f"{cutoff}; a janitor pass at now={view.now_s} left it")
                 for t, score in entries if score <= cutoff]
     return out
 
@@ -558,9 +718,9 @@ def _i11(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> li
     """I11 no TTL on task data: task hashes, every index, ``groups``, ``aggregation_sets`` and
     ``paused`` never expire. (Counters are I13's; locks must have a TTL, I6.)
     """
-    return [Violation("I11", entry.key, info.name if info.family is Family.TASK else None,
-                      f"{view.short(entry.key)} has a TTL (expires at {entry.expire_at_ms} ms); "
-                      f"a {info.family} key must never expire")
+    return [Violation.of(Kind.TTL_ON_TASK_DATA, entry.key, info.name if info.family is Family.TASK else None,
+                         f"{view.short(entry.key)} has a TTL (expires at {entry.expire_at_ms} ms); "
+                         f"a {info.family} key must never expire")
             for entry, info in view.of(*_NEVER_EXPIRE)
             if entry.has_ttl]
 
@@ -572,9 +732,9 @@ def _i12(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> li
     """
     out = list(view.layout)
     if view.snap.entries and not view.snap.registered:
-        out.append(Violation("I12", keys.ALL_QUEUES, None,
-                             f"queue {view.queue!r} has {len(view.snap.entries)} key(s) but is not "
-                             f"in {keys.ALL_QUEUES}"))
+        out.append(Violation.of(Kind.UNREGISTERED_QUEUE, keys.ALL_QUEUES, None,
+                                f"queue {view.queue!r} has {len(view.snap.entries)} key(s) but is not "
+                                f"in {keys.ALL_QUEUES}"))
     return out
 
 
@@ -587,15 +747,18 @@ def _i13(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> li
     for entry, info in view.of(*_COUNTERS):
         name, daily = view.short(entry.key), info.family in _TTL_FAMILIES
         if not re.fullmatch(r"-?\d+", entry.string()):
-            out.append(Violation("I13", entry.key, None, f"{name} holds {entry.string()!r:.40}, "
-                                                         "not an integer"))
+            out.append(Violation.of(Kind.COUNTER_NOT_INTEGER, entry.key, None,
+                                    f"{name} holds {entry.string()!r:.40}, "
+                                    "not an integer"))
         if daily and entry.expire_at_ms is None:
-            out.append(Violation("I13", entry.key, None, f"{name} has no TTL"))
+            out.append(Violation.of(Kind.DAILY_COUNTER_WITHOUT_TTL, entry.key, None, f"{name} has no TTL"))
         elif daily and entry.expire_at_ms is not None and entry.expire_at_ms > limit:
-            out.append(Violation("I13", entry.key, None, f"{name} expires at {entry.expire_at_ms} ms, "
-                                                         f"more than stats_ttl from now ({limit} ms)"))
+            out.append(Violation.of(Kind.DAILY_COUNTER_TTL_TOO_LONG, entry.key, None,
+                                    f"{name} expires at {entry.expire_at_ms} ms, "
+                                    f"more than stats_ttl from now ({limit} ms)"))
         elif not daily and entry.has_ttl:
-            out.append(Violation("I13", entry.key, None, f"{name} has a TTL; totals never expire"))
+            out.append(Violation.of(Kind.TOTAL_COUNTER_WITH_TTL, entry.key, None,
+                                    f"{name} has a TTL; totals never expire"))
     return out
 
 
@@ -615,15 +778,18 @@ def _i14(view: _View, policy: Policy, quiescent: bool, strict_locks: bool) -> li
         if entry is None:
             continue
         if entry.type is not KeyType.ZSET:
-            out.append(Violation("I14", registry, None, f"{registry} is a {entry.type}, expected a zset"))
+            out.append(Violation.of(Kind.REGISTRY_NOT_A_ZSET, registry, None,
+                                    f"{registry} is a {entry.type}, expected a zset"))
             continue
         for member, score in entry.zset():
             live = view.snap.extra.get(member)
             if live is None and score >= now_s and registry != keys.WORKERS:
-                out.append(Violation("I14", registry, None, f"{registry} lists {member} as live until "
-                                                            f"{_num(score)} but that key does not exist"))
+                out.append(Violation.of(Kind.REGISTRY_MEMBER_MISSING, registry, None,
+                                        f"{registry} lists {member} as live until "
+                                        f"{_num(score)} but that key does not exist"))
             elif live is not None and not live.has_ttl:
-                out.append(Violation("I14", member, None, f"{member} has no TTL"))
+                out.append(Violation.of(Kind.REGISTRY_MEMBER_WITHOUT_TTL, member, None,
+                                        f"{member} has no TTL"))
     return out
 
 
@@ -636,7 +802,7 @@ INVARIANTS: dict[str, tuple[str, Check]] = {}
 _IMPLS: dict[str, _Impl] = {}
 
 
-def _register(invariant: str, title: str, impl: _Impl) -> Check:
+def _register(invariant: Invariant, title: str, impl: _Impl) -> Check:
     """Record ``impl`` under ``invariant`` and return its public ``check_iN``."""
 
     def check(snapshot: KeyspaceSnapshot, policy: Policy | None = None, *,
@@ -658,20 +824,20 @@ def _validate(snapshot: object, policy: object) -> None:
         raise TypeError(f"policy must be a Policy or None, got {type(policy).__name__}")
 
 
-check_i1 = _register("I1", "no orphan hash", _i1)
-check_i2 = _register("I2", "no dangling index entry", _i2)
-check_i3 = _register("I3", "active ⇔ lease", _i3)
-check_i4 = _register("I4", "single membership", _i4)
-check_i5 = _register("I5", "lease liveness (quiescent)", _i5)
-check_i6 = _register("I6", "unique locks", _i6)
-check_i7 = _register("I7", "groups registry", _i7)
-check_i8 = _register("I8", "aggregation index", _i8)
-check_i9 = _register("I9", "completed bounded (quiescent)", _i9)
-check_i10 = _register("I10", "archive bounded", _i10)
-check_i11 = _register("I11", "no TTL on task data", _i11)
-check_i12 = _register("I12", "queue registry and key layout", _i12)
-check_i13 = _register("I13", "stats counters", _i13)
-check_i14 = _register("I14", "global registries (extra keys only)", _i14)
+check_i1 = _register(Invariant.I1, "no orphan hash", _i1)
+check_i2 = _register(Invariant.I2, "no dangling index entry", _i2)
+check_i3 = _register(Invariant.I3, "active ⇔ lease", _i3)
+check_i4 = _register(Invariant.I4, "single membership", _i4)
+check_i5 = _register(Invariant.I5, "lease liveness (quiescent)", _i5)
+check_i6 = _register(Invariant.I6, "unique locks", _i6)
+check_i7 = _register(Invariant.I7, "groups registry", _i7)
+check_i8 = _register(Invariant.I8, "aggregation index", _i8)
+check_i9 = _register(Invariant.I9, "completed bounded (quiescent)", _i9)
+check_i10 = _register(Invariant.I10, "archive bounded", _i10)
+check_i11 = _register(Invariant.I11, "no TTL on task data", _i11)
+check_i12 = _register(Invariant.I12, "queue registry and key layout", _i12)
+check_i13 = _register(Invariant.I13, "stats counters", _i13)
+check_i14 = _register(Invariant.I14, "global registries (extra keys only)", _i14)
 
 
 def check_all(snapshot: KeyspaceSnapshot, policy: Policy | None = None, *,

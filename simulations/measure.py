@@ -24,7 +24,7 @@ import redis
 from broker.core import Broker
 from broker.scripting import TTL_SHIFT_MS
 from model import keys
-from model.invariants import Family, check_all, classify
+from model.invariants import Family, Invariant, check_all, classify
 from model.snapshot import KeyEntry, KeyspaceSnapshot
 from model.states import LIVE_STATES
 from simulations.estimator import Estimator
@@ -187,11 +187,11 @@ class Sampler:
         orphans: set[str] = set()
         outside: set[str] = set()
         for violation in check_all(snap, self.broker.policy):
-            if violation.invariant == "I1" and violation.key in snap.entries:
+            if violation.invariant == Invariant.I1 and violation.key in snap.entries:
                 orphans.add(violation.key)
-            elif violation.invariant == "I2":
+            elif violation.invariant == Invariant.I2:
                 row["leak_dangling"] += 1
-            elif violation.invariant == "I12" and violation.key in snap.entries:
+            elif violation.invariant == Invariant.I12 and violation.key in snap.entries:
                 outside.add(violation.key)
         row["leak_orphans"] += len(orphans)
         row["leak_outside"] += len(outside)

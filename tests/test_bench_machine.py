@@ -6,7 +6,9 @@ import pytest
 from hypothesis.stateful import RULE_MARKER
 
 from benchmarks.machine import BenchResult, Rate, bench, format_results, noop_machine
-from harness.machine import KeyMachine, MachineConfig, _fake_snapshot, make_machine, rule_names
+from harness.fakeserver import snapshot_from_memory
+from harness.machine import KeyMachine, MachineConfig, make_machine
+from harness.swarm import rule_names
 from model.states import TaskState
 
 
@@ -56,7 +58,7 @@ def test_fast_fakeredis_read_equals_the_broker_snapshot() -> None:
     machine.write_result(queue="default", task_id="t0", data=b"r1")
     machine.enqueue(task_id="t9", queue="default", payload=b"c", retry=0, retention=0,
                     unique=None)  # stays pending: the queue is paused
-    fast = _fake_snapshot(machine.sut, "default")
+    fast = snapshot_from_memory(machine.sut, "default")
     slow = machine.sut.snapshot("default")
     assert fast is not None
     assert fast == slow, slow.diff(fast)
@@ -71,4 +73,4 @@ def test_fast_read_declines_a_real_redis_client() -> None:
     class NotABroker:
         client = object()
 
-    assert _fake_snapshot(NotABroker(), "default") is None
+    assert snapshot_from_memory(NotABroker(), "default") is None

@@ -1,4 +1,4 @@
-"""harness.fakelua: compile-once Lua and handed-over commands change how fast fakeredis runs the
+"""harness.fakeserver: compile-once Lua and handed-over commands change how fast fakeredis runs the
 broker's scripts, nothing else."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import redis
 from support import inspector_workload, server_workload
 
 from broker import Broker
-from harness.fakelua import MAX_CHUNKS, CompiledChunks, compile_once, hand_over
-from harness.machine import MachineConfig, make_machine, release_client
+from harness.backends import release_client
+from harness.fakeserver import MAX_CHUNKS, CompiledChunks, compile_once, hand_over
+from harness.machine import MachineConfig, make_machine
 from model.errors import KeysimError
 
 

@@ -9,7 +9,17 @@ from typing import Any
 import pytest
 
 from model import keys
-from model.invariants import INVARIANTS, Family, KeyInfo, Violation, check_all, classify
+from model.invariants import (
+    INVARIANTS,
+    KINDS,
+    Family,
+    Invariant,
+    KeyInfo,
+    Kind,
+    Violation,
+    check_all,
+    classify,
+)
 from model.message import TaskMessage
 from model.policy import DAY, Policy
 from model.snapshot import KeyEntry, KeyspaceSnapshot, KeyType, zset_value
@@ -301,6 +311,9 @@ CASES: dict[str, Case] = {
         lambda: snap(clean(), extra={keys.SERVERS: zset(keys.SERVERS, ("asynq:servers:{h:1:s}", NOW + 5))}),
         {}, [("I14", keys.SERVERS, None)],
         f"asynq:servers lists asynq:servers:{{h:1:s}} as live until {NOW + 5} but that key does not exist"),
+    "I14 registry that is not a zset": (
+        lambda: snap(clean(), extra={keys.SERVERS: lst(keys.SERVERS, "asynq:servers:{h:1:s}")}),
+        {}, [("I14", keys.SERVERS, None)], "asynq:servers is a list, expected a zset"),
     "I14 registry member key without TTL": (
         lambda: snap(clean(), extra={
             keys.SCHEDULERS: zset(keys.SCHEDULERS, ("asynq:schedulers:{x}", NOW + 5)),
@@ -382,3 +395,26 @@ def test_violation_is_frozen_data() -> None:
     v = Violation("I2", "k", None, "m")
     with pytest.raises(AttributeError):
         v.key = "other"  # type: ignore[misc]
+
+
+def test_every_violation_carries_a_kind_of_its_own_invariant() -> None:
+    reported: set[Kind] = set()
+    for name, (build, flags, _, _) in CASES.items():
+        for v in check(build(), POLICIES.get(name), flags):
+            assert v.kind is not None and v.kind.invariant == v.invariant, (name, v)
+            reported.add(v.kind)
+    assert reported == set(Kind)  # no kind the checks never report
+
+
+def test_a_violation_refuses_a_kind_of_another_invariant() -> None:
+    with pytest.raises(ValueError, match="a stub violation breaks I1, not I2"):
+        Violation("I2", "k", "t0", "m", Kind.STUB)
+    stub = Violation.of(Kind.STUB, "k", "t0", "m")
+    assert stub.invariant == "I1"
+    assert stub.invariant is Invariant.I1
+
+
+def test_every_kind_belongs_to_exactly_one_invariant() -> None:
+    listed = [kind for kinds in KINDS.values() for kind in kinds]
+    assert sorted(listed) == sorted(Kind)
+    assert list(KINDS) == list(Invariant) and list(INVARIANTS) == list(Invariant)

@@ -13,7 +13,7 @@ import redis
 from broker import Broker, calls
 from broker.servers import RedisServer
 from broker.wire import SPIN_US, Wire, default_spin_us, hand_over_to, pack_command, wire_capable
-from harness.fakelua import hand_over
+from harness.fakeserver import hand_over
 from harness.observe import Observer
 from model import keys
 
@@ -208,8 +208,9 @@ def test_a_wire_never_reuses_a_connection_from_before_a_fork(real_client: redis.
 def test_machines_give_their_connections_back_even_when_they_fail() -> None:
     # Every example builds a broker on a pooled fakeredis client; a mutant fails and shrinks,
     # so many of those runs end in an exception that keeps its machine alive for a while.
+    from harness.backends import _FAKE_POOL
     from harness.check import run_check
-    from harness.machine import _FAKE_POOL, MachineConfig
+    from harness.config import MachineConfig
 
     result = run_check(MachineConfig(variant="reference+BZ-2"), max_examples=150, steps=20, seed=1)
     assert result.failure is not None  # it did fail, and shrink

@@ -15,7 +15,7 @@ import pytest
 
 from broker.servers import RedisServer
 from harness.check import run_check
-from harness.machine import LeakFound, MachineConfig, attribute
+from harness.machine import LeakFound, MachineConfig
 from harness.zoo import (
     ASYNQ_VARIANTS,
     CASES,
@@ -107,26 +107,6 @@ def test_zoo_refuses_unknown_bugs_and_seeds() -> None:
         run_zoo(["BZ-99"])
     with pytest.raises(ValueError, match="seeds"):
         run_zoo(["BZ-18"], seeds=0)
-
-
-@pytest.mark.parametrize(("invariant", "message", "ops", "bug"), [
-    ("I1", "stub: t:t0 has no msg or state field (fields: result)", [], "BZ-18"),
-    ("I1", "stub: t:t0 has no msg field (fields: state)", [("dequeue", ("q",), "empty")],
-     "BZ-17"),
-    ("I1", "zombie: t:p1 is archived but in no index", [("archive_all_tasks", (), "ok")], "BZ-2"),
-    ("I7", "stale group: groups lists 'g0' but g:g0 is empty", [], "BZ-9"),
-    ("I7", "orphan group: g:g0 holds 1 task(s)", [("reclaim_stale_aggregation_sets", (), "ok"),
-                                                  ("forward_if_ready", (), "empty")], "BZ-10"),
-    ("I6", "is held by 't0'", [("enqueue_unique", (), "conflict")], "BZ-5"),
-    ("I6", "is held by 't0'", [("delete_task", ("q", "t0"), "ok")], "BZ-3"),
-    ("I12", "queue 'q' has 2 key(s) but is not in asynq:queues", [], "BZ-12"),
-    ("I5", "anything", [], None),
-])
-def test_attribution(invariant: str, message: str, ops: list[tuple[str, tuple[object, ...], str]],
-                     bug: str | None) -> None:
-    from harness.machine import Op
-
-    assert attribute(invariant, message, [Op(*op) for op in ops]) == bug
 
 
 @pytest.mark.parametrize("backend", ["fakeredis", "real-redis"])

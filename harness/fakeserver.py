@@ -1,4 +1,8 @@
-"""Compile-once Lua for the fakeredis servers the stateful machine runs on.
+"""The one module that knows fakeredis' internals: fast Lua, commands as words, memory reads.
+
+The stateful machine and the replay run the broker on in-process fakeredis servers. This module
+builds them (:func:`new_client`) and reads their memory; nothing else in the repository touches
+a private name of fakeredis.
 
 fakeredis runs every EVAL and EVALSHA by compiling the script's text again and then forcing a
 full Lua garbage collection; real Redis compiles a script once and lets Lua's incremental
@@ -23,12 +27,17 @@ fake server as its words, as fakeredis' RESP parser would have produced them fro
 redis-py sends, so neither side encodes nor parses: it calls the fake socket's
 ``_process_command``, the very function that parser calls.
 
+Fourth, the server's memory is read directly: :func:`snapshot_from_memory` is a broker's
+``snapshot`` without the Lua round trip (the machine's check after every step), and
+:func:`memory_image` is the whole database as plain data (the replay's "did this step write?").
+
 It relies on private names of fakeredis: the server's ``_lua_runtime`` and
 ``_lua_expected_globals`` (without them :func:`compile_once` leaves the server as it was and
 returns False), the module function ``_check_for_lua_globals`` (without it only the
-compile-once half applies) and the fake socket's ``_process_command`` (without it commands
-are sent as RESP, as usual). tests/test_fakelua.py checks that scripts answer and write alike
-either way.
+compile-once half applies), the fake socket's ``_process_command`` (without it commands
+are sent as RESP, as usual) and the server's ``dbs`` (without them the readers answer None and
+callers ask Redis). tests/test_fakelua.py checks that scripts answer and write alike either
+way; tests/test_bench_machine.py that the memory read equals the snapshot script's.
 
 >>> import fakeredis
 >>> client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
@@ -42,12 +51,18 @@ True
 from __future__ import annotations
 
 import weakref
+from collections.abc import Hashable
 from typing import Any
 
+import fakeredis
 import redis
 from fakeredis.commands_mixins import scripting_mixin
 
+from broker import Broker
+from broker.scripting import TTL_SHIFT_MS
 from broker.wire import hand_over_to, pack_command
+from model import keys
+from model.snapshot import KeyspaceSnapshot
 
 #: Distinct script texts remembered per server (the machine has a few dozen; the cap only
 #: bounds memory for a caller sending endless one-off scripts).
@@ -214,3 +229,99 @@ def _process_words(conn: Any, words: list[bytes]) -> None:
         conn.send_packed_command([pack_command(tuple(words))], check_health=False)
         return
     process(words)
+
+
+def new_client() -> fakeredis.FakeRedis:
+    """A fakeredis client on its own server, compiling each script once as Redis does and
+    taking the broker's commands as words."""
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    compile_once(client)
+    hand_over(client)
+    return client
+
+
+# --- reading a server's memory ----------------------------------------------------------------
+
+
+def database(client: Any) -> Any | None:
+    """The fakeredis database ``client`` talks to (key → item with ``value`` and ``expireat``),
+    or None for a client of a real server or a fakeredis laid out otherwise."""
+    if not isinstance(client, fakeredis.FakeRedis):
+        return None
+    try:
+        where = client.connection_pool.connection_kwargs
+        db = where["server"].dbs[where.get("db") or 0]
+        db.items()
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return db
+
+
+def snapshot_from_memory(sut: Any, queue: str) -> KeyspaceSnapshot | None:
+    """``sut.snapshot(queue)`` read from a fakeredis server's memory; None when ``sut`` is not a
+    Broker on fakeredis or the store looks unfamiliar (the caller then asks Redis).
+
+    The entries go through the broker's own decoder in the shape the snapshot script replies
+    with, so the result is the same snapshot (tests/test_bench_machine.py checks it).
+    """
+    client = getattr(sut, "client", None)
+    if not isinstance(sut, Broker) or not isinstance(client, fakeredis.FakeRedis):
+        return None
+    try:
+        where = client.connection_pool.connection_kwargs
+        store = where["server"].dbs[where.get("db") or 0]._dict
+        prefix = keys.queue_prefix(queue).encode()
+        now_ms = sut.now_ms
+        raw = []
+        for key, item in list(store.items()):
+            if key.startswith(prefix):
+                entry = _reply_entry(key, item.value, item.expireat, now_ms)
+                if entry is not None:
+                    raw.append(entry)
+        registry = store.get(keys.ALL_QUEUES.encode())
+        registered = registry is not None and queue.encode() in registry.value
+        entries = {entry.key: entry for entry in map(sut._entry, raw)}
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return KeyspaceSnapshot(queue, now_ms, entries, registered=registered)
+
+
+def _reply_entry(key: bytes, value: Any, expire_at_s: float | None,
+                 now_ms: int) -> list[Any] | None:
+    """One key in the snapshot script's reply shape, or None when its virtual TTL passed."""
+    at = -1 if expire_at_s is None else round(expire_at_s * 1000)
+    if at > 0 and at - TTL_SHIFT_MS <= now_ms:
+        return None
+    if isinstance(value, bytes):
+        return [key, b"string", at, [value]]
+    if isinstance(value, list):
+        return [key, b"list", at, list(value)]
+    if hasattr(value, "_bylex"):
+        return [key, b"zset", at, [x for m, sc in value._bylex.items() for x in (m, sc)]]
+    if hasattr(value, "getall"):
+        return [key, b"hash", at, [x for f, v in value.getall().items() for x in (f, v)]]
+    return [key, b"set", at, list(value)]
+
+
+def memory_image(db: Any) -> dict[bytes, Hashable]:
+    """Every key of ``db`` (see :func:`database`) with its expiry and value as plain hashable
+    data: equal images, equal databases (a value it cannot describe never compares equal)."""
+    return {name: (item.expireat, _canon(item.value)) for name, item in db.items()}
+
+
+class _Opaque:
+    """A value the image cannot describe: equal to nothing, so its key always counts as changed."""
+
+
+def _canon(value: Any) -> Hashable:
+    """A fakeredis value as plain hashable data (bytes, list, set, zset, hash)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, list):
+        return ("list", tuple(value))
+    kind = getattr(value, "_model_type", None)
+    if kind in (b"zset", b"hash"):
+        return (kind, frozenset(value.items()))
+    if kind == b"set":
+        return (kind, frozenset(value))
+    return _Opaque()
