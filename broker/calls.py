@@ -2,7 +2,7 @@
 turns the operation's arguments, the virtual time and the policy into the script's KEYS and
 ARGV, in the order its header declares (``tests/test_calls.py`` checks every builder against
 its header). The broker's methods and the simulator's batch shortcuts both call these, so a
-variant's say in what a call carries (the message's lock in KEYS: ``Quirk.BZ4``) lives here.
+variant's say in what a call carries (the message's lock in KEYS: ``Quirk.LOCKS_KEPT_UNTIL_TTL``) lives here.
 
 Builders validate nothing: callers check their input first. Times come in as ``now_ns``
 (virtual nanoseconds); a builder derives the seconds and milliseconds its script wants.
@@ -111,7 +111,7 @@ def _succeeded(task: Task, k: _QueueKeys, now_s: int, variant: Variant) -> list[
     (BZ-4 variants) releases the lock the message names, that lock — only when it is a lock of
     the message's queue (a foreign key would leave the call's Cluster slot)."""
     succeeded = [k.daily(now_s)[0], k.processed_total]
-    if variant.has(Quirk.BZ4) and task.unique_key.startswith(k.unique_prefix):
+    if variant.has(Quirk.LOCKS_KEPT_UNTIL_TTL) and task.unique_key.startswith(k.unique_prefix):
         succeeded.append(task.unique_key)
     return succeeded
 

@@ -96,7 +96,7 @@ pending, scheduled, retry, archived, completed, aggregating
         if not isinstance(force, bool):
             raise TypeError(f"force must be a bool, got {force!r}")
         self._require_queue(queue)
-        found = () if self.quirk(Quirk.BZ12) else self._scan_queue(queue)
+        found = () if self.quirk(Quirk.REMOVE_QUEUE_LEAVES_KEYS) else self._scan_queue(queue)
         self.call(*calls.remove_queue(queue, force, found))
         self._command("SREM", keys.ALL_QUEUES, queue)
 

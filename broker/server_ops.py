@@ -146,10 +146,11 @@ class ServerOps(BrokerBase):
         As Asynq's recoverer (:func:`broker.processor.recover_expired`), a task another actor
         moved meanwhile (NOT FOUND) or a script that fails part-way (ScriptError) is skipped,
         not raised. Expired lease ids whose hash is gone are first dropped from lease and
-        active (Asynq leaves them: quirk ``bz7``).
+        active (Asynq leaves them: quirk ``recover_skips_missing_hashes``).
         """
         cutoff = self.now_s - self.policy.recover_skew
-        if not self.quirk(Quirk.BZ7):  # the reference drops leases whose hash is gone
+        # The reference drops leases whose hash is gone.
+        if not self.quirk(Quirk.RECOVER_SKIPS_MISSING_HASHES):
             self.call(*calls.drop_dangling_leases(queue, cutoff))
         expired = self.list_lease_expired(queue, cutoff)
         return recover_expired(self, expired)

@@ -114,8 +114,9 @@ def test_schedule_unique_conflict_leaves_a_lock_only_in_asynq(make: Callable[...
     with pytest.raises(TaskIdConflictError):
         b.schedule_unique(message("s1"), b.now_s + 5, ttl=30)
     # BZ-5: the lock was set before the id check and stays until its TTL
-    left = expectation(variant, {None: [],
-                                 Quirk.BZ5: [string(lock_key("s1"), "s1", b.now_ms + 30_000)]})
+    left = expectation(variant, {
+        None: [],
+        Quirk.LOCK_TAKEN_BEFORE_ID_CHECK: [string(lock_key("s1"), "s1", b.now_ms + 30_000)]})
     assert_keyspace(b, Q, *before, *left)
 
 
@@ -140,7 +141,7 @@ def test_add_to_group_unique_names_the_lock_only_in_the_reference(make: Callable
     lock = lock_key("a1")
     # BZ-4: Asynq's hash has no unique_key
     names_lock: dict[str, FieldValue] = expectation(
-        variant, {None: {"unique_key": lock}, Quirk.BZ4: {}})
+        variant, {None: {"unique_key": lock}, Quirk.LOCKS_KEPT_UNTIL_TTL: {}})
     stored = thash(Q, "a1", msg=message("a1", group_key="g1", unique_key=lock),
                    state="aggregating", group="g1", **names_lock)
     assert_keyspace(b, Q, stored, zset(keys.group(Q, "g1"), {"a1": b.now_s}),
@@ -165,8 +166,9 @@ def test_add_to_group_unique_conflict_leaves_a_lock_only_in_asynq(make: Callable
     before = b.snapshot(Q)
     with pytest.raises(TaskIdConflictError):
         b.add_to_group_unique(message("a1"), "g1", ttl=30)
-    left = expectation(variant, {None: [],  # BZ-5, as for schedule_unique
-                                 Quirk.BZ5: [string(lock_key("a1"), "a1", b.now_ms + 30_000)]})
+    left = expectation(variant, {  # BZ-5, as for schedule_unique
+        None: [],
+        Quirk.LOCK_TAKEN_BEFORE_ID_CHECK: [string(lock_key("a1"), "a1", b.now_ms + 30_000)]})
     assert_keyspace(b, Q, *before, *left)
 
 

@@ -559,7 +559,7 @@ def test_run_all(world: Callable[..., World], state: TaskState, variant: str) ->
     w.task("p0", P)
     before = w.snap()
     # BZ-17: the dangling id becomes a stub {state: pending}
-    stubs = expectation(variant, {None: False, Quirk.BZ17: True})
+    stubs = expectation(variant, {None: False, Quirk.HSET_ON_MISSING_HASH: True})
     count = w.broker.run_all_tasks(Q, state, "g" if state is AG else None)
     assert count == (3 if stubs else 2)
     # Taken in (score, id) order — gone, t1, t2 — and each LPUSHed: p0 stays next in line.

@@ -149,7 +149,7 @@ DEQUEUE_OF_A_DANGLING_ID: dict[Quirk | None,
     None: lambda b: (message("t2"), [active_hash(message("t2")), lst(keys.active(Q), "t2"),
                                      zset(keys.lease(Q), {"t2": b.now_s + LEASE})]),
     # a stub hash, stranded in active and lease; the caller sees "empty"
-    Quirk.BZ17: lambda b: (None, [thash(Q, "t1", state="active"), lst(keys.active(Q), "t1"),
+    Quirk.HSET_ON_MISSING_HASH: lambda b: (None, [thash(Q, "t1", state="active"), lst(keys.active(Q), "t1"),
                                   zset(keys.lease(Q), {"t1": b.now_s + LEASE}),
                                   lst(keys.pending(Q), "t2"),
                                   thash(Q, "t2", msg=message("t2"), state="pending",
@@ -323,7 +323,7 @@ COMPLETE_WHEN_COMPLETED: dict[Quirk | None, tuple[Raised,
                                  thash(Q, "t1", msg=msg.completed(b.now_s), state="completed"),
                                  *counters(b, 1)]),
     Quirk.LATE_GUARDS: ((ScriptError, "INTERNAL"), _left_half_done),  # Asynq v0.26.0
-    Quirk.BZ20: ((ScriptError, "nil value"), _left_half_done),  # a Lua error
+    Quirk.COMPLETE_FAILS_AFTER_WRITES: ((ScriptError, "nil value"), _left_half_done),  # a Lua error
 }
 
 
@@ -525,7 +525,8 @@ def test_forward_to_a_group_registers_it_only_in_the_reference(
                                                    "group": "g1"})
     redis_client.zadd(keys.retry(Q), {"r1": b.now_s})
     assert b.forward_if_ready(Q) == 1
-    groups = expectation(variant, {None: [sset(keys.groups(Q), "g1")], Quirk.BZ11: []})
+    groups = expectation(variant, {None: [sset(keys.groups(Q), "g1")],
+                                   Quirk.FORWARD_LEAVES_GROUP_UNLISTED: []})
     assert_keyspace(b, Q, thash(Q, "r1", msg=msg, state="aggregating", group="g1"),
                     zset(keys.group(Q, "g1"), {"r1": b.now_s}), *groups, registered=False)
 
@@ -533,7 +534,7 @@ def test_forward_to_a_group_registers_it_only_in_the_reference(
 #: forward of a scheduled id without hash: how many it moves, and the keyspace.
 FORWARD_OF_A_DANGLING_ID: dict[Quirk | None, tuple[int, Callable[[Broker], list[KeyEntry]]]] = {
     None: (0, lambda b: []),  # dropped from the index, nothing created
-    Quirk.BZ17: (1, lambda b: [  # a stub hash in pending
+    Quirk.HSET_ON_MISSING_HASH: (1, lambda b: [  # a stub hash in pending
         lst(keys.pending(Q), "ghost"),
         thash(Q, "ghost", state="pending", pending_since=str(b.clock.now_ns))]),
 }
@@ -706,7 +707,7 @@ def test_aggregation_check_stages_the_whole_group_after_the_grace_period(
     assert b.snapshot(Q) == before
     clock.advance(1)
     assert b.aggregation_check(Q, "g1", "set1") == "set1"
-    groups = expectation(variant, {None: [], Quirk.BZ9: [sset(keys.groups(Q), "g1")]})
+    groups = expectation(variant, {None: [], Quirk.EMPTIED_GROUP_STAYS_LISTED: [sset(keys.groups(Q), "g1")]})
     assert_keyspace(b, Q, *(group_hash(m) for m in msgs.values()),
                     zset(SET, {"a1": start, "a2": start}),
                     zset(keys.aggregation_sets(Q), {SET: b.now_s + 120}), *groups)
@@ -760,9 +761,10 @@ def test_read_aggregation_set_returns_messages_and_deadline(make: Callable[..., 
 AGGREGATION_SET_DELETED_LEAVES: dict[Quirk | None, Callable[[Broker], list[KeyEntry]]] = {
     None: lambda b: [],
     # the locks stay until their TTL
-    Quirk.BZ4: lambda b: [string(lock_key(i), i, b.now_ms - 1000 + 3_600_000) for i in ("a1", "a2")],
+    Quirk.LOCKS_KEPT_UNTIL_TTL: lambda b: [string(lock_key(i), i, b.now_ms - 1000 + 3_600_000)
+                                           for i in ("a1", "a2")],
     # the set key stays indexed until the reclaim pass
-    Quirk.BZ8: lambda b: [zset(keys.aggregation_sets(Q), {SET: b.now_s + 120})],
+    Quirk.SET_DELETE_KEEPS_INDEX_ENTRY: lambda b: [zset(keys.aggregation_sets(Q), {SET: b.now_s + 120})],
 }
 
 
@@ -792,7 +794,8 @@ def test_reclaim_puts_stale_sets_back_into_their_group(make: Callable[..., Broke
     assert b.snapshot(Q) == before
     clock.advance(1)
     assert b.reclaim_stale_aggregation_sets(Q) == 1
-    groups = expectation(variant, {None: [sset(keys.groups(Q), "g1")], Quirk.BZ10: []})
+    groups = expectation(variant, {None: [sset(keys.groups(Q), "g1")],
+                                   Quirk.RECLAIM_LEAVES_GROUP_UNLISTED: []})
     assert_keyspace(b, Q, *(group_hash(m) for m in msgs.values()),
                     zset(keys.group(Q, "g1"), {"a1": start, "a2": start}), *groups)
 
@@ -813,7 +816,7 @@ WRITE_RESULT_AFTER_DELETION: dict[Quirk | None, tuple[
         Callable[[Broker, KeyspaceSnapshot], KeyspaceSnapshot]]] = {
     None: ((TaskNotFoundError, None), lambda b, before: before),
     # a result-only hash, no index, no TTL
-    Quirk.BZ18: (None, lambda b, before: expected(b, Q, thash(Q, "t1", result="late"),
+    Quirk.WRITE_RESULT_WITHOUT_TASK: (None, lambda b, before: expected(b, Q, thash(Q, "t1", result="late"),
                                                   *counters(b, 1))),
 }
 
