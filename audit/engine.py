@@ -592,7 +592,7 @@ class QueueAudit:
                 fields = entry.hash() if entry is not None and entry.type is KeyType.HASH else {}
                 kind = ("result-only hash" if stub and set(fields) == {"result"} else "stub" if stub
                         else "zombie" if zombie
-                        else "misplaced" if v.invariant == Invariant.I1 else "duplicate")
+                        else "misplaced" if v.invariant == Invariant.NO_ORPHAN_HASH else "duplicate")
                 self._add(v, kind, leaked=stub or zombie, nbytes=sizes.get(v.key, 0))
         for v in check_i11(snap):
             self._add(v, "ttl on task data", nbytes=sizes.get(v.key, 0))
@@ -623,14 +623,14 @@ class QueueAudit:
     def _task_recheck(self, v: Violation, entries: dict[str, KeyEntry]) -> _Recheck | None:
         """How to re-read a placement or membership candidate atomically (None: no need)."""
         if v.task_id is None or not (v.kind in (Kind.ZOMBIE, Kind.MISPLACED)
-                                     or v.invariant == Invariant.I4):
+                                     or v.invariant == Invariant.SINGLE_MEMBERSHIP):
             return None  # stubs, undecodable msgs: a property of the hash alone, stable
         task_id = v.task_id
         task_key = keys.task(self.queue, task_id)
         entry = entries.get(task_key)
         state = entry.hash().get("state") if entry is not None and entry.type is KeyType.HASH else None
         where = [k for k, e in entries.items() if k in self.index_types and task_id in e.members()]
-        placed = v.invariant == Invariant.I1  # a placement (I1), not a membership (I4) candidate
+        placed = v.invariant == Invariant.NO_ORPHAN_HASH  # a placement (I1), not a membership (I4) candidate
         expected = self._expected_indexes(str(state), entry) if placed else []
         probe = list(dict.fromkeys(where + expected))
         calls: list[tuple[Any, ...]] = [("HGET", task_key, "state")]
@@ -640,7 +640,7 @@ class QueueAudit:
             if fresh[0] is None or text(fresh[0]) != str(state):
                 return False  # the task moved or vanished meanwhile
             held = {k for k, r in zip(probe, fresh[1:], strict=True) if _holds(r)}
-            if v.invariant == Invariant.I4:
+            if v.invariant == Invariant.SINGLE_MEMBERSHIP:
                 pending = keys.pending(self.queue)
                 again = [r for k, r in zip(probe, fresh[1:], strict=True) if k == pending]
                 return len(held - {keys.lease(self.queue)}) > 1 or any(

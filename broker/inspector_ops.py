@@ -108,7 +108,7 @@ pending, scheduled, retry, archived, completed, aggregating
         fixed = [keys.pending(queue), keys.active(queue), keys.scheduled(queue), keys.retry(queue),
                  keys.archived(queue), keys.lease(queue), keys.completed(queue), keys.groups(queue),
                  keys.aggregation_sets(queue)]
-        found = [] if self.quirk(Quirk.BZ12) else self._scan_queue(queue, exclude=fixed)
+        found = [] if self.quirk(Quirk.REMOVE_QUEUE_LEAVES_KEYS) else self._scan_queue(queue, exclude=fixed)
         self.call("remove_queue", fixed + found,
                   [int(force), keys.task_prefix(queue), keys.group_prefix(queue),
                    keys.queue_prefix(queue)])

@@ -109,7 +109,7 @@ class ServerOps(BrokerBase):
         """Asynq (BZ-4 variants) releases the lock the message names, so it goes in KEYS —
         only when it is a lock of the message's queue (a foreign key would leave the slot)."""
         own = msg.unique_key.startswith(keys.unique_prefix(msg.queue))
-        return [msg.unique_key] if own and self.quirk(Quirk.BZ4) else []
+        return [msg.unique_key] if own and self.quirk(Quirk.LOCKS_KEPT_UNTIL_TTL) else []
 
     # --- forwarder and janitor (T17, T25) ------------------------------------------------------
     def forward_if_ready(self, queue: str) -> int:
@@ -181,10 +181,12 @@ class ServerOps(BrokerBase):
 
         As Asynq's recoverer, a task another actor moved meanwhile (NOT FOUND) or a script that
         fails part-way (ScriptError) is skipped, not raised. Expired lease ids whose hash is
-        gone are first dropped from lease and active (Asynq leaves them: quirk ``bz7``).
+        gone are first dropped from lease and active (Asynq leaves them: quirk
+        ``recover_skips_missing_hashes``).
         """
         cutoff = self.now_s - self.policy.recover_skew
-        if not self.quirk(Quirk.BZ7):  # the reference drops leases whose hash is gone
+        # the reference drops leases whose hash is gone
+        if not self.quirk(Quirk.RECOVER_SKIPS_MISSING_HASHES):
             with self.unobserved():  # the listing comes next
                 self.call("drop_dangling_leases", [keys.lease(queue), keys.active(queue)],
                           [cutoff, keys.task_prefix(queue)])

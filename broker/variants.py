@@ -5,11 +5,11 @@ is a small, documented deviation that the scripts (or the Python wrapper) switch
 of Lua behind ``if Q.<flag>`` — so no script is ever copied per variant. Bug-zoo mutants are
 ``reference+BZ-<n>``: the reference with exactly one quirk switched on.
 
->>> variant("reference+BZ-1").quirks == {Quirk.BZ1}
+>>> variant("reference+BZ-1").quirks == {Quirk.ARCHIVE_TRIM_KEEPS_HASHES}
 True
->>> Quirk.BZ18 in variant("asynq-v0.26.0").quirks
+>>> Quirk.WRITE_RESULT_WITHOUT_TASK in variant("asynq-v0.26.0").quirks
 True
->>> BUG_IDS[Quirk.BZ18]
+>>> BUG_IDS[Quirk.WRITE_RESULT_WITHOUT_TASK]
 'BZ-18'
 """
 
@@ -26,38 +26,38 @@ class Quirk(StrEnum):
     is a bug-zoo defect has its id in :data:`BUG_IDS`."""
 
     #: server Archive trims the archive index but keeps the trimmed hashes
-    BZ1 = "bz1"
+    ARCHIVE_TRIM_KEEPS_HASHES = "archive_trim_keeps_hashes"
     #: inspector archive ops (task, all-*) trim the index but keep the trimmed hashes
-    BZ2 = "bz2"
+    INSPECTOR_ARCHIVE_TRIM_KEEPS_HASHES = "inspector_archive_trim_keeps_hashes"
     #: inspector delete_task / delete_all never release the unique lock
-    BZ3 = "bz3"
+    INSPECTOR_DELETE_KEEPS_LOCK = "inspector_delete_keeps_lock"
     #: locks never released by delete_all pending/aggregating or by set deletion; group-unique
     #: hashes lack unique_key
-    BZ4 = "bz4"
+    LOCKS_KEPT_UNTIL_TTL = "locks_kept_until_ttl"
     #: unique scripts take the lock before the id-conflict check (lock left on conflict)
-    BZ5 = "bz5"
+    LOCK_TAKEN_BEFORE_ID_CHECK = "lock_taken_before_id_check"
     #: the recoverer skips lease ids whose hash is gone: they stay in lease and active
-    BZ7 = "bz7"
+    RECOVER_SKIPS_MISSING_HASHES = "recover_skips_missing_hashes"
     #: delete_aggregation_set leaves the set key in aggregation_sets
-    BZ8 = "bz8"
+    SET_DELETE_KEEPS_INDEX_ENTRY = "set_delete_keeps_index_entry"
     #: aggregation_check never removes an emptied group from groups
-    BZ9 = "bz9"
+    EMPTIED_GROUP_STAYS_LISTED = "emptied_group_stays_listed"
     #: reclaim puts tasks back into a group without SADD groups
-    BZ10 = "bz10"
+    RECLAIM_LEAVES_GROUP_UNLISTED = "reclaim_leaves_group_unlisted"
     #: forward's group branch adds to g:<group> without SADD groups
-    BZ11 = "bz11"
+    FORWARD_LEAVES_GROUP_UNLISTED = "forward_leaves_group_unlisted"
     #: remove_queue only clears pending/active/scheduled/retry/archived/lease (+hashes)
-    BZ12 = "bz12"
+    REMOVE_QUEUE_LEAVES_KEYS = "remove_queue_leaves_keys"
     #: server archive's cutoff trim DELs hashes, then fails (unpack) at >= 8000 ids
-    BZ15 = "bz15"
+    ARCHIVE_CUTOFF_UNPACK_OVERFLOW = "archive_cutoff_unpack_overflow"
     #: the cap trim may remove the id just archived; server path re-creates its hash
-    BZ16 = "bz16"
+    ARCHIVE_CAP_TRIMS_NEW_ENTRY = "archive_cap_trims_new_entry"
     #: dequeue/forward/run_all/archive_all HSET on ids whose hash is gone (stubs)
-    BZ17 = "bz17"
+    HSET_ON_MISSING_HASH = "hset_on_missing_hash"
     #: write_result HSETs without checking that the task exists
-    BZ18 = "bz18"
+    WRITE_RESULT_WITHOUT_TASK = "write_result_without_task"
     #: mark_as_complete errors after its writes when the id is already completed
-    BZ20 = "bz20"
+    COMPLETE_FAILS_AFTER_WRITES = "complete_fails_after_writes"
     #: schedule(_unique) never writes the group field
     SCHEDULE_NO_GROUP = "schedule_no_group"
     #: the janitor does not apply the archive cutoff
@@ -74,39 +74,39 @@ class Quirk(StrEnum):
 #: The bug-zoo id (spec §4) of each quirk that is a zoo defect, as docs, the CLI and saved
 #: records name it.
 BUG_IDS: dict[Quirk, str] = {
-    Quirk.BZ1: "BZ-1",
-    Quirk.BZ2: "BZ-2",
-    Quirk.BZ3: "BZ-3",
-    Quirk.BZ4: "BZ-4",
-    Quirk.BZ5: "BZ-5",
-    Quirk.BZ7: "BZ-7",
-    Quirk.BZ8: "BZ-8",
-    Quirk.BZ9: "BZ-9",
-    Quirk.BZ10: "BZ-10",
-    Quirk.BZ11: "BZ-11",
-    Quirk.BZ12: "BZ-12",
-    Quirk.BZ15: "BZ-15",
-    Quirk.BZ16: "BZ-16",
-    Quirk.BZ17: "BZ-17",
-    Quirk.BZ18: "BZ-18",
-    Quirk.BZ20: "BZ-20",
+    Quirk.ARCHIVE_TRIM_KEEPS_HASHES: "BZ-1",
+    Quirk.INSPECTOR_ARCHIVE_TRIM_KEEPS_HASHES: "BZ-2",
+    Quirk.INSPECTOR_DELETE_KEEPS_LOCK: "BZ-3",
+    Quirk.LOCKS_KEPT_UNTIL_TTL: "BZ-4",
+    Quirk.LOCK_TAKEN_BEFORE_ID_CHECK: "BZ-5",
+    Quirk.RECOVER_SKIPS_MISSING_HASHES: "BZ-7",
+    Quirk.SET_DELETE_KEEPS_INDEX_ENTRY: "BZ-8",
+    Quirk.EMPTIED_GROUP_STAYS_LISTED: "BZ-9",
+    Quirk.RECLAIM_LEAVES_GROUP_UNLISTED: "BZ-10",
+    Quirk.FORWARD_LEAVES_GROUP_UNLISTED: "BZ-11",
+    Quirk.REMOVE_QUEUE_LEAVES_KEYS: "BZ-12",
+    Quirk.ARCHIVE_CUTOFF_UNPACK_OVERFLOW: "BZ-15",
+    Quirk.ARCHIVE_CAP_TRIMS_NEW_ENTRY: "BZ-16",
+    Quirk.HSET_ON_MISSING_HASH: "BZ-17",
+    Quirk.WRITE_RESULT_WITHOUT_TASK: "BZ-18",
+    Quirk.COMPLETE_FAILS_AFTER_WRITES: "BZ-20",
 }
 
 #: Bug-zoo ids that have a mutant of the reference (``reference+BZ-n``).
 MUTANTS: dict[str, Quirk] = {bug: quirk for quirk, bug in BUG_IDS.items()}
 
 _V026 = frozenset({
-    Quirk.BZ2,
-    Quirk.BZ4,
-    Quirk.BZ5,
-    Quirk.BZ7,
-    Quirk.BZ10,
-    Quirk.BZ11,
-    Quirk.BZ12,
-    Quirk.BZ15,
-    Quirk.BZ16,
-    Quirk.BZ17,
-    Quirk.BZ18,
+    Quirk.INSPECTOR_ARCHIVE_TRIM_KEEPS_HASHES,
+    Quirk.LOCKS_KEPT_UNTIL_TTL,
+    Quirk.LOCK_TAKEN_BEFORE_ID_CHECK,
+    Quirk.RECOVER_SKIPS_MISSING_HASHES,
+    Quirk.RECLAIM_LEAVES_GROUP_UNLISTED,
+    Quirk.FORWARD_LEAVES_GROUP_UNLISTED,
+    Quirk.REMOVE_QUEUE_LEAVES_KEYS,
+    Quirk.ARCHIVE_CUTOFF_UNPACK_OVERFLOW,
+    Quirk.ARCHIVE_CAP_TRIMS_NEW_ENTRY,
+    Quirk.HSET_ON_MISSING_HASH,
+    Quirk.WRITE_RESULT_WITHOUT_TASK,
     Quirk.SCHEDULE_NO_GROUP,
     Quirk.LAZY_CUTOFF,
     Quirk.LATE_GUARDS,
@@ -114,7 +114,7 @@ _V026 = frozenset({
     Quirk.INSPECTOR_REQUIRES_QUEUE,
 })
 #: v0.24.0: the server archive trim leaked hashes (BZ-1) and had no unpack overflow (BZ-15).
-_V024 = (_V026 | {Quirk.BZ1}) - {Quirk.BZ15}
+_V024 = (_V026 | {Quirk.ARCHIVE_TRIM_KEEPS_HASHES}) - {Quirk.ARCHIVE_CUTOFF_UNPACK_OVERFLOW}
 
 
 @dataclass(frozen=True)

@@ -57,13 +57,13 @@ def attribute(kind: Kind | Disagreement | None, ops: Sequence[Op], *,
             invariant in _PARTIAL_WRITE_INVARIANTS
             or (kind is Disagreement.ANSWER_DIFFERS and failed_script)):
         return "BZ-20" if "mark_as_complete" in names else "BZ-15"  # a script died part-way
-    if invariant is Invariant.I6:
+    if invariant is Invariant.LOCK_OWNER_ALIVE:
         return _lock_bug(ops)
-    if invariant is Invariant.I7:
+    if invariant is Invariant.GROUPS_REGISTERED:
         return _group_bug(kind, ops)
-    if invariant is Invariant.I8:
+    if invariant is Invariant.AGGREGATION_SETS_INDEXED:
         return "BZ-8"
-    if invariant is Invariant.I12:
+    if invariant is Invariant.QUEUE_REGISTERED:
         return "pause_unregistered" if names & {"pause", "unpause"} else "BZ-12"
     if isinstance(kind, Disagreement):
         return _disagreement_bug(kind, names, _families(keys))
@@ -73,9 +73,9 @@ def attribute(kind: Kind | Disagreement | None, ops: Sequence[Op], *,
 #: What a script that dies between its writes breaks: a hash, an index entry or a lease
 #: without its counterpart.
 _PARTIAL_WRITE_INVARIANTS = frozenset({
-    Invariant.I1,
-    Invariant.I2,
-    Invariant.I3,
+    Invariant.NO_ORPHAN_HASH,
+    Invariant.NO_DANGLING_ENTRY,
+    Invariant.ACTIVE_MATCHES_LEASE,
 })
 
 

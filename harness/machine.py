@@ -524,8 +524,8 @@ class KeyMachine(RuleBasedStateMachine):
             if not set((bug or "").split("/")) & self.config.ignore:
                 return False
             self.ignored.add((v.invariant, v.key))
-        if v.invariant == Invariant.I12:
-            self.ignored.update((Invariant.I12, key) for key in snap.entries)
+        if v.invariant == Invariant.QUEUE_REGISTERED:
+            self.ignored.update((Invariant.QUEUE_REGISTERED, key) for key in snap.entries)
         return True
 
     def _leak(self, kind: Disagreement, message: str, detail: str = "", *,

@@ -57,31 +57,31 @@ class Invariant(StrEnum):
     """The invariants of spec §5.1. The value is the spec's id (``I1``…``I14``), what the docs,
     the CLI and saved records show; a member compares equal to its id.
 
-    >>> Invariant.I6 == "I6", f"{Invariant.I6}"
+    >>> Invariant.LOCK_OWNER_ALIVE == "I6", f"{Invariant.LOCK_OWNER_ALIVE}"
     (True, 'I6')
     """
 
-    I1 = "I1"  # no orphan hash
-    I2 = "I2"  # no dangling index entry
-    I3 = "I3"  # active ⇔ lease
-    I4 = "I4"  # single membership
-    I5 = "I5"  # lease liveness (quiescent)
-    I6 = "I6"  # unique locks: a TTL, and (strict) a live owner that names the lock
-    I7 = "I7"  # groups registry
-    I8 = "I8"  # aggregation index
-    I9 = "I9"  # completed bounded (quiescent)
-    I10 = "I10"  # archive bounded
-    I11 = "I11"  # no TTL on task data
-    I12 = "I12"  # queue registry and key layout
-    I13 = "I13"  # stats counters
-    I14 = "I14"  # global registries (extra keys only)
+    NO_ORPHAN_HASH = "I1"  # no orphan hash
+    NO_DANGLING_ENTRY = "I2"  # no dangling index entry
+    ACTIVE_MATCHES_LEASE = "I3"  # active ⇔ lease
+    SINGLE_MEMBERSHIP = "I4"  # single membership
+    LEASES_RECOVERED = "I5"  # lease liveness (quiescent)
+    LOCK_OWNER_ALIVE = "I6"  # unique locks: a TTL, and (strict) a live owner that names the lock
+    GROUPS_REGISTERED = "I7"  # groups registry
+    AGGREGATION_SETS_INDEXED = "I8"  # aggregation index
+    COMPLETED_EXPIRED = "I9"  # completed bounded (quiescent)
+    ARCHIVE_BOUNDED = "I10"  # archive bounded
+    TASK_DATA_NEVER_EXPIRES = "I11"  # no TTL on task data
+    QUEUE_REGISTERED = "I12"  # queue registry and key layout
+    STATS_COUNTERS_SOUND = "I13"  # stats counters
+    REGISTRIES_LIVE = "I14"  # global registries (extra keys only)
 
 
 class Kind(StrEnum):
     """What a violation found: one kind per thing a check reports, each of one invariant
     (:attr:`invariant`). Code that tells violations apart matches these, never the message.
 
-    >>> Kind.ORPHAN_GROUP.invariant == Invariant.I7
+    >>> Kind.ORPHAN_GROUP.invariant == Invariant.GROUPS_REGISTERED
     True
     """
 
@@ -145,29 +145,29 @@ class Kind(StrEnum):
 
 #: The kinds of violation each invariant's check reports.
 KINDS: Mapping[Invariant, tuple[Kind, ...]] = {
-    Invariant.I1: (
+    Invariant.NO_ORPHAN_HASH: (
         Kind.STUB, Kind.UNDECODABLE_MESSAGE, Kind.FOREIGN_MESSAGE, Kind.UNKNOWN_STATE,
         Kind.AGGREGATING_WITHOUT_GROUP, Kind.ZOMBIE, Kind.MISPLACED),
-    Invariant.I2: (Kind.DANGLING,),
-    Invariant.I3: (
+    Invariant.NO_DANGLING_ENTRY: (Kind.DANGLING,),
+    Invariant.ACTIVE_MATCHES_LEASE: (
         Kind.DUPLICATE_IN_ACTIVE, Kind.ACTIVE_WITHOUT_LEASE, Kind.LEASE_WITHOUT_ACTIVE),
-    Invariant.I4: (Kind.IN_SEVERAL_INDEXES, Kind.DUPLICATE_IN_PENDING),
-    Invariant.I5: (Kind.EXPIRED_LEASE,),
-    Invariant.I6: (Kind.LOCK_WITHOUT_TTL, Kind.STALE_LOCK),
-    Invariant.I7: (Kind.STALE_GROUP, Kind.ORPHAN_GROUP),
-    Invariant.I8: (
+    Invariant.SINGLE_MEMBERSHIP: (Kind.IN_SEVERAL_INDEXES, Kind.DUPLICATE_IN_PENDING),
+    Invariant.LEASES_RECOVERED: (Kind.EXPIRED_LEASE,),
+    Invariant.LOCK_OWNER_ALIVE: (Kind.LOCK_WITHOUT_TTL, Kind.STALE_LOCK),
+    Invariant.GROUPS_REGISTERED: (Kind.STALE_GROUP, Kind.ORPHAN_GROUP),
+    Invariant.AGGREGATION_SETS_INDEXED: (
         Kind.UNINDEXED_AGGREGATION_SET, Kind.DANGLING_AGGREGATION_SET,
         Kind.OVERDUE_AGGREGATION_SET),
-    Invariant.I9: (Kind.OVERDUE_COMPLETED,),
-    Invariant.I10: (Kind.ARCHIVE_OVER_CAPACITY, Kind.ARCHIVED_PAST_CUTOFF),
-    Invariant.I11: (Kind.TTL_ON_TASK_DATA,),
-    Invariant.I12: (
+    Invariant.COMPLETED_EXPIRED: (Kind.OVERDUE_COMPLETED,),
+    Invariant.ARCHIVE_BOUNDED: (Kind.ARCHIVE_OVER_CAPACITY, Kind.ARCHIVED_PAST_CUTOFF),
+    Invariant.TASK_DATA_NEVER_EXPIRES: (Kind.TTL_ON_TASK_DATA,),
+    Invariant.QUEUE_REGISTERED: (
         Kind.FOREIGN_KEY, Kind.UNKNOWN_KEY, Kind.WRONG_TYPE, Kind.EMPTY_COLLECTION,
         Kind.UNREGISTERED_QUEUE),
-    Invariant.I13: (
+    Invariant.STATS_COUNTERS_SOUND: (
         Kind.COUNTER_NOT_INTEGER, Kind.DAILY_COUNTER_WITHOUT_TTL,
         Kind.DAILY_COUNTER_TTL_TOO_LONG, Kind.TOTAL_COUNTER_WITH_TTL),
-    Invariant.I14: (
+    Invariant.REGISTRIES_LIVE: (
         Kind.REGISTRY_NOT_A_ZSET, Kind.REGISTRY_MEMBER_MISSING,
         Kind.REGISTRY_MEMBER_WITHOUT_TTL),
 }
@@ -187,7 +187,7 @@ class Violation:
     ...                  "t1 is in active but has no lease entry")
     >>> str(v)
     'I3 [asynq:{q}:active] t1 is in active but has no lease entry'
-    >>> v.invariant == "I3", v.kind.invariant is Invariant.I3
+    >>> v.invariant == "I3", v.kind.invariant is Invariant.ACTIVE_MATCHES_LEASE
     (True, True)
     """
 
@@ -824,20 +824,20 @@ def _validate(snapshot: object, policy: object) -> None:
         raise TypeError(f"policy must be a Policy or None, got {type(policy).__name__}")
 
 
-check_i1 = _register(Invariant.I1, "no orphan hash", _i1)
-check_i2 = _register(Invariant.I2, "no dangling index entry", _i2)
-check_i3 = _register(Invariant.I3, "active ⇔ lease", _i3)
-check_i4 = _register(Invariant.I4, "single membership", _i4)
-check_i5 = _register(Invariant.I5, "lease liveness (quiescent)", _i5)
-check_i6 = _register(Invariant.I6, "unique locks", _i6)
-check_i7 = _register(Invariant.I7, "groups registry", _i7)
-check_i8 = _register(Invariant.I8, "aggregation index", _i8)
-check_i9 = _register(Invariant.I9, "completed bounded (quiescent)", _i9)
-check_i10 = _register(Invariant.I10, "archive bounded", _i10)
-check_i11 = _register(Invariant.I11, "no TTL on task data", _i11)
-check_i12 = _register(Invariant.I12, "queue registry and key layout", _i12)
-check_i13 = _register(Invariant.I13, "stats counters", _i13)
-check_i14 = _register(Invariant.I14, "global registries (extra keys only)", _i14)
+check_i1 = _register(Invariant.NO_ORPHAN_HASH, "no orphan hash", _i1)
+check_i2 = _register(Invariant.NO_DANGLING_ENTRY, "no dangling index entry", _i2)
+check_i3 = _register(Invariant.ACTIVE_MATCHES_LEASE, "active ⇔ lease", _i3)
+check_i4 = _register(Invariant.SINGLE_MEMBERSHIP, "single membership", _i4)
+check_i5 = _register(Invariant.LEASES_RECOVERED, "lease liveness (quiescent)", _i5)
+check_i6 = _register(Invariant.LOCK_OWNER_ALIVE, "unique locks", _i6)
+check_i7 = _register(Invariant.GROUPS_REGISTERED, "groups registry", _i7)
+check_i8 = _register(Invariant.AGGREGATION_SETS_INDEXED, "aggregation index", _i8)
+check_i9 = _register(Invariant.COMPLETED_EXPIRED, "completed bounded (quiescent)", _i9)
+check_i10 = _register(Invariant.ARCHIVE_BOUNDED, "archive bounded", _i10)
+check_i11 = _register(Invariant.TASK_DATA_NEVER_EXPIRES, "no TTL on task data", _i11)
+check_i12 = _register(Invariant.QUEUE_REGISTERED, "queue registry and key layout", _i12)
+check_i13 = _register(Invariant.STATS_COUNTERS_SOUND, "stats counters", _i13)
+check_i14 = _register(Invariant.REGISTRIES_LIVE, "global registries (extra keys only)", _i14)
 
 
 def check_all(snapshot: KeyspaceSnapshot, policy: Policy | None = None, *,

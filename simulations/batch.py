@@ -222,7 +222,7 @@ class Batch:
         self._ops: list[tuple[object, int]] = []
         self._queue_keys: dict[str, _QueueKeys] = {}
         self._sha: dict[str, str] = {}  # SHA1 of the scripts the shortcuts loaded
-        self._bz4 = broker.quirk(Quirk.BZ4)
+        self._bz4 = broker.quirk(Quirk.LOCKS_KEPT_UNTIL_TTL)
         pipe = self._deferred.pipe
         self._emit: Callable[[tuple[Arg, ...]], None] = (
             pipe.queue_command if wire else lambda command: pipe.execute_command(*command))
@@ -276,7 +276,8 @@ class Batch:
             k.processed_daily = keys.processed_daily(task.queue, utc_date(now_s))
         task_keys: tuple[Arg, ...] = (k.active, k.lease, k.task_prefix + task.id,
                                       k.processed_daily, k.processed_total)
-        # Asynq variants (bz4) name the message's lock in KEYS, when it is a lock of this queue.
+        # Asynq variants (locks_kept_until_ttl) name the message's lock in KEYS, when it is a
+        # lock of this queue.
         if self._bz4 and task.unique_key.startswith(k.unique_prefix):
             task_keys += (task.unique_key,)
         self._script(tag, "done", (len(task_keys), *task_keys, task.id,

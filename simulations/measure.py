@@ -187,11 +187,11 @@ class Sampler:
         orphans: set[str] = set()
         outside: set[str] = set()
         for violation in check_all(snap, self.broker.policy):
-            if violation.invariant == Invariant.I1 and violation.key in snap.entries:
+            if violation.invariant == Invariant.NO_ORPHAN_HASH and violation.key in snap.entries:
                 orphans.add(violation.key)
-            elif violation.invariant == Invariant.I2:
+            elif violation.invariant == Invariant.NO_DANGLING_ENTRY:
                 row["leak_dangling"] += 1
-            elif violation.invariant == Invariant.I12 and violation.key in snap.entries:
+            elif violation.invariant == Invariant.QUEUE_REGISTERED and violation.key in snap.entries:
                 outside.add(violation.key)
         row["leak_orphans"] += len(orphans)
         row["leak_outside"] += len(outside)

@@ -411,7 +411,7 @@ def test_a_violation_refuses_a_kind_of_another_invariant() -> None:
         Violation("I2", "k", "t0", "m", Kind.STUB)
     stub = Violation.of(Kind.STUB, "k", "t0", "m")
     assert stub.invariant == "I1"
-    assert stub.invariant is Invariant.I1
+    assert stub.invariant is Invariant.NO_ORPHAN_HASH
 
 
 def test_every_kind_belongs_to_exactly_one_invariant() -> None:

@@ -103,7 +103,7 @@ def test_fast_and_plain_paths_give_the_same_run_on_redis(real_client: redis.Redi
 
 
 def test_fast_and_plain_paths_give_the_same_run_on_fakeredis() -> None:
-    # asynq-v0.26.0 (bz4): done names the message's unique lock in KEYS.
+    # asynq-v0.26.0 (locks_kept_until_ttl): done names the message's unique lock in KEYS.
     _assert_same_run(fakeredis.FakeRedis(), "asynq-v0.26.0", real=False)
 
 

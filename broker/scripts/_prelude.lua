@@ -170,10 +170,11 @@ local function leave_source(state, source, id, groups_key, group)
     end
 end
 
--- The trim after an inspector archive op. Asynq (bz2) trims by score, then by rank down to
--- `capacity`, new ids included, and keeps every trimmed hash; the reference runs archive_trim.
+-- The trim after an inspector archive op. Asynq (inspector_archive_trim_keeps_hashes) trims by
+-- score, then by rank down to `capacity`, new ids included, and keeps every trimmed hash; the
+-- reference runs archive_trim.
 local function inspector_trim(archived_key, task_prefix, new, cutoff_s, capacity, now_ms)
-    if Q.bz2 then
+    if Q.inspector_archive_trim_keeps_hashes then
         redis.call("ZREMRANGEBYSCORE", archived_key, "-inf", cutoff_s)
         redis.call("ZREMRANGEBYRANK", archived_key, 0, -(tonumber(capacity) + 1))
         return

@@ -46,7 +46,7 @@ for i = 1, #staged, 2 do
 end
 redis.call("ZREMRANGEBYRANK", KEYS[1], 0, n - 1)
 redis.call("ZADD", KEYS[3], ARGV[4], KEYS[2])
-if n == size and not Q.bz9 then
+if n == size and not Q.emptied_group_stays_listed then
     redis.call("SREM", KEYS[4], ARGV[6])
 end
 return ok(1)

@@ -21,21 +21,23 @@
 -- Redis' Lua 5.1 refuses unpack() of 8000 or more values ("too many results to unpack").
 local UNPACK_LIMIT = 8000
 
--- A trimmed id's hash: Q.bz1 keeps it; Asynq (Q.bz4) DELs it without releasing its lock.
+-- A trimmed id's hash: Q.archive_trim_keeps_hashes keeps it; Asynq (Q.locks_kept_until_ttl) DELs
+-- it without releasing its lock.
 local function drop_hash(prefix, id, now_ms)
-    if Q.bz1 then
+    if Q.archive_trim_keeps_hashes then
         return
     end
-    if Q.bz4 then
+    if Q.locks_kept_until_ttl then
         redis.call("DEL", prefix .. id)
     else
         delete_task_hash(prefix .. id, id, now_ms)
     end
 end
 
--- Asynq (Q.bz15): DEL every hash, then one ZREM of unpack(ids), which fails at 8000 ids with
--- the hashes already gone. fakeredis' Lua bridge already fails at 7996 arguments, so the limit
--- is raised explicitly at Redis' threshold and the ZREM itself is sent in chunks.
+-- Asynq (Q.archive_cutoff_unpack_overflow): DEL every hash, then one ZREM of unpack(ids), which
+-- fails at 8000 ids with the hashes already gone. fakeredis' Lua bridge already fails at 7996
+-- arguments, so the limit is raised explicitly at Redis' threshold and the ZREM itself is sent
+-- in chunks.
 local function remove_all(archived, prefix, ids, now_ms)
     for _, id in ipairs(ids) do
         drop_hash(prefix, id, now_ms)
@@ -57,20 +59,20 @@ end
 
 local function trim(archived, prefix, id, cutoff, capacity, now_ms)
     local new = {[id] = true}
-    if not Q.bz15 and not Q.bz16 then
-        archive_trim(archived, prefix, new, cutoff, capacity, now_ms, Q.bz1)
+    if not Q.archive_cutoff_unpack_overflow and not Q.archive_cap_trims_new_entry then
+        archive_trim(archived, prefix, new, cutoff, capacity, now_ms, Q.archive_trim_keeps_hashes)
         return
     end
-    local remove = Q.bz15 and remove_all or remove_each
+    local remove = Q.archive_cutoff_unpack_overflow and remove_all or remove_each
     -- The cutoff step; the new id (score now) is never this old.
     remove(archived, prefix, redis.call("ZRANGE", archived, "-inf", cutoff, "BYSCORE"), now_ms)
-    if Q.bz16 then
+    if Q.archive_cap_trims_new_entry then
         -- Asynq's cap by rank: keep the `capacity` highest ranks, the new id not excepted; the
         -- HSET below then re-creates a trimmed new id's hash (a zombie).
         local extra = redis.call("ZRANGE", archived, 0, -(tonumber(capacity) + 1))
         remove(archived, prefix, extra, now_ms)
     else
-        archive_trim(archived, prefix, new, cutoff, capacity, now_ms, Q.bz1)
+        archive_trim(archived, prefix, new, cutoff, capacity, now_ms, Q.archive_trim_keeps_hashes)
     end
 end
 

@@ -12,13 +12,14 @@
 -- ARGV[7] group name (aggregating only; "" otherwise)
 -- As Asynq does, the task hashes (ARGV[2] .. id) and trimmed tasks' locks (unique_key) are
 -- computed inside; they carry the same {q} tag. Ids without a hash are dropped, not counted.
--- Quirks: bz2 (Asynq's trim: new ids included, trimmed hashes kept), bz17 (ids without a hash
--- are archived too, as stub hashes {state: archived}, and counted).
+-- Quirks: inspector_archive_trim_keeps_hashes (Asynq's trim: new ids included, trimmed hashes
+-- kept), hset_on_missing_hash (ids without a hash are archived too, as stub hashes
+-- {state: archived}, and counted).
 -- Reply: {"OK", number of tasks archived}
 local new, archived = {}, 0
 for _, id in ipairs(index_ids(KEYS[1], ARGV[1])) do
     local task_key = ARGV[2] .. id
-    if Q.bz17 or redis.call("EXISTS", task_key) == 1 then
+    if Q.hset_on_missing_hash or redis.call("EXISTS", task_key) == 1 then
         redis.call("ZADD", KEYS[2], ARGV[4], id)
         redis.call("HSET", task_key, "state", "archived")
         new[id] = true

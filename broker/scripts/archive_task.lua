@@ -16,7 +16,8 @@
 -- ARGV[7] task-hash prefix     asynq:{q}:t:
 -- As Asynq does, keys are computed inside: the group zset (ARGV[2] .. the hash's group), the
 -- hashes of trimmed ids (ARGV[7] .. id) and their locks (unique_key); all carry the {q} tag.
--- Quirks: bz2 (Asynq's trim: by score then rank, new id included, trimmed hashes kept).
+-- Quirks: inspector_archive_trim_keeps_hashes (Asynq's trim: by score then rank, new id
+-- included, trimmed hashes kept).
 -- Reply: {"OK"} | {"NOT_FOUND"} | {"TASK_ACTIVE"} | {"ALREADY"}
 local indexes = {pending = KEYS[2], scheduled = KEYS[3], retry = KEYS[4], completed = KEYS[6]}
 local state, source, group = find_task(KEYS[1], ARGV[1], indexes, ARGV[2], "archived")

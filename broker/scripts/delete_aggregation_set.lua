@@ -6,14 +6,14 @@
 -- Members' locks are read from their hashes' unique_key (not in KEYS).
 -- Reply: {"OK"}
 for _, id in ipairs(redis.call("ZRANGE", KEYS[1], 0, -1)) do
-    if Q.bz4 then
+    if Q.locks_kept_until_ttl then
         redis.call("DEL", ARGV[1] .. id)  -- Asynq releases no lock
     else
         delete_task_hash(ARGV[1] .. id, id, ARGV[2])
     end
 end
 redis.call("DEL", KEYS[1])
-if not Q.bz8 then
+if not Q.set_delete_keeps_index_entry then
     redis.call("ZREM", KEYS[2], KEYS[1])
 end
 return ok()

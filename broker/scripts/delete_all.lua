@@ -8,10 +8,12 @@
 -- ARGV[4] group name (aggregating only; "" otherwise)
 -- As Asynq does, the task hashes (ARGV[2] .. id) and their locks (unique_key) are computed
 -- inside; they carry the same {q} tag. Ids without a hash are dropped and not counted.
--- Quirks: bz3 (locks never released), bz4 (not released for pending and aggregating).
+-- Quirks: inspector_delete_keeps_lock (locks never released), locks_kept_until_ttl (not released
+-- for pending and aggregating).
 -- Reply: {"OK", number of tasks deleted}
 local state = ARGV[1]
-local keep_locks = Q.bz3 or (Q.bz4 and (state == "pending" or state == "aggregating"))
+local keep_locks = Q.inspector_delete_keeps_lock
+    or (Q.locks_kept_until_ttl and (state == "pending" or state == "aggregating"))
 local deleted = 0
 for _, id in ipairs(index_ids(KEYS[1], state)) do
     local task_key = ARGV[2] .. id

@@ -12,7 +12,7 @@
 -- ARGV[3] now_ms (virtual; lazy expiry of the unique lock)
 -- As Asynq does, two keys are computed inside: the group zset (ARGV[2] .. the hash's group)
 -- and the unique lock (the hash's unique_key field); both carry the same {q} tag.
--- Quirks: bz3 (the lock is never released).
+-- Quirks: inspector_delete_keeps_lock (the lock is never released).
 -- Reply: {"OK"} | {"NOT_FOUND"} | {"TASK_ACTIVE"}
 local indexes = {pending = KEYS[2], scheduled = KEYS[3], retry = KEYS[4], archived = KEYS[5],
                  completed = KEYS[6]}
@@ -21,7 +21,7 @@ if not state then
     return refuse(source)
 end
 leave_source(state, source, ARGV[1], KEYS[7], group)
-if Q.bz3 then
+if Q.inspector_delete_keeps_lock then
     redis.call("DEL", KEYS[1])
 else
     delete_task_hash(KEYS[1], ARGV[1], ARGV[3])

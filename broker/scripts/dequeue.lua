@@ -5,7 +5,7 @@
 -- KEYS[4] lease zset           asynq:{q}:lease
 -- ARGV[1] lease expiry (now_s + lease_duration)
 -- ARGV[2] task key prefix      asynq:{q}:t:  (the task hash is computed here: prefix .. id)
--- Reply: {"OK", msg} | {"OK"} when paused or empty (or, Q.bz17, when the id had no hash)
+-- Reply: {"OK", msg} | {"OK"} when paused or empty (or, Q.hset_on_missing_hash, when the id had no hash)
 if redis.call("EXISTS", KEYS[2]) == 1 then
     return ok()
 end
@@ -15,7 +15,7 @@ while true do
         return ok()
     end
     local task_key = ARGV[2] .. id
-    if Q.bz17 or redis.call("EXISTS", task_key) == 1 then
+    if Q.hset_on_missing_hash or redis.call("EXISTS", task_key) == 1 then
         -- Asynq moves the id whatever its hash; a missing hash becomes a stub {state=active}
         -- and the nil msg reads as "queue empty", stranding the stub in active and lease.
         redis.call("LPUSH", KEYS[3], id)

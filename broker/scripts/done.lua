@@ -4,7 +4,7 @@
 -- KEYS[3] task hash            asynq:{q}:t:<id>
 -- KEYS[4] processed daily      asynq:{q}:processed:<date>
 -- KEYS[5] processed total      asynq:{q}:processed
--- KEYS[6] unique lock from msg.unique_key (only with Q.bz4, when set)
+-- KEYS[6] unique lock from msg.unique_key (only with Q.locks_kept_until_ttl, when set)
 -- ARGV[1] task id
 -- ARGV[2] now_ms
 -- ARGV[3] daily counter deadline in virtual ms
@@ -14,9 +14,9 @@ local refused = leave_active(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 if refused then
     return refused
 end
--- Asynq (Q.bz4) releases the lock the message names; group-unique hashes have no unique_key.
+-- Asynq (Q.locks_kept_until_ttl) releases the lock the message names; group-unique hashes have no unique_key.
 local lock = KEYS[6]
-if not Q.bz4 then
+if not Q.locks_kept_until_ttl then
     lock = redis.call("HGET", KEYS[3], "unique_key")
 end
 if redis.call("DEL", KEYS[3]) == 0 then

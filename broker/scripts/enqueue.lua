@@ -9,7 +9,7 @@
 -- ARGV[5] lock deadline in virtual ms (only for enqueue_unique)
 -- Reply: {"OK"} | {"CONFLICT"} | {"DUPLICATE"}
 local unique = KEYS[3] ~= nil
-if unique and Q.bz5 then
+if unique and Q.lock_taken_before_id_check then
     -- Asynq: the lock is taken before the id is checked, and stays on a conflict.
     expire_due(KEYS[3], ARGV[4])
     if not redis.call("SET", KEYS[3], ARGV[2], "NX") then
@@ -20,7 +20,7 @@ end
 if redis.call("EXISTS", KEYS[1]) == 1 then
     return refuse("CONFLICT")
 end
-if unique and not Q.bz5 then
+if unique and not Q.lock_taken_before_id_check then
     expire_due(KEYS[3], ARGV[4])
     if not redis.call("SET", KEYS[3], ARGV[2], "NX") then
         return refuse("DUPLICATE")

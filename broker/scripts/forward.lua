@@ -13,12 +13,12 @@ local moved = 0
 for _, id in ipairs(ids) do
     local task_key = ARGV[2] .. id
     local group = redis.call("HGET", task_key, "group")
-    if not Q.bz17 and redis.call("EXISTS", task_key) == 0 then
+    if not Q.hset_on_missing_hash and redis.call("EXISTS", task_key) == 0 then
         -- reference: a dangling id is dropped; Asynq forwards it, creating a stub hash
         redis.call("ZREM", KEYS[1], id)
     elseif group and group ~= "" then
         redis.call("ZADD", ARGV[4] .. group, ARGV[1], id)
-        if not Q.bz11 then
+        if not Q.forward_leaves_group_unlisted then
             redis.call("SADD", KEYS[3], group)
         end
         redis.call("ZREM", KEYS[1], id)

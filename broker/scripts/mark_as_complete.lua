@@ -5,7 +5,7 @@
 -- KEYS[4] task hash            asynq:{q}:t:<id>
 -- KEYS[5] processed daily      asynq:{q}:processed:<date>
 -- KEYS[6] processed total      asynq:{q}:processed
--- KEYS[7] unique lock from msg.unique_key (only with Q.bz4, when set)
+-- KEYS[7] unique lock from msg.unique_key (only with Q.locks_kept_until_ttl, when set)
 -- ARGV[1] task id
 -- ARGV[2] msg (encoded TaskMessage with completed_at = now)
 -- ARGV[3] expiry score (now_s + msg.retention)
@@ -19,7 +19,7 @@ if refused then
 end
 if redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1]) == 0 then
     -- The id was already completed. Both Asynq forms fail after LREM, ZREM and ZADD.
-    if Q.bz20 then
+    if Q.complete_fails_after_writes then
         error("attempt to index field 'redis' (a nil value)")  -- v0.19–v0.23 typo
     elseif Q.late_guards then
         return redis.error_reply("INTERNAL")
@@ -27,7 +27,7 @@ if redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1]) == 0 then
 end
 redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "completed")
 local lock = KEYS[7]
-if not Q.bz4 then
+if not Q.locks_kept_until_ttl then
     lock = redis.call("HGET", KEYS[4], "unique_key")
 end
 release_lock(lock, ARGV[1], ARGV[4])

@@ -15,7 +15,7 @@ for _, set_key in ipairs(stale) do
     for i = 1, #members, 2 do
         redis.call("ZADD", group_key, members[i + 1], members[i])
     end
-    if #members > 0 and not Q.bz10 then
+    if #members > 0 and not Q.reclaim_leaves_group_unlisted then
         redis.call("SADD", KEYS[2], group)
     end
     redis.call("DEL", set_key)

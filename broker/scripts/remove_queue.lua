@@ -10,7 +10,7 @@
 -- KEYS[7] completed zset       asynq:{q}:completed
 -- KEYS[8] groups set           asynq:{q}:groups
 -- KEYS[9] aggregation_sets     asynq:{q}:aggregation_sets
--- KEYS[10] and on: every other key of the queue, found by SCAN MATCH asynq:{q}:* (none with bz12)
+-- KEYS[10] and on: other keys of the queue, by SCAN MATCH asynq:{q}:* (none with remove_queue_leaves_keys)
 -- ARGV[1] force                1 or 0
 -- ARGV[2] task-hash prefix     asynq:{q}:t:
 -- ARGV[3] group-key prefix     asynq:{q}:g:
@@ -18,8 +18,9 @@
 -- As Asynq does, keys reachable from the indexes are computed inside: task hashes (ARGV[2] ..
 -- id), group zsets (ARGV[3] .. name), aggregation sets and locks named in values (used only
 -- when they start with ARGV[4]), so a key written after the SCAN goes too. All share {q}.
--- Quirks: bz12 (Asynq: only KEYS[1..5] are checked; only KEYS[1..6] and the hashes of the ids
--- in KEYS[1..5] are deleted; completed, groups, aggregation sets, paused, counters and locks stay).
+-- Quirks: remove_queue_leaves_keys (Asynq: only KEYS[1..5] are checked; only KEYS[1..6] and the
+-- hashes of the ids in KEYS[1..5] are deleted; completed, groups, aggregation sets, paused,
+-- counters and locks stay).
 -- Reply: {"OK"} | {"QUEUE_NOT_EMPTY"} | {"TASK_ACTIVE"}
 local FIXED = 9
 local force = ARGV[1] == "1"
@@ -45,7 +46,7 @@ end
 local function purge_members(key, kind)
     for _, id in ipairs(index_ids(key, kind)) do
         local task_key = ARGV[2] .. id
-        local lock = not Q.bz12 and redis.call("HGET", task_key, "unique_key")
+        local lock = not Q.remove_queue_leaves_keys and redis.call("HGET", task_key, "unique_key")
         if lock and starts(lock, ARGV[4]) then
             redis.call("DEL", lock)
         end
@@ -53,7 +54,7 @@ local function purge_members(key, kind)
     end
 end
 
-local checked = Q.bz12 and 5 or #KEYS
+local checked = Q.remove_queue_leaves_keys and 5 or #KEYS
 for i = 1, checked do
     if not force and holds_tasks(i) then
         return refuse("QUEUE_NOT_EMPTY")
@@ -63,7 +64,7 @@ if force and redis.call("LLEN", KEYS[2]) > 0 then
     return refuse("TASK_ACTIVE")
 end
 
-if Q.bz12 then
+if Q.remove_queue_leaves_keys then
     for i = 1, 5 do
         purge_members(KEYS[i], index_kind(i))
     end

@@ -8,12 +8,13 @@
 -- ARGV[3] group name (aggregating only; "" otherwise)
 -- As Asynq does, the task hashes (ARGV[2] .. id) are computed inside; same {q} tag.
 -- Ids without a hash are dropped and not counted.
--- Quirks: bz17 (ids without a hash are run too, as stub hashes {state: pending}, and counted).
+-- Quirks: hset_on_missing_hash (ids without a hash are run too, as stub hashes {state: pending},
+-- and counted).
 -- Reply: {"OK", number of tasks made pending}
 local moved = 0
 for _, id in ipairs(index_ids(KEYS[1], ARGV[1])) do
     local task_key = ARGV[2] .. id
-    if Q.bz17 or redis.call("EXISTS", task_key) == 1 then
+    if Q.hset_on_missing_hash or redis.call("EXISTS", task_key) == 1 then
         redis.call("LPUSH", KEYS[2], id)
         redis.call("HSET", task_key, "state", "pending")
         moved = moved + 1

@@ -10,14 +10,14 @@
 -- ARGV[6] lock deadline in virtual ms (only for schedule_unique)
 -- Reply: {"OK"} | {"CONFLICT"} | {"DUPLICATE"}
 local unique = KEYS[3] ~= nil
-if unique and Q.bz5 and not take_lock(KEYS[3], ARGV[2], ARGV[5], ARGV[6]) then
+if unique and Q.lock_taken_before_id_check and not take_lock(KEYS[3], ARGV[2], ARGV[5], ARGV[6]) then
     -- Asynq: the lock is taken before the id is checked, and stays on a conflict.
     return refuse("DUPLICATE")
 end
 if redis.call("EXISTS", KEYS[1]) == 1 then
     return refuse("CONFLICT")
 end
-if unique and not Q.bz5 and not take_lock(KEYS[3], ARGV[2], ARGV[5], ARGV[6]) then
+if unique and not Q.lock_taken_before_id_check and not take_lock(KEYS[3], ARGV[2], ARGV[5], ARGV[6]) then
     return refuse("DUPLICATE")
 end
 redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled")

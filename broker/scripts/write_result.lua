@@ -2,7 +2,7 @@
 -- KEYS[1] task hash            asynq:{q}:t:<id>
 -- ARGV[1] result bytes
 -- Reply: {"OK"} | {"NOT_FOUND"}
-if not Q.bz18 and redis.call("EXISTS", KEYS[1]) == 0 then
+if not Q.write_result_without_task and redis.call("EXISTS", KEYS[1]) == 0 then
     return refuse("NOT_FOUND")
 end
 -- Asynq HSETs regardless, re-creating a deleted task as a result-only hash.
