@@ -15,7 +15,7 @@ from broker.scripting import TTL_SHIFT_MS, Arg, ScriptRunner
 from broker.variants import Quirk, Variant, variant
 from broker.wire import Wire
 from model import keys, validation
-from model.clock import NS, VirtualClock
+from model.clock import VirtualClock
 from model.errors import ERROR_FOR, ScriptError
 from model.message import TaskMessage
 from model.policy import Policy
@@ -67,11 +67,11 @@ class BrokerBase:
     # --- time ------------------------------------------------------------------------------
     @property
     def now_s(self) -> int:
-        return self.clock.now_ns // NS
+        return self.clock.seconds
 
     @property
     def now_ms(self) -> int:
-        return self.clock.now_ns // 1_000_000
+        return self.clock.milliseconds
 
     def stats_deadline_ms(self) -> int:
         """Virtual deadline of a daily counter first incremented now."""

@@ -28,6 +28,11 @@ class VirtualClock:
         """Whole Unix seconds, as Asynq's scripts receive them."""
         return self.now_ns // NS
 
+    @property
+    def milliseconds(self) -> int:
+        """Whole Unix milliseconds (unique-lock and counter deadlines)."""
+        return self.now_ns // 1_000_000
+
     def advance(self, seconds: float) -> None:
         """Move forward; time never goes back."""
         if seconds < 0:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from model import keys
-from model.clock import NS, VirtualClock, utc_date
+from model.clock import VirtualClock, utc_date
 from model.endings import LEASE_EXPIRED, Ending, Finish
 from model.errors import (
     AlreadyInStateError,
@@ -156,11 +156,11 @@ class ReferenceModel:
     # --- time ----------------------------------------------------------------------------------
     @property
     def now_s(self) -> int:
-        return self.clock.now_ns // NS
+        return self.clock.seconds
 
     @property
     def now_ms(self) -> int:
-        return self.clock.now_ns // 1_000_000
+        return self.clock.milliseconds
 
     # --- store access --------------------------------------------------------------------------
     def store(self, queue: str) -> QueueStore:
