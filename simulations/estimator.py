@@ -138,6 +138,9 @@ class Calibration:
     corrections: dict[str, tuple[float, float]] = field(default_factory=dict)
     server: str = "redis-server 7.0.15 (jemalloc-5.3.0), x86-64"
     errors: dict[str, float] = field(default_factory=dict)
+    #: The server family the constants hold for (see :func:`server_family`): another family
+    #: lays out and allocates its keys otherwise, so the estimate is not bounded there.
+    family: str = "redis 7.0 jemalloc"
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_FILE) -> Calibration:
@@ -151,6 +154,21 @@ class Calibration:
     def save(self, path: Path = CALIBRATION_FILE) -> None:
         """Write this calibration as JSON."""
         path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+
+
+def server_family(info: Mapping[str, object]) -> str:
+    """``"<name> <major>.<minor> <allocator>"`` of a server from its ``INFO server`` and
+    ``INFO memory`` fields: what decides how ``MEMORY USAGE`` counts a key.
+
+    >>> server_family({"redis_version": "7.0.15", "mem_allocator": "jemalloc-5.3.0"})
+    'redis 7.0 jemalloc'
+    >>> server_family({"redis_version": "7.2.4", "valkey_version": "9.1.2", "mem_allocator": "libc"})
+    'valkey 9.1 libc'
+    """
+    name = "valkey" if "valkey_version" in info else "redis"
+    version = str(info.get("valkey_version", info.get("redis_version", "?")))
+    allocator = str(info.get("mem_allocator", "?")).split("-")[0]
+    return f"{name} {'.'.join(version.split('.')[:2])} {allocator}"
 
 
 def _expected_skiplist_node(cal: Calibration) -> float:

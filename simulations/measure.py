@@ -27,7 +27,7 @@ from model import keys
 from model.invariants import Family, Invariant, check_all, classify
 from model.snapshot import KeyEntry, KeyspaceSnapshot
 from model.states import LIVE_STATES
-from simulations.estimator import Estimator
+from simulations.estimator import Estimator, server_family
 
 TASK_STATES = (*(s.value for s in LIVE_STATES), "stub")
 FAMILIES = tuple(f.value for f in Family)
@@ -78,6 +78,15 @@ class Sampler:
         self.estimator = estimator if estimator is not None else Estimator()
         self.leak_check_limit = leak_check_limit
         self.baseline = self.used_memory() if real else 0
+        #: The real server's family (see ``simulations.estimator.server_family``); None on
+        #: fakeredis. The estimate is calibrated for it only when it is the calibration's.
+        self.server_family = family_of(broker.client) if real else None
+
+    @property
+    def estimate_calibrated(self) -> bool:
+        """Whether the estimator's constants were measured on this server's family (always
+        on fakeredis, whose estimate stands in for the calibration's server)."""
+        return self.server_family in (None, self.estimator.cal.family)
 
     def used_memory(self) -> int:
         """``INFO memory`` used_memory (real Redis only)."""
@@ -196,6 +205,21 @@ class Sampler:
         row["leak_orphans"] += len(orphans)
         row["leak_outside"] += len(outside)
         row["leak_bytes"] += sum(sizes.get(k, 0) for k in orphans | outside)
+
+
+def family_of(client: redis.Redis) -> str:
+    """The server family of a real Redis (see ``simulations.estimator.server_family``)."""
+    return server_family({**client.info("server"), **client.info("memory")})
+
+
+def estimate_note(client: redis.Redis, calibration_family: str) -> str | None:
+    """Why the memory estimate is not bounded on the real server ``client`` (its family is not
+    ``calibration_family``), or None when it is calibrated for it."""
+    family = family_of(client)
+    if family == calibration_family:
+        return None
+    return (f"the estimate (bytes_est_*) is calibrated for {calibration_family}, not for this "
+            f"{family}; measured bytes (MEMORY USAGE) are exact")
 
 
 def info_stats(client: redis.Redis) -> dict[str, Any]:

@@ -153,7 +153,8 @@ def summarize(run: Path) -> dict[str, Any]:
     meta_path = run / "meta.json"
     if meta_path.is_file():
         summary.update({k: v for k, v in json.loads(meta_path.read_text()).items()
-                        if k in ("spec", "variant", "backend", "server", "scale", "finding")})
+                        if k in ("spec", "variant", "backend", "server", "scale", "finding",
+                                 "estimate_note")})
     (run / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 

