@@ -2,9 +2,10 @@
 Redis, with a client that answers fast.
 
 Two users: the simulator streams thousands of script calls per batch through it
-(``simulations.batch``), and a :class:`broker.Broker` sends each script call, with the keyspace
-read :meth:`~broker.Broker.observe` asks for, as one small batch — the stateful machine makes
-one or two such round trips per step, so their latency is most of its time on a real server.
+(``simulations.batch``), and a :class:`broker.Broker` sends each script call as one small
+batch (with the keyspace read the stateful machine's ``harness.observe.Observer`` adds to it) —
+the machine makes one or two such round trips per step, so their latency is most of its time on
+a real server.
 
 Waiting for a reply, a blocked process is put to sleep and woken by the kernel when the reply
 lands; on an idle virtual machine that wake-up can cost more than the server's work. So a read
