@@ -15,11 +15,10 @@ A mutant is installed in a running process by compiling the mutated module text 
 the mutated function's code to the function already loaded (``__code__``), so every holder of
 that function — a class, an ``import from`` — runs the mutant.
 
->>> mutants = generate_python(["broker.processor"])
->>> sorted({m.operator.value for m in mutants})
+>>> edits = list(line_edits("broker.processor"))
+>>> sorted({operator for _, operator, _, _ in edits})
 ['flip_comparison', 'slice_batch', 'swap_arguments']
->>> m = next(m for m in mutants if m.operator.value == "slice_batch")
->>> m.after.strip()
+>>> next(after.strip() for _, operator, _, after in edits if operator == "slice_batch")
 'for msg in list(expired)[:-1]:'
 """
 
