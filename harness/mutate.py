@@ -177,13 +177,16 @@ def quirk_only_lines(lines: list[str], *, exported: bool = False) -> set[int]:
       that holds it;
     * a ``local function`` whose every use is on quirk-only lines (its whole body), and a
       ``local NAME =`` whose every use is (its definition), repeated until nothing changes —
-      not when the locals are ``exported`` (the prelude's, which other scripts use).
+      not when the locals are ``exported`` (the prelude's, which other scripts use);
+    * a continuation line that is one group ``or (Q.x and …)``: false before the rest is read.
     """
     dead: set[int] = set()
     for index, text in enumerate(lines):
         head = _IF_HEAD.match(_code(text))
         if head:
             dead |= _quirk_branches(lines, index, head.group(1), _condition(head.group(2)))
+        elif _false_group(_code(text)):
+            dead.add(index + 1)
     while not exported:
         more = _unused_locals(lines, dead)
         if more <= dead:
@@ -201,6 +204,15 @@ _LOCAL_VALUE = re.compile(r"^\s*local\s+(\w+)\s*=")
 
 def _code(text: str) -> str:
     return text[:_code_end(text)].rstrip()
+
+
+def _false_group(code: str) -> bool:
+    """True for a line that is one parenthesised ``(Q.x and …)`` (after ``or``/``and``): the
+    reference evaluates it to false without evaluating anything after ``Q.x``."""
+    group = re.sub(r"^\s*(?:or|and)\s+", "", code).strip()
+    if not re.match(r"^\(\s*Q\.\w+\s+and\s", group) or not group.endswith(")"):
+        return False
+    return _call_span(group, 0) == len(group)  # the first "(" closes at the very end
 
 
 def _condition(text: str) -> str | None:
@@ -490,15 +502,18 @@ def install(mutant: Mutant) -> None:
     broker.scripting._source.cache_clear()
 
 
-def run_one(mutant: Mutant, seed: int) -> MutantResult:
-    """Run the default ``keysim check`` (reference variant, fakeredis) with ``mutant`` installed."""
+def run_one(mutant: Mutant, seed: int, max_examples: int | None = None) -> MutantResult:
+    """Run the default ``keysim check`` (reference variant, fakeredis) with ``mutant`` installed;
+    ``max_examples`` runs a longer check instead (to tell a survivor the default check does not
+    reach from one it cannot see)."""
     from harness.check import run_check
     from harness.machine import MachineConfig
 
     install(mutant)
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        result = run_check(MachineConfig(variant="reference"), seed=seed)
+        result = run_check(MachineConfig(variant="reference"), seed=seed,
+                           max_examples=max_examples)
     except Exception as err:  # any harness failure is a detection, listed apart
         return MutantResult(mutant.id, Verdict.CRASHED, time.perf_counter() - start,
                             detail=f"{type(err).__name__}: {err}"[:300],
@@ -663,14 +678,16 @@ def to_json(results: list[MutantResult], mutants: dict[str, Mutant],
 
 
 def _main_one(argv: list[str]) -> int:
-    """``python -m harness.mutate MUTANT_ID [--seed S]``: one mutant, one JSON line."""
+    """``python -m harness.mutate MUTANT_ID [--seed S] [--max-examples N]``: one mutant, one
+    JSON line."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m harness.mutate")
     parser.add_argument("mutant")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-examples", type=int, default=None)
     args = parser.parse_args(argv)
-    result = run_one(by_id(args.mutant), args.seed)
+    result = run_one(by_id(args.mutant), args.seed, args.max_examples)
     print(json.dumps({**asdict(result), "verdict": result.verdict.value}))
     return 0
 

@@ -91,6 +91,14 @@ def test_quirk_only_follows_conditions_returns_and_locals() -> None:
     assert quirk_only_lines(lines[:4], exported=True) == set()
 
 
+def test_a_continuation_guarded_by_a_quirk_flag_is_quirk_only() -> None:
+    lines = ["local keep = Q.k", "    or (Q.x and (s == 1 or s == 2))",
+             "    or (Q.y and s == 1) or t == 2",  # (not one group: t == 2 runs)
+             "f(keep)"]
+    assert quirk_only_lines(lines) == {2}
+    assert not any(m.line == 16 for m in generate(["delete_all"]))
+
+
 def test_archive_helpers_only_asynq_runs_are_not_mutated() -> None:
     archive = script_text("archive").splitlines()
     limit = next(n for n, line in enumerate(archive, 1) if "local UNPACK_LIMIT" in line)
