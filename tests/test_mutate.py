@@ -132,6 +132,33 @@ def test_python_mutants_are_the_edits_the_issue_names() -> None:
     assert not any('Finish((msg,), "requeue")' in after for after in ids.values())
 
 
+def test_installing_a_python_mutant_changes_the_loaded_function_everywhere() -> None:
+    """In a fresh process: a module function (and its ``import from`` copies) and a method of
+    the broker class both run the mutated code."""
+    program = "\n".join([
+        "from types import SimpleNamespace",
+        "from harness.mutate import by_id, install",
+        "from broker.processor import retries_exhausted",
+        "from broker.core import Broker",
+        "from model.message import TaskMessage",
+        "msg = TaskMessage(type='t', payload=b'', id='a', queue='q', retry=1, retried=1)",
+        "replies = lambda: iter([(2,), (1,)])",  # a full janitor batch of 2, then a short one
+        "def janitor():",
+        "    it = replies()",
+        "    fake = SimpleNamespace(policy=SimpleNamespace(janitor_batch_size=2),",
+        "                           call=lambda *a: next(it))",
+        "    return Broker._batches(fake, ())",
+        "before = (retries_exhausted(msg), janitor())",
+        "install(by_id('broker.processor:38:flip_comparison'))",
+        "install(by_id('broker.server_ops:130:flip_comparison'))",
+        "print(*before, retries_exhausted(msg), janitor())",
+    ])
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          check=True, timeout=120)
+    # retried >= retry → retried > retry; the loop stops after the full batch (<= size).
+    assert done.stdout.split() == ["True", "3", "False", "2"]
+
+
 def test_a_python_composite_mutant_is_installed_and_killed_in_a_fresh_process() -> None:
     """The recoverer's retry limit off by one: the model archives, the broker retries."""
     done = subprocess.run([sys.executable, "-m", "harness.mutate",
