@@ -49,7 +49,9 @@ class CheckRun:
 
     @property
     def complete(self) -> bool:
-        """Passed with every (transition, outcome) pair of the coverage table reached."""
+        """Passed with every (transition, outcome) pair of the coverage table reached (a
+        fixed-size run can pass with pairs missing; a coverage-driven one exits 0 only when
+        complete, and non-zero, e.g. 3 INCOMPLETE, otherwise)."""
         return self.exit_code == 0 and self.missing == 0
 
 

@@ -503,7 +503,9 @@ def install(mutant: Mutant) -> None:
 
 
 def run_one(mutant: Mutant, seed: int, max_examples: int | None = None) -> MutantResult:
-    """Run the default ``keysim check`` (reference variant, fakeredis) with ``mutant`` installed;
+    """Run the default ``keysim check`` (reference variant, fakeredis: the configuration and
+    ``run_check`` defaults the command uses, without its example database, which would carry
+    one mutant's failures to the next) with ``mutant`` installed;
     ``max_examples`` runs a longer check instead (to tell a survivor the default check does not
     reach from one it cannot see)."""
     from harness.check import run_check
