@@ -178,13 +178,17 @@ def quirk_only_lines(lines: list[str], *, exported: bool = False) -> set[int]:
     * a ``local function`` whose every use is on quirk-only lines (its whole body), and a
       ``local NAME =`` whose every use is (its definition), repeated until nothing changes —
       not when the locals are ``exported`` (the prelude's, which other scripts use);
-    * a continuation line that is one group ``or (Q.x and …)``: false before the rest is read.
+    * a continuation line that is one group ``or (Q.x and …)``: false before the rest is read;
+    * in all of the above, a local assigned once from flags alone (``local k = Q.x``, continued
+      by ``or Q.y`` or ``or (Q.z and …)`` lines) counts as a flag: it is false too.
     """
     dead: set[int] = set()
+    flags = _flag_locals(lines)
     for index, text in enumerate(lines):
         head = _IF_HEAD.match(_code(text))
         if head:
-            dead |= _quirk_branches(lines, index, head.group(1), _condition(head.group(2)))
+            verdict = _condition(head.group(2), flags)
+            dead |= _quirk_branches(lines, index, head.group(1), verdict)
         elif _false_group(_code(text)):
             dead.add(index + 1)
     while not exported:
@@ -215,19 +219,54 @@ def _false_group(code: str) -> bool:
     return _call_span(group, 0) == len(group)  # the first "(" closes at the very end
 
 
-def _condition(text: str) -> str | None:
+def _flag_locals(lines: list[str]) -> frozenset[str]:
+    """Locals assigned once, from flags alone (see :func:`quirk_only_lines`)."""
+    found = set()
+    for index, text in enumerate(lines):
+        head = re.match(r"^\s*local\s+(\w+)\s*=\s*Q\.\w+$", _code(text))
+        if head is None or not _flags_only_continuation(lines[index + 1:]):
+            continue
+        name = head.group(1)
+        assigned = [n for n, line in enumerate(lines)
+                    if n != index and re.search(rf"\b{name}\s*=(?!=)", _code(line))]
+        if not assigned:
+            found.add(name)
+    return frozenset(found)
+
+
+def _flags_only_continuation(rest: list[str]) -> bool:
+    for line in rest:
+        code = _code(line).strip()
+        if not code.startswith(("or ", "and ")):
+            return True
+        flag_term = re.fullmatch(r"or\s+Q\.\w+", code)
+        if not flag_term and not (code.startswith("or ") and _false_group(code)):
+            return False
+    return True
+
+
+def _condition(text: str, flags: frozenset[str] = frozenset()) -> str | None:
     """``"taken"`` when the reference always enters the branch (every term ``not Q.x``, joined
     by ``and``), ``"skipped"`` when it never does (a positive ``Q.x`` term of an ``and``, or
-    only ``Q.x`` terms joined by ``or``), None when the flags do not decide."""
+    only ``Q.x`` terms joined by ``or``), None when the flags do not decide. A name in
+    ``flags`` is a flag (false in the reference)."""
     if "(" in text:  # terms inside parentheses are not split soundly by the words below
         return None
     ands = [t.strip() for t in re.split(r"\band\b", text)]
     ors = [t.strip() for t in re.split(r"\bor\b", text)]
-    if len(ors) == 1 and any(_QUIRK_TERM.match(t) for t in ands):
+
+    def flag(term: str) -> bool:
+        return bool(_QUIRK_TERM.match(term)) or term in flags
+
+    def not_flag(term: str) -> bool:
+        negated = term.startswith("not ") and term.removeprefix("not ").strip() in flags
+        return bool(_NOT_QUIRK_TERM.match(term)) or negated
+
+    if len(ors) == 1 and any(flag(t) for t in ands):
         return "skipped"
-    if len(ands) == 1 and all(_QUIRK_TERM.match(t) for t in ors):
+    if len(ands) == 1 and all(flag(t) for t in ors):
         return "skipped"
-    if len(ors) == 1 and all(_NOT_QUIRK_TERM.match(t) for t in ands):
+    if len(ors) == 1 and all(not_flag(t) for t in ands):
         return "taken"
     return None
 
