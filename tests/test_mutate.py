@@ -99,6 +99,27 @@ def test_a_continuation_guarded_by_a_quirk_flag_is_quirk_only() -> None:
     assert not any(m.line == 16 for m in generate(["delete_all"]))
 
 
+def test_a_branch_on_a_local_made_of_flags_alone_is_quirk_only() -> None:
+    lines = ["local keep = Q.k",                      # 1: false in the reference
+             "    or (Q.x and s == 1)",               # 2
+             "if keep then",                          # 3
+             "    a()",                               # 4: never runs
+             "else",                                  # 5
+             "    b()",                               # 6
+             "end",                                   # 7
+             "local mixed = Q.k",                     # 8
+             "    or s == 1",                         # 9: not flags alone
+             "if mixed then",                         # 10
+             "    c()",                               # 11: may run
+             "end"]
+    assert quirk_only_lines(lines) == {2, 4}
+    reassigned = [*lines[:7], "keep = true"]          # assigned again: no longer known false
+    assert quirk_only_lines(reassigned) == {2}
+    delete_all = script_text("delete_all").splitlines()
+    keep_branch = next(n for n, line in enumerate(delete_all, 1) if "if keep_locks then" in line)
+    assert keep_branch + 1 in quirk_only_lines(delete_all)
+
+
 def test_archive_helpers_only_asynq_runs_are_not_mutated() -> None:
     archive = script_text("archive").splitlines()
     limit = next(n for n, line in enumerate(archive, 1) if "local UNPACK_LIMIT" in line)
