@@ -17,6 +17,7 @@ import redis
 from broker import Broker
 from harness.config import MachineConfig
 from harness.fakeserver import new_client
+from harness.late_writes import LateWritesBroker
 from model.clock import VirtualClock
 from model.policy import Policy
 
@@ -68,7 +69,9 @@ def make_broker(config: MachineConfig, clock: VirtualClock) -> Any:
         return config.broker_factory(clock, config.policy)
     if config.backend == ASYNQ_BACKEND:
         return _asynq_broker(config.variant, clock, config.policy)
-    return Broker(make_client(config.backend), config.variant, config.policy, clock)
+    # Judged against the model: also stage keys written after remove_queue's SCAN.
+    kind = LateWritesBroker if config.oracle else Broker
+    return kind(make_client(config.backend), config.variant, config.policy, clock)
 
 
 def _asynq_broker(variant: str, clock: VirtualClock, policy: Policy) -> Any:

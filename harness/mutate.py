@@ -32,19 +32,24 @@ Lines that only an Asynq variant runs (the block under ``if Q.<quirk> then``, th
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
 import broker.scripting
 from broker.scripting import PRELUDE, SCAN_SCRIPTS, script_names, script_text
+from harness.mutate_python import COMPOSITES, install_python, line_edits, module_text
 
 
 class Operator(StrEnum):
@@ -57,6 +62,9 @@ class Operator(StrEnum):
     SHIFT_SCORE = "shift_score"
     DROP_TTL = "drop_ttl"
     DROP_GUARD = "drop_guard"
+    # Python composites only (harness.mutate_python):
+    SLICE_BATCH = "slice_batch"
+    SWAP_ARGUMENTS = "swap_arguments"
 
 
 #: Redis commands that write, and what a call of each returns when it is removed from an
@@ -77,7 +85,6 @@ _INTEGER = re.compile(r"(?<![\w.\[])(\d+)(?![\w.])")
 _INDEX = re.compile(r"(KEYS|ARGV)\[\d+\]$")
 _BY_SCORE = ("ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "ZREMRANGEBYSCORE", "ZCOUNT")
 _TTL_OPTION = re.compile(r',\s*"(?:EX|PX|EXAT|PXAT)"\s*,\s*[^,)]+')
-_QUIRK_IF = re.compile(r"^(\s*)(?:else)?if\s+(not\s+)?Q\.\w+\s+then\s*$")
 
 
 @dataclass(frozen=True)
@@ -97,9 +104,14 @@ class Mutant:
         """A stable name: ``script:line:operator[:n]``."""
         return f"{self.script}:{self.line}:{self.operator.value}" + (f":{self.nth}" if self.nth else "")
 
+    @property
+    def is_python(self) -> bool:
+        """True for a mutant of a Python composite (``script`` is then a module name)."""
+        return self.script in COMPOSITES
+
     def source(self) -> str:
-        """The mutated script text."""
-        lines = script_text(self.script).splitlines()
+        """The mutated script (or module) text."""
+        lines = target_text(self.script).splitlines()
         if lines[self.line - 1] != self.before:
             raise ValueError(f"mutant {self.id} no longer matches its script")
         lines[self.line - 1] = self.after
@@ -112,15 +124,30 @@ def mutated_scripts() -> list[str]:
     return [PRELUDE, *(name for name in script_names() if name not in SCAN_SCRIPTS)]
 
 
+def mutated_targets() -> list[str]:
+    """Every target mutated: the Lua scripts (:func:`mutated_scripts`), then the modules of the
+    Python composites (:data:`harness.mutate_python.COMPOSITES`)."""
+    return [*mutated_scripts(), *COMPOSITES]
+
+
+def target_text(target: str) -> str:
+    """The source text of a Lua script or of a composite's Python module."""
+    return module_text(target) if target in COMPOSITES else script_text(target)
+
+
 def generate(scripts: Iterable[str] | None = None,
              operators: Iterable[Operator] | None = None) -> list[Mutant]:
-    """Every mutant of ``scripts`` (default: :func:`mutated_scripts`) by ``operators``
-    (default: all), in script, line and operator order."""
+    """Every mutant of ``scripts`` (Lua script names or composite module names; default:
+    :func:`mutated_targets`) by ``operators`` (default: all), in target, line and operator
+    order."""
     wanted = set(operators) if operators is not None else set(Operator)
     found: list[Mutant] = []
-    for script in scripts if scripts is not None else mutated_scripts():
+    for script in scripts if scripts is not None else mutated_targets():
+        if script in COMPOSITES:
+            found.extend(_python_mutants(script, wanted))
+            continue
         lines = script_text(script).splitlines()
-        dead = quirk_only_lines(lines)
+        dead = quirk_only_lines(lines, exported=script == PRELUDE)
         for number, text in enumerate(lines, start=1):
             if number in dead or _is_comment(text):
                 continue
@@ -130,29 +157,181 @@ def generate(scripts: Iterable[str] | None = None,
     return found
 
 
-def quirk_only_lines(lines: list[str]) -> set[int]:
-    """1-based numbers of the lines only a quirk runs: the body of ``if Q.x then`` up to its
-    ``else``/``end``, and the ``else`` part of ``if not Q.x then`` (found by indentation, which
-    every script keeps)."""
+def _python_mutants(module: str, wanted: set[Operator]) -> Iterator[Mutant]:
+    seen: dict[tuple[int, str], int] = {}
+    for line, name, before, after in line_edits(module):
+        operator = Operator(name)
+        nth = seen.get((line, name), 0)
+        seen[(line, name)] = nth + 1
+        if operator in wanted:
+            yield Mutant(module, line, operator, before, after, nth)
+
+
+def quirk_only_lines(lines: list[str], *, exported: bool = False) -> set[int]:
+    """1-based numbers of the lines only a quirk runs (the ``reference`` variant sets every
+    ``Q.<quirk>`` flag false), found by indentation, which every script keeps:
+
+    * the body of ``if Q.x then`` (also ``if Q.x or Q.y``, ``if a and Q.x and b``) up to its
+      ``else``/``elseif``/``end``, and the ``else`` part of ``if not Q.x [and not Q.y] then``;
+    * when such an always-taken ``if not Q.x`` body ends in ``return``, the rest of the block
+      that holds it;
+    * a ``local function`` whose every use is on quirk-only lines (its whole body), and a
+      ``local NAME =`` whose every use is (its definition), repeated until nothing changes —
+      not when the locals are ``exported`` (the prelude's, which other scripts use);
+    * a continuation line that is one group ``or (Q.x and …)``: false before the rest is read;
+    * in all of the above, a local assigned once from flags alone (``local k = Q.x``, continued
+      by ``or Q.y`` or ``or (Q.z and …)`` lines) counts as a flag: it is false too.
+    """
     dead: set[int] = set()
+    flags = _flag_locals(lines)
     for index, text in enumerate(lines):
-        head = _QUIRK_IF.match(text)
-        if not head:
-            continue
-        indent, negated = head.group(1), bool(head.group(2))
-        in_quirk = not negated
-        for offset in range(index + 1, len(lines)):
-            line = lines[offset]
-            stripped = line.strip()
-            if line.startswith(indent) and not line.startswith(indent + " ") and stripped:
-                if stripped == "end" or stripped.startswith("elseif"):
-                    break
-                if stripped == "else":
-                    in_quirk = not in_quirk
-                    continue
-            if in_quirk:
-                dead.add(offset + 1)
+        head = _IF_HEAD.match(_code(text))
+        if head:
+            verdict = _condition(head.group(2), flags)
+            dead |= _quirk_branches(lines, index, head.group(1), verdict)
+        elif _false_group(_code(text)):
+            dead.add(index + 1)
+    while not exported:
+        more = _unused_locals(lines, dead)
+        if more <= dead:
+            break
+        dead |= more
     return dead
+
+
+_IF_HEAD = re.compile(r"^(\s*)(?:else)?if\s+(.+?)\s+then\s*$")
+_QUIRK_TERM = re.compile(r"^Q\.\w+$")
+_NOT_QUIRK_TERM = re.compile(r"^not\s+Q\.\w+$")
+_LOCAL_FUNCTION = re.compile(r"^(\s*)local\s+function\s+(\w+)\s*\(")
+_LOCAL_VALUE = re.compile(r"^\s*local\s+(\w+)\s*=")
+
+
+def _code(text: str) -> str:
+    return text[:_code_end(text)].rstrip()
+
+
+def _false_group(code: str) -> bool:
+    """True for a line that is one parenthesised ``(Q.x and …)`` (after ``or``/``and``): the
+    reference evaluates it to false without evaluating anything after ``Q.x``."""
+    group = re.sub(r"^\s*(?:or|and)\s+", "", code).strip()
+    if not re.match(r"^\(\s*Q\.\w+\s+and\s", group) or not group.endswith(")"):
+        return False
+    return _call_span(group, 0) == len(group)  # the first "(" closes at the very end
+
+
+def _flag_locals(lines: list[str]) -> frozenset[str]:
+    """Locals assigned once, from flags alone (see :func:`quirk_only_lines`)."""
+    found = set()
+    for index, text in enumerate(lines):
+        head = re.match(r"^\s*local\s+(\w+)\s*=\s*Q\.\w+$", _code(text))
+        if head is None or not _flags_only_continuation(lines[index + 1:]):
+            continue
+        name = head.group(1)
+        assigned = [n for n, line in enumerate(lines)
+                    if n != index and re.search(rf"\b{name}\s*=(?!=)", _code(line))]
+        if not assigned:
+            found.add(name)
+    return frozenset(found)
+
+
+def _flags_only_continuation(rest: list[str]) -> bool:
+    for line in rest:
+        code = _code(line).strip()
+        if not code.startswith(("or ", "and ")):
+            return True
+        flag_term = re.fullmatch(r"or\s+Q\.\w+", code)
+        if not flag_term and not (code.startswith("or ") and _false_group(code)):
+            return False
+    return True
+
+
+def _condition(text: str, flags: frozenset[str] = frozenset()) -> str | None:
+    """``"taken"`` when the reference always enters the branch (every term ``not Q.x``, joined
+    by ``and``), ``"skipped"`` when it never does (a positive ``Q.x`` term of an ``and``, or
+    only ``Q.x`` terms joined by ``or``), None when the flags do not decide. A name in
+    ``flags`` is a flag (false in the reference)."""
+    if "(" in text:  # terms inside parentheses are not split soundly by the words below
+        return None
+    ands = [t.strip() for t in re.split(r"\band\b", text)]
+    ors = [t.strip() for t in re.split(r"\bor\b", text)]
+
+    def flag(term: str) -> bool:
+        return bool(_QUIRK_TERM.match(term)) or term in flags
+
+    def not_flag(term: str) -> bool:
+        negated = term.startswith("not ") and term.removeprefix("not ").strip() in flags
+        return bool(_NOT_QUIRK_TERM.match(term)) or negated
+
+    if len(ors) == 1 and any(flag(t) for t in ands):
+        return "skipped"
+    if len(ands) == 1 and all(flag(t) for t in ors):
+        return "skipped"
+    if len(ors) == 1 and all(not_flag(t) for t in ands):
+        return "taken"
+    return None
+
+
+def _quirk_branches(lines: list[str], index: int, indent: str, verdict: str | None) -> set[int]:
+    """The dead lines of the ``if`` at ``index`` whose condition the flags decide."""
+    dead: set[int] = set()
+    if verdict is None:
+        return dead
+    in_dead = verdict == "skipped"
+    last_live = ""
+    for offset in range(index + 1, len(lines)):
+        line = lines[offset]
+        stripped = line.strip()
+        if line.startswith(indent) and not line.startswith(indent + " ") and stripped:
+            if stripped == "end" or stripped.startswith("elseif"):
+                if verdict == "taken" and stripped == "end" and last_live.startswith("return"):
+                    dead |= _rest_of_block(lines, offset + 1, indent)
+                break
+            if stripped == "else":
+                in_dead = not in_dead
+                continue
+        if in_dead:
+            dead.add(offset + 1)
+        elif stripped and not _is_comment(line):
+            last_live = stripped
+    return dead
+
+
+def _rest_of_block(lines: list[str], start: int, indent: str) -> set[int]:
+    """Lines from ``start`` to the end of the block indented at ``indent`` (1-based)."""
+    rest: set[int] = set()
+    for offset in range(start, len(lines)):
+        line = lines[offset]
+        if line.strip() and len(line) - len(line.lstrip()) < len(indent):
+            break  # dedented: the enclosing block ended
+        rest.add(offset + 1)
+    return rest
+
+
+def _unused_locals(lines: list[str], dead: set[int]) -> set[int]:
+    """Locals (functions: their body too) whose every use is on a ``dead`` line."""
+    found: set[int] = set()
+    for index, text in enumerate(lines):
+        if index + 1 in dead:
+            continue
+        function = _LOCAL_FUNCTION.match(text)
+        value = None if function else _LOCAL_VALUE.match(text)
+        if function is None and value is None:
+            continue
+        name = function.group(2) if function else value.group(1)  # type: ignore[union-attr]
+        own = _function_body(lines, index, function.group(1)) if function else {index + 1}
+        uses = {n for n, line in enumerate(lines, start=1)
+                if n not in own and re.search(rf"\b{name}\b", _code(line))}
+        if uses <= dead:
+            found |= own
+    return found
+
+
+def _function_body(lines: list[str], index: int, indent: str) -> set[int]:
+    """1-based lines of the function defined at ``index``, its ``end`` included."""
+    for offset in range(index + 1, len(lines)):
+        if lines[offset].rstrip() == f"{indent}end":
+            return set(range(index + 1, offset + 2))
+    return {index + 1}
 
 
 def _is_comment(text: str) -> bool:
@@ -333,6 +512,8 @@ class MutantResult:
     seconds: float
     check: str = ""
     detail: str = ""
+    #: CPU time of the check (the machine is shared: wall time also measures the neighbours).
+    cpu_seconds: float = 0.0
 
     @property
     def detected(self) -> bool:
@@ -344,7 +525,11 @@ def install(mutant: Mutant) -> None:
     """Make this process's broker load ``mutant``'s script text instead of the shipped one.
 
     Run it before any broker sends a script: scripts are sent once per client and cached by
-    SHA1 (a fresh process per mutant, as :func:`run_all` uses, keeps that true)."""
+    SHA1 (a fresh process per mutant, as :func:`run_all` uses, keeps that true). A Python
+    composite's mutant replaces the code of the function it edits."""
+    if mutant.is_python:
+        install_python(mutant.script, mutant.line, mutant.source())
+        return
     shipped: Callable[[str], str] = broker.scripting.script_text
     mutated = mutant.source()
 
@@ -356,24 +541,30 @@ def install(mutant: Mutant) -> None:
     broker.scripting._source.cache_clear()
 
 
-def run_one(mutant: Mutant, seed: int) -> MutantResult:
-    """Run the default ``keysim check`` (reference variant, fakeredis) with ``mutant`` installed."""
+def run_one(mutant: Mutant, seed: int, max_examples: int | None = None) -> MutantResult:
+    """Run the default ``keysim check`` (reference variant, fakeredis: the configuration and
+    ``run_check`` defaults the command uses, without its example database, which would carry
+    one mutant's failures to the next) with ``mutant`` installed;
+    ``max_examples`` runs a longer check instead (to tell a survivor the default check does not
+    reach from one it cannot see)."""
     from harness.check import run_check
     from harness.machine import MachineConfig
 
     install(mutant)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
-        result = run_check(MachineConfig(variant="reference"), seed=seed)
+        result = run_check(MachineConfig(variant="reference"), seed=seed,
+                           max_examples=max_examples)
     except Exception as err:  # any harness failure is a detection, listed apart
         return MutantResult(mutant.id, Verdict.CRASHED, time.perf_counter() - start,
-                            detail=f"{type(err).__name__}: {err}"[:300])
-    seconds = time.perf_counter() - start
+                            detail=f"{type(err).__name__}: {err}"[:300],
+                            cpu_seconds=time.process_time() - cpu)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if result.passed:
-        return MutantResult(mutant.id, Verdict.SURVIVED, seconds)
+        return MutantResult(mutant.id, Verdict.SURVIVED, seconds, cpu_seconds=cpu)
     assert result.failure is not None
     return MutantResult(mutant.id, Verdict.KILLED, seconds, check=result.failure.invariant,
-                        detail=result.failure.message[:300])
+                        detail=result.failure.message[:300], cpu_seconds=cpu)
 
 
 def run_all(mutants: list[Mutant], *, seed: int, jobs: int, timeout: float,
@@ -407,7 +598,7 @@ def run_all(mutants: list[Mutant], *, seed: int, jobs: int, timeout: float,
 def by_id(mutant_id: str) -> Mutant:
     """The mutant named ``mutant_id`` (see :attr:`Mutant.id`); ValueError when there is none."""
     script = mutant_id.split(":", 1)[0]
-    if script not in mutated_scripts():
+    if script not in mutated_targets():
         raise ValueError(f"no mutated script named {script!r} (mutant id {mutant_id!r})")
     for mutant in generate([script]):
         if mutant.id == mutant_id:
@@ -423,46 +614,129 @@ def sample(mutants: list[Mutant], size: int | None, seed: int) -> list[Mutant]:
     return [m for i, m in enumerate(mutants) if i in chosen]
 
 
-def score(results: list[MutantResult]) -> float:
-    """Detected mutants ÷ all mutants run (1.0 when none ran)."""
-    return sum(r.detected for r in results) / len(results) if results else 1.0
+def select(*, scripts: Iterable[str] | None = None, operators: Iterable[Operator] | None = None,
+           size: int | None = None, seed: int = 0) -> list[Mutant]:
+    """The mutants a run covers: those of ``scripts`` by ``operators`` (default: all), then
+    ``size`` of them drawn with ``seed`` (:func:`sample`). ValueError names an unknown script
+    or a size below 1."""
+    known = mutated_targets()
+    unknown = [s for s in scripts or () if s not in known]
+    if unknown:
+        raise ValueError(f"no mutated script named {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(known)}")
+    if size is not None and size < 1:
+        raise ValueError(f"a sample holds at least 1 mutant, got {size}")
+    return sample(generate(scripts, operators), size, seed)
 
 
-def report(results: list[MutantResult], mutants: dict[str, Mutant]) -> str:
-    """The score, the time-to-detect distribution, and every survivor with its edit."""
-    detected = [r for r in results if r.detected]
-    times = sorted(r.seconds for r in detected if r.verdict is Verdict.KILLED)
-    counts = {v: sum(r.verdict is v for r in results) for v in Verdict}
-    lines = [f"mutation score {score(results):.1%}: {len(detected)} of {len(results)} mutants "
-             f"detected ({counts[Verdict.KILLED]} killed by a check, {counts[Verdict.CRASHED]} "
-             f"crashed the harness, {counts[Verdict.TIMEOUT]} timed out), "
-             f"{counts[Verdict.SURVIVED]} survived"]
-    if times:
-        lines.append(f"time to kill: median {statistics.median(times):.1f} s, "
-                     f"p90 {times[int(0.9 * (len(times) - 1))]:.1f} s, max {times[-1]:.1f} s")
-    for result in results:
+#: Mutants that no check can kill, each with its one-line reason (the full arguments are in
+#: docs/mutation.md): reported apart and left out of the score.
+EQUIVALENTS_FILE = Path(__file__).with_name("equivalent_mutants.toml")
+
+
+def equivalents(path: Path = EQUIVALENTS_FILE) -> dict[str, str]:
+    """Mutant id → why it is equivalent, from ``path`` (a ``[equivalent]`` TOML table)."""
+    with path.open("rb") as file:
+        table = tomllib.load(file).get("equivalent", {})
+    if not all(isinstance(v, str) and v.strip() for v in table.values()):
+        raise ValueError(f"{path}: every equivalent mutant needs a one-line reason")
+    return dict(table)
+
+
+def score(results: list[MutantResult], equivalent: Iterable[str] = ()) -> float:
+    """Detected mutants ÷ mutants run, equivalent mutants left out of both (1.0 when no
+    non-equivalent mutant ran)."""
+    skip = set(equivalent)
+    scored = [r for r in results if r.mutant not in skip]
+    return sum(r.detected for r in scored) / len(scored) if scored else 1.0
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank ``share`` percentile of ``values`` (not empty).
+
+    >>> percentile([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 0.9)
+    9.0
+    """
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def report(results: list[MutantResult], mutants: dict[str, Mutant],
+           equivalent: dict[str, str] | None = None) -> str:
+    """The score over non-equivalent mutants, the time-to-detect distribution, the score of
+    each operator, every survivor with its edit, and the equivalent mutants apart."""
+    equivalent = equivalent or {}
+    scored = [r for r in results if r.mutant not in equivalent]
+    detected = [r for r in scored if r.detected]
+    counts = {v: sum(r.verdict is v for r in scored) for v in Verdict}
+    lines = [f"mutation score {score(results, equivalent):.1%}: {len(detected)} of {len(scored)} "
+             f"non-equivalent mutants detected ({counts[Verdict.KILLED]} killed by a check, "
+             f"{counts[Verdict.CRASHED]} crashed the harness, {counts[Verdict.TIMEOUT]} timed "
+             f"out), {counts[Verdict.SURVIVED]} survived; "
+             f"{len(results) - len(scored)} equivalent mutants not scored"]
+    lines += _times(detected)
+    lines += _by_operator(scored, mutants)
+    for result in scored:
         if not result.detected:
             m = mutants[result.mutant]
             lines.append(f"SURVIVED {m.id}\n    - {m.before.strip()}\n    + {m.after.strip()}")
+    for result in results:
+        if result.mutant in equivalent:
+            wrong = " — KILLED: the equivalence argument is wrong" if result.detected else ""
+            lines.append(f"equivalent {result.mutant}: {equivalent[result.mutant]}{wrong}")
     return "\n".join(lines)
 
 
+def _times(detected: list[MutantResult]) -> list[str]:
+    killed = [r for r in detected if r.verdict is Verdict.KILLED]
+    if not killed:
+        return []
+    wall = [r.seconds for r in killed]
+    cpu = [r.cpu_seconds for r in killed]
+    return [f"time to kill ({len(killed)} killed by a check): median {statistics.median(wall):.1f} s, "
+            f"p90 {percentile(wall, 0.9):.1f} s, max {max(wall):.1f} s wall; "
+            f"median {statistics.median(cpu):.1f} s, p90 {percentile(cpu, 0.9):.1f} s CPU"]
+
+
+def _by_operator(scored: list[MutantResult], mutants: dict[str, Mutant]) -> list[str]:
+    cells = []
+    for operator in Operator:
+        mine = [r for r in scored if mutants[r.mutant].operator is operator]
+        if mine:
+            cells.append(f"{operator.value} {sum(r.detected for r in mine)}/{len(mine)}")
+    return [f"by operator: {', '.join(cells)}"] if cells else []
+
+
+def to_json(results: list[MutantResult], mutants: dict[str, Mutant],
+            equivalent: dict[str, str]) -> dict[str, Any]:
+    """The run as plain data: the score and, per mutant, its edit, verdict and timing."""
+    return {
+        "score": score(results, equivalent),
+        "mutants": [{**asdict(r), "verdict": r.verdict.value, "before": mutants[r.mutant].before,
+                     "after": mutants[r.mutant].after, "operator": mutants[r.mutant].operator.value,
+                     "equivalent": equivalent.get(r.mutant)} for r in results],
+    }
+
+
 def _main_one(argv: list[str]) -> int:
-    """``python -m harness.mutate MUTANT_ID [--seed S]``: one mutant, one JSON line."""
+    """``python -m harness.mutate MUTANT_ID [--seed S] [--max-examples N]``: one mutant, one
+    JSON line."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m harness.mutate")
     parser.add_argument("mutant")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-examples", type=int, default=None)
     args = parser.parse_args(argv)
-    result = run_one(by_id(args.mutant), args.seed)
+    result = run_one(by_id(args.mutant), args.seed, args.max_examples)
     print(json.dumps({**asdict(result), "verdict": result.verdict.value}))
     return 0
 
 
-__all__ = ["WRITE_COMMANDS", "Mutant", "MutantResult", "Operator", "Verdict", "by_id", "generate",
-           "install", "mutated_scripts", "quirk_only_lines", "report", "run_all", "run_one",
-           "sample", "score"]
+__all__ = ["EQUIVALENTS_FILE", "WRITE_COMMANDS", "Mutant", "MutantResult", "Operator", "Verdict",
+           "by_id", "equivalents", "generate", "install", "mutated_scripts", "mutated_targets",
+           "percentile", "quirk_only_lines", "report", "run_all", "run_one", "sample", "score",
+           "select", "target_text", "to_json"]
 
 if __name__ == "__main__":
     raise SystemExit(_main_one(sys.argv[1:]))

@@ -364,6 +364,100 @@ def _run_zoo(args: argparse.Namespace) -> int:
     return 1 if missed else 0
 
 
+def _add_mutate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keysim mutate``: the check's mutation score (harness.mutate)."""
+    parser = subparsers.add_parser(
+        "mutate", help="write small bugs into the reference implementation and count how many "
+                       "the default check catches (its mutation score)",
+        description="Generate mutants of the reference Lua scripts and Python composites (one "
+                    "small edit each), run the default `keysim check` on each in a fresh process "
+                    "and print the mutation score of the non-equivalent mutants, the time to "
+                    "detect (median, p90, max) and every survivor with its edit. Equivalent "
+                    "mutants (harness/equivalent_mutants.toml, argued in docs/mutation.md) are "
+                    "reported apart. Exit 1 below --min-score.")
+    parser.add_argument("--sample", type=_positive(1), default=None, metavar="N",
+                        help="run N mutants drawn with --seed (default: every selected mutant)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="seed of the sample and of each check (default: 0)")
+    parser.add_argument("--operator", action="append", type=_mutation_operator, default=None,
+                        metavar="OP", help="only this operator (repeatable; default: all)")
+    parser.add_argument("--script", action="append", type=_mutation_target, default=None,
+                        metavar="NAME", help="only this Lua script or composite module "
+                                             "(repeatable; default: all)")
+    parser.add_argument("-j", "--jobs", type=_positive(1), default=1, metavar="N",
+                        help="mutants checked at once, each in its own process (default: 1)")
+    parser.add_argument("--timeout", type=_positive(1), default=300, metavar="SECONDS",
+                        help="a check still running after this long counts as a detection "
+                             "(timeout; default: 300)")
+    parser.add_argument("--json", type=_output_path, default=None, metavar="FILE",
+                        help="also write every mutant's edit, verdict and timing to FILE")
+    parser.add_argument("--min-score", type=_score_floor, default=None, metavar="X",
+                        help="exit 1 when the score is below X (0-1, or a percentage: 95%%)")
+    parser.add_argument("--list", action="store_true",
+                        help="print the selected mutants and their edits; run nothing")
+    parser.set_defaults(handler=_run_mutate)
+
+
+def _mutation_operator(text: str) -> str:
+    from harness.mutate import Operator
+
+    if text not in {op.value for op in Operator}:
+        raise argparse.ArgumentTypeError(
+            f"unknown operator {text!r}; expected one of {', '.join(op.value for op in Operator)}")
+    return text
+
+
+def _mutation_target(text: str) -> str:
+    from harness.mutate import mutated_targets
+
+    known = mutated_targets()
+    if text not in known:
+        raise argparse.ArgumentTypeError(
+            f"no mutated script named {text!r}; expected one of {', '.join(known)}")
+    return text
+
+
+def _score_floor(text: str) -> float:
+    """An argparse type: a score floor, ``0.95`` or ``95%``."""
+    try:
+        value = float(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.95 or 95%, got {text!r}"
+                                         ) from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a score is between 0 and 1 (0%-100%), got {text!r}")
+    return value
+
+
+def _run_mutate(args: argparse.Namespace) -> int:
+    from harness.mutate import Operator, equivalents, report, run_all, score, select, to_json
+
+    operators = [Operator(op) for op in args.operator] if args.operator else None
+    mutants = select(scripts=args.script, operators=operators, size=args.sample, seed=args.seed)
+    if not mutants:
+        print("keysim mutate: no mutant matches --script/--operator", file=sys.stderr)
+        return 2
+    if args.list:
+        for m in mutants:
+            print(f"{m.id}\n    - {m.before.strip()}\n    + {m.after.strip()}")
+        return 0
+    known = equivalents()
+    print(f"{len(mutants)} mutants, {args.jobs} at a time (seed {args.seed})", flush=True)
+    results = run_all(mutants, seed=args.seed, jobs=args.jobs, timeout=args.timeout,
+                      progress=lambda r: print(f"  {r.verdict.value:8} {r.seconds:6.1f} s  "
+                                               f"{r.mutant}  {r.check}", flush=True))
+    by_name = {m.id: m for m in mutants}
+    print(report(results, by_name, known))
+    if args.json is not None:
+        args.json.write_text(json.dumps(to_json(results, by_name, known), indent=1) + "\n")
+        print(f"wrote {args.json}")
+    final = score(results, known)
+    if args.min_score is not None and final < args.min_score:
+        print(f"mutation score {final:.1%} is below the floor {args.min_score:.1%}")
+        return 1
+    return 0
+
+
 def _add_conform(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``keysim conform``: differential test of our asynq variant against real Asynq (Go)."""
     parser = subparsers.add_parser(
@@ -417,6 +511,7 @@ def _run_conform(args: argparse.Namespace) -> int:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_check,
     _add_zoo,
+    _add_mutate,
     _add_diagram,
     _add_explore,
     _add_replay,
