@@ -62,6 +62,11 @@ QUIRK_EXCLUSIONS: Mapping[str, tuple[Exclusion, ...]] = MappingProxyType({
                   "the janitor never applies the archive cutoff (Asynq trims old archived "
                   "tasks only when it archives another), so it never deletes one"),
     ),
+    "write_result_without_task": (
+        Exclusion("write_result", Outcome.NOT_FOUND,
+                  "write_result writes the result field without checking that the task "
+                  "exists, so it never answers not found (BZ-18)"),
+    ),
     "pause_unregistered": (
         Exclusion("pause", Outcome.QUEUE_NOT_FOUND,
                   "pause accepts a queue missing from asynq:queues (Asynq checks nothing)"),

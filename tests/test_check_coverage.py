@@ -68,8 +68,8 @@ def test_an_excluded_pair_is_not_demanded() -> None:
     reference = CheckResult(MachineConfig(), True, 200, 5000, 1.0, coverage=everything_else,
                             goal=goal_for(MachineConfig(), min_hits=2))
     assert reference.verdict == "INCOMPLETE"
-    assert "never reached (3): delete_expired_archived ok, pause queue_not_found, " \
-        "unpause queue_not_found" in reference.summary()
+    assert "never reached (4): delete_expired_archived ok, write_result not_found, " \
+        "pause queue_not_found, unpause queue_not_found" in reference.summary()
 
 
 def test_exclusions_name_real_quirks_and_declared_pairs() -> None:
