@@ -11,7 +11,10 @@ the documented baseline (see :func:`drain_baseline`).
 Beyond the defaults, a config can add environment faults (``faults``: an ``evict`` rule that
 deletes a task hash, as Redis eviction or a manual DEL would — the index entries it leaves
 dangling are tolerated until the design heals them), a ``flood`` of archived tasks, a fixed
-rule ``focus`` or ``swarm`` testing, and ``ignore`` defects already known. Every failure is
+rule ``focus`` or ``swarm`` testing, and ``ignore`` defects already known. The default
+``keysim check`` also draws each example's policy and starting scenario in a first ``setup``
+step (``policies``, ``scenarios``) and adds a ``deadline`` rule that lands time exactly on a
+deadline, one second before or after (``deadlines``). Every failure is
 a :class:`LeakFound` naming the check that caught it and, when
 :func:`harness.attribution.attribute` recognises it, the bug-zoo defect (``LeakFound.bug``).
 
