@@ -271,7 +271,8 @@ def check_until_covered(config: MachineConfig, *, seed: int | None = None,
     """Rounds of the machine, each a Hypothesis run with a fresh seed drawn from ``seed``,
     until the coverage goal is met (each required pair ``min_hits`` times, at least
     ``min_examples`` examples) or ``budget`` seconds (default :func:`default_budget`) have
-    passed, or a leak is found. A round stops between examples as soon as either happens.
+    passed, or a leak is found. A round stops between examples as soon as either happens;
+    a leak found within the budget is shrunk to its minimal program even past it.
     ``steer=False`` turns off the ``target`` toward pairs still missing (to measure it).
     """
     goal = goal_for(config, min_hits, min_examples)
