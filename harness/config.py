@@ -6,16 +6,41 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from model.clock import VirtualClock
-from model.policy import Policy
+from model.policy import DAY, Policy
 
 #: The machine's policy: small caps and short times so trims, expiries and archives happen.
 MACHINE_POLICY = Policy(max_archive_size=3, archive_cutoff_days=2, aggregation_grace=10,
                         aggregation_max_size=3, aggregation_max_delay=0, stats_ttl=3 * 86400)
+
+#: Policies drawn per example (``MachineConfig.policies``): the choices of each field, the
+#: first being :data:`MACHINE_POLICY`'s (what a shrunk program falls back to). Batches of 1–3
+#: make the batching loops run more than once; caps of 1–2 trim at once; group sizes above
+#: the aggregation max size happen; lease, skew, grace, timeout and TTLs take values that
+#: differ from each other, so a use of one where another is meant shows.
+POLICY_CHOICES: Mapping[str, tuple[int, ...]] = MappingProxyType({
+    "forward_batch": (100, 1, 2, 3),
+    "janitor_batch_size": (100, 1, 2, 3),
+    "max_archive_size": (3, 1, 2, 4),
+    "archive_cutoff_days": (2, 1, 3),
+    "lease_duration": (30, 20, 45),
+    "recover_skew": (30, 7, 12),
+    "aggregation_grace": (10, 5, 15),
+    "aggregation_max_size": (3, 0, 2),
+    "aggregation_max_delay": (0, 25),
+    "aggregation_timeout": (120, 90, 150),
+    "stats_ttl": (3 * DAY, 2 * DAY),
+})
+
+#: Starting points an example may draw (``MachineConfig.scenarios``): each sets up a
+#: precondition that random steps reach rarely (see ``KeyMachine.scenario``).
+SCENARIOS = ("none", "in_hand", "lost_leases", "completed", "archive_full", "paused", "staged",
+             "stalled_aggregator", "locked")
 
 
 @dataclass(frozen=True)
@@ -56,6 +81,15 @@ class MachineConfig:
     #: fixed swarm, for hunting one defect whose path needs several specific steps.
     #: None: every rule.
     rules: frozenset[str] | None = None
+    #: Each example draws its own policy (fields of :data:`POLICY_CHOICES`) in its first step,
+    #: ``state.setup(...)``, which the printed program shows; model and broker both get it.
+    policies: bool = False
+    #: Each example starts from a drawn scenario (:data:`SCENARIOS`), in the same first step.
+    scenarios: bool = False
+    #: Add the ``deadline`` rule: time lands exactly on the next deadline of a kind (retention
+    #: end, archive cutoff, lease expiry, due time, unique TTL, aggregation grace and timeout),
+    #: one second before it or one after.
+    deadlines: bool = False
 
     @property
     def strict(self) -> bool:

@@ -11,7 +11,10 @@ the documented baseline (see :func:`drain_baseline`).
 Beyond the defaults, a config can add environment faults (``faults``: an ``evict`` rule that
 deletes a task hash, as Redis eviction or a manual DEL would — the index entries it leaves
 dangling are tolerated until the design heals them), a ``flood`` of archived tasks, a fixed
-rule ``focus`` or ``swarm`` testing, and ``ignore`` defects already known. Every failure is
+rule ``focus`` or ``swarm`` testing, and ``ignore`` defects already known. The default
+``keysim check`` also draws each example's policy and starting scenario in a first ``setup``
+step (``policies``, ``scenarios``) and adds a ``deadline`` rule that lands time exactly on a
+deadline, one second before or after (``deadlines``). Every failure is
 a :class:`LeakFound` naming the check that caught it and, when
 :func:`harness.attribution.attribute` recognises it, the bug-zoo defect (``LeakFound.bug``).
 
@@ -30,12 +33,14 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import replace
+from functools import partial
 from typing import Any, ClassVar
 
 import fakeredis
@@ -53,7 +58,7 @@ from broker import Broker
 from broker.processor import finishing
 from harness.attribution import Op, attribute
 from harness.backends import ASYNQ_BACKEND, make_broker, release_client
-from harness.config import MACHINE_POLICY, MachineConfig
+from harness.config import MACHINE_POLICY, POLICY_CHOICES, SCENARIOS, MachineConfig
 from harness.fakeserver import snapshot_from_memory
 from harness.faults import dangles_outside_completed, without_fault_entries
 from harness.leaks import Disagreement, LeakFound, disagreement_leak, violation_leak
@@ -127,6 +132,8 @@ class KeyMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         cfg = self.config
+        #: This example's policy: the config's, unless the example draws its own (``setup``).
+        self.policy = cfg.policy
         self.clock = VirtualClock()
         self.model = ReferenceModel(cfg.policy, self.clock)
         self.sut: Any = make_broker(cfg, self.clock)
@@ -181,9 +188,12 @@ class KeyMachine(RuleBasedStateMachine):
             return Outcome.PAUSED.value if self._paused_seen else Outcome.EMPTY.value
         if value in (0, None) and operation in _BULK_COUNTS:
             return Outcome.NOT_FOUND.value if operation == "extend_lease" else Outcome.EMPTY.value
+        if operation == "delete_aggregation_set" and self._set_gone:
+            return Outcome.EMPTY.value
         return Outcome.OK.value
 
     _paused_seen = False
+    _set_gone = False
 
     @contextmanager
     def _not_last(self) -> Iterator[None]:
@@ -275,9 +285,11 @@ class KeyMachine(RuleBasedStateMachine):
         self._process(msg, how)
 
     @precondition(lambda self: bool(self.stale))
-    @rule(pick=picks, how=st.sampled_from(["succeed", "fail", "skip_retry"]))
+    @rule(pick=picks, how=st.sampled_from(
+        ["succeed", "fail", "skip_retry", "fail_uncounted", "requeue"]))
     def late_worker(self, pick: int, how: str) -> None:
-        """A worker that crashed or lost its lease still reports (refused, or harmless)."""
+        """A worker that crashed or lost its lease still reports (refused, or harmless), with
+        any ending a live worker could report."""
         task_id = sorted(self.stale)[pick % len(self.stale)]
         self._process(self.stale.pop(task_id), how)
 
@@ -285,7 +297,7 @@ class KeyMachine(RuleBasedStateMachine):
         """The worker's ending: the implementations decide the call (``broker.processor``),
         the model decides on its own, and the two calls must agree before both run it."""
         ending = _ENDINGS[how]
-        call = finishing(msg, ending, "boom", self.clock.seconds, self.config.policy)
+        call = finishing(msg, ending, "boom", self.clock.seconds, self.policy)
         if self.config.oracle:
             expected = self.model.finishing(msg, ending, "boom")
             if expected != call:
@@ -338,7 +350,7 @@ class KeyMachine(RuleBasedStateMachine):
         later :meth:`aggregate`. (Waiting is ``early=False`` so that shrinking, which prefers
         False, keeps one waiting check rather than many small ticks.)"""
         if not early:
-            self._advance(self.config.policy.aggregation_grace + 1)
+            self._advance(self.policy.aggregation_grace + 1)
         self.counter += 1
         # Asynq names sets with a random UUID (its driver insists); a counter keeps runs replayable.
         set_id = str(uuid.UUID(int=self.counter, version=4))
@@ -349,7 +361,7 @@ class KeyMachine(RuleBasedStateMachine):
             return
         self._aggregate(queue, group, set_id, crash=then == "crash")
         if then == "crash":
-            self._advance(self.config.policy.aggregation_timeout + 1)
+            self._advance(self.policy.aggregation_timeout + 1)
             self.recoverer(queue)
 
     @precondition(lambda self: bool(self.staged))
@@ -359,12 +371,15 @@ class KeyMachine(RuleBasedStateMachine):
         self._aggregate(*self.staged.pop(pick % len(self.staged)), crash=crash)
 
     def _aggregate(self, queue: str, group: str, set_id: str, crash: bool) -> None:
-        self.both("read_aggregation_set", queue, group, set_id)
+        staged = self.both("read_aggregation_set", queue, group, set_id)
         if crash:  # the set stays until the recoverer reclaims it
             self.steps.append(f"aggregator crash({set_id})")
             return
         self.counter += 1
         self.both("enqueue", self.message(f"agg{self.counter}", queue, b"agg", 0, 0))
+        # The delete answers nothing: a set gone before the read (reclaimed meanwhile) is
+        # its EMPTY outcome, which must delete nothing.
+        self._set_gone = staged is None
         self.both("delete_aggregation_set", queue, group, set_id)
 
     @rule(queue=queues, action=st.sampled_from(
@@ -388,7 +403,7 @@ class KeyMachine(RuleBasedStateMachine):
                               "cutoff"]), serve=st.booleans())
     def jump(self, to: str, serve: bool) -> None:
         """Jump just past one of the deadlines the lifecycle depends on (then maybe serve)."""
-        p = self.config.policy
+        p = self.policy
         seconds = {"lease": p.lease_duration + p.recover_skew + 1, "retention": 31,
                    "retry": 16 + 30 * 3 + 81, "unique": 31,
                    "aggregation": p.aggregation_timeout + 1,
@@ -417,6 +432,104 @@ class KeyMachine(RuleBasedStateMachine):
     def _advance(self, seconds: int) -> None:
         self.steps.append(f"advance({seconds})")
         self.clock.advance(seconds)
+
+    def next_deadline(self, queue: str, kind: str, offset: int) -> int | None:
+        """The earliest deadline of ``kind`` (see :data:`DEADLINES`) such that landing
+        ``offset`` seconds from it is still ahead of now, in whole virtual seconds; None when
+        no key holds one."""
+        snap, p, now = self.truth(queue), self.policy, self.clock.seconds
+
+        def scores(key: str) -> list[float]:
+            entry = snap.get(key)
+            return [score for _, score in entry.zset()] if entry is not None else []
+
+        times: list[float]
+        if kind == "retention":
+            times = scores(keys.completed(queue))
+        elif kind == "cutoff":
+            times = [s + p.archive_cutoff for s in scores(keys.archived(queue))]
+        elif kind == "lease":  # the recoverer takes leases older than now - skew
+            times = [s + p.recover_skew for s in scores(keys.lease(queue))]
+        elif kind == "due":
+            times = scores(keys.scheduled(queue)) + scores(keys.retry(queue))
+        elif kind == "unique":
+            times = [e.expire_at_ms / 1000 for e in snap.with_prefix(keys.unique_prefix(queue))
+                     if e.expire_at_ms is not None]
+        elif kind == "grace":
+            groups = [scores(keys.group(queue, g)) for g in GROUPS]
+            times = [max(g) + p.aggregation_grace for g in groups if g]
+            if p.aggregation_max_delay:
+                times += [min(g) + p.aggregation_max_delay for g in groups if g]
+        elif kind == "set_timeout":
+            times = scores(keys.aggregation_sets(queue))
+        else:
+            raise ValueError(f"unknown deadline kind {kind!r}; expected one of {DEADLINES}")
+        ahead = [math.ceil(t) for t in times if math.ceil(t) + offset > now]
+        return min(ahead) if ahead else None
+
+    # --- per-example setup (MachineConfig.policies, MachineConfig.scenarios) ---------------
+    @staticmethod
+    def fix_policy(policy: Policy) -> Policy:
+        """``policy`` as the system under test accepts it (on the ``asynq`` backend the fields
+        Asynq hard-codes keep Asynq's values, see :func:`make_machine`)."""
+        return policy
+
+    def begin(self, scenario: str = "none", **policy: Any) -> None:
+        """This example's first step: its own policy (model, broker and checks get the same),
+        then its starting scenario."""
+        if policy:
+            chosen = self.fix_policy(replace(self.policy, **policy))
+            self.policy = self.model.policy = self.sut.policy = chosen
+            self._last_checked = None
+            self.steps.append(f"policy({policy})")
+        self.scenario(scenario)
+
+    def scenario(self, name: str) -> None:
+        """Set up one precondition of :data:`harness.config.SCENARIOS` with ordinary steps."""
+        queue = QUEUES[0]
+        if name == "none":
+            return
+        if name == "lost_leases":  # three workers crashed and lost their leases: each late
+            for task_id in TASK_IDS:  # report (any ending) must be refused
+                self.enqueue(task_id, queue, b"a", 1, 30, None)
+                self.dequeue(queue)
+                self.finish(0, "crash")
+            self.jump("lease", serve=True)
+        elif name in ("in_hand", "completed"):
+            # A live worker holds t0 (requeue, heartbeat, delete_task -> task_active) ...
+            self.enqueue("t0", queue, b"a", 1, 30 if name == "completed" else 0, None)
+            self.dequeue(queue)
+            if name == "completed":  # ... or completed it, retained until now exactly
+                self.finish(0, "succeed")
+                self._land_on(queue, "retention", 0)
+        elif name == "archive_full":  # one more than a small cap: the trim runs at once
+            # (Asynq's own code hard-codes a cap of 10,000: a burst that size is no scenario.)
+            self.archive_pressure(queue, min(self.policy.max_archive_size + 1, 5),
+                                  server=False)
+        elif name == "paused":
+            self.enqueue("t0", queue, b"a", 1, 0, None)
+            self.queue_admin(queue, "pause")
+        elif name in ("staged", "stalled_aggregator"):
+            # A set staged for a later aggregate (or its timeout) ...
+            for task_id in ("t0", "t1"):
+                self.add_to_group(task_id, queue, b"a", GROUPS[0], None)
+            self.aggregation_check(queue, GROUPS[0], "later", early=False)
+            if name == "stalled_aggregator":  # ... or whose aggregator stalled past it: the
+                self.jump("aggregation", serve=False)  # set is reclaimed, then its late
+                self.recoverer(queue)  # aggregate reads nothing and deletes nothing
+                self.aggregate(len(self.staged) - 1, crash=False)
+        elif name == "locked":  # a unique lock held by t0; another task with its payload
+            self.enqueue("t0", queue, b"a", 1, 0, 30)
+        else:
+            raise ValueError(f"unknown scenario {name!r}; expected one of {SCENARIOS}")
+
+    def _land_on(self, queue: str, kind: str, offset: int) -> bool:
+        """Advance the clock to ``offset`` seconds from the next deadline of ``kind``."""
+        due = self.next_deadline(queue, kind, offset)
+        if due is None:
+            return False
+        self._advance(due + offset - self.clock.seconds)
+        return True
 
     # --- inspector -------------------------------------------------------------------------
     @rule(queue=queues, task_id=task_ids,
@@ -518,7 +631,7 @@ class KeyMachine(RuleBasedStateMachine):
         the keyspace (and the clock) as they found it, and the verdict is a function of both."""
         if self._last_checked is not None and self._last_checked[0] == snap:
             return self._last_checked[1]
-        found = check_all(snap, self.config.policy, strict_locks=self.config.strict)
+        found = check_all(snap, self.policy, strict_locks=self.config.strict)
         self._last_checked = (snap, found)
         return found
 
@@ -635,7 +748,7 @@ class KeyMachine(RuleBasedStateMachine):
         pipe.execute()
         if not direct:
             self.both("archive_all_tasks", queue, TaskState.PENDING, None)
-        self._advance(self.config.policy.archive_cutoff + 1)
+        self._advance(self.policy.archive_cutoff + 1)
 
     flooded = False
     #: Rules a swarm example may use (every rule outside swarm mode).
@@ -661,7 +774,7 @@ class KeyMachine(RuleBasedStateMachine):
                 self._process(msg, "succeed")
             self.in_hand.clear()
             self.stale.clear()
-            p = self.config.policy
+            p = self.policy
             for queue in QUEUES:
                 self._drain_queue(queue, p)
         self._advance(max(p.stats_ttl, p.archive_cutoff) + 3600)
@@ -796,6 +909,43 @@ class FloodRule(KeyMachine):
         self.flood(queue)
 
 
+#: The deadline kinds the ``deadline`` rule lands on (see :meth:`KeyMachine.next_deadline`).
+DEADLINES = ("retention", "cutoff", "lease", "due", "unique", "grace", "set_timeout")
+
+
+class DeadlineRule(KeyMachine):
+    """Time steps that land on deadlines (mixed in when ``MachineConfig.deadlines``)."""
+
+    @rule(queue=queues, kind=st.sampled_from(DEADLINES), offset=st.sampled_from([0, -1, 1]),
+          serve=st.booleans())
+    def deadline(self, queue: str, kind: str, offset: int, serve: bool) -> None:
+        """Time lands exactly on the next deadline of ``kind`` (``offset`` 0), one second
+        before it or one after — off-by-one at a boundary is where such code breaks; with
+        ``serve`` the server's background loops then run."""
+        if self._land_on(queue, kind, offset) and serve:
+            self._serve()
+
+
+def _setup_rule(config: MachineConfig, fix: Callable[[Policy], Policy]) -> dict[str, Any]:
+    """The ``setup`` initialize step: this example's policy and starting scenario, drawn.
+    Fields that ``fix`` overrides (Asynq's hard-coded ones on its own code) are not drawn."""
+    arguments: dict[str, st.SearchStrategy[Any]] = {}
+    if config.scenarios:
+        arguments["scenario"] = st.sampled_from(SCENARIOS)
+    if config.policies:
+        arguments.update({
+            name: st.sampled_from(choices) for name, choices in POLICY_CHOICES.items()
+            if all(getattr(fix(replace(config.policy, **dict[str, Any]({name: c}))), name) == c
+                   for c in choices)})
+
+    def setup(self: KeyMachine, scenario: str = "none", **policy: int) -> None:
+        """The example's own policy and starting scenario (see :meth:`KeyMachine.begin`)."""
+        self.begin(scenario, **policy)
+
+    make: Callable[..., Any] = initialize
+    return {"setup": make(**arguments)(setup)}
+
+
 def make_machine(config: MachineConfig, name: str | None = None) -> type[KeyMachine]:
     """A machine class bound to ``config``; ``Machine.TestCase`` runs it under unittest/pytest.
 
@@ -805,16 +955,21 @@ def make_machine(config: MachineConfig, name: str | None = None) -> type[KeyMach
     hard-codes take Asynq's values (``broker.asynq_go.asynq_fixed``).
     """
     config = replace(config, **(_OVERRIDES.get() or {}))
+    body: dict[str, Any] = {}
     if config.backend == ASYNQ_BACKEND:
         from broker.asynq_go import asynq_fixed, version_of
 
-        config = replace(config, policy=asynq_fixed(config.policy, version_of(config.variant)))
+        fix = partial(asynq_fixed, version=version_of(config.variant))
+        config = replace(config, policy=fix(config.policy))
+        body["fix_policy"] = staticmethod(fix)
     label = name or f"KeyMachine_{config.variant}"
     ident = "".join(c if c.isalnum() else "_" for c in label)
     bases: tuple[type[KeyMachine], ...] = (
         *((EvictRule,) if config.faults else ()), *((FloodRule,) if config.flood else ()),
-        KeyMachine)
-    body: dict[str, Any] = {"config": config}
+        *((DeadlineRule,) if config.deadlines else ()), KeyMachine)
+    body["config"] = config
+    if config.policies or config.scenarios:
+        body.update(_setup_rule(config, body.get("fix_policy", KeyMachine.fix_policy)))
     if config.swarm or config.rules is not None:
         body.update(swarm_rules(bases, config.rules))
     return type(ident, bases, body)

@@ -227,27 +227,52 @@ def _add_compare(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 def _add_check(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``keysim check``: run the stateful machine (model vs broker, invariants, drain)."""
     from broker.variants import all_names
+    from harness.check import MIN_HITS
 
     parser = subparsers.add_parser(
         "check", help="hunt for key leaks: the model drives a broker variant step by step",
         description="Run the Hypothesis stateful machine: the reference model drives a broker "
                     "variant; after every step the invariants I1-I14 are checked on the real "
                     "keyspace and compared key by key with the model; every run ends with a drain "
-                    "that must leave only the documented baseline. Exit 0 when nothing is found, "
-                    "1 with the minimal failing program otherwise.")
+                    "that must leave only the documented baseline. By default it runs until every "
+                    "(transition, outcome) pair the table declares reachable has run --min-hits "
+                    "times, or until --budget runs out; --profile or --max-examples runs a fixed "
+                    "size instead. Exit 0 PASS (no leak, coverage complete), 1 FAIL (the minimal "
+                    "failing program), 3 INCOMPLETE (no leak found, coverage short: not a pass).")
     parser.add_argument("--variant", default="reference", choices=all_names(), metavar="V",
                         help="broker variant (default: reference; e.g. asynq-v0.26.0, "
                              "reference+BZ-1)")
     parser.add_argument("--backend", default="fakeredis", type=_machine_backend, metavar="B",
                         help=_MACHINE_BACKEND_HELP)
-    parser.add_argument("--max-examples", type=_positive(1), default=None, metavar="N")
+    parser.add_argument("--budget", type=_duration, default=None, metavar="T",
+                        help="time for the coverage-driven run, e.g. 60s, 5m (default: 60s on "
+                             "fakeredis, 3m on a real Redis, 10m on asynq)")
+    parser.add_argument("--min-hits", type=_positive(1), default=MIN_HITS, metavar="K",
+                        help=f"each reachable pair must run K times (default: {MIN_HITS})")
+    parser.add_argument("--max-examples", type=_positive(1), default=None, metavar="N",
+                        help="a fixed-size run of N examples (instead of the coverage rule)")
     parser.add_argument("--steps", type=_positive(1), default=None, metavar="N",
                         help="steps per example (stateful_step_count)")
     parser.add_argument("--seed", type=int, default=None, metavar="S")
-    parser.add_argument("--profile", choices=("dev", "ci", "deep"), default="dev")
+    parser.add_argument("--profile", choices=("dev", "ci", "deep"), default=None,
+                        help="a fixed-size run: dev, ci or deep (3000 examples x 80 steps)")
     parser.add_argument("--coverage", action="store_true",
                         help="also print every transition and outcome exercised")
     parser.set_defaults(handler=_run_check)
+
+
+def _duration(text: str) -> float:
+    """An argparse type: seconds as ``90``, ``90s``, ``5m`` or ``1h`` (more than 0)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 60s, 5m or 1h, got {text!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite duration > 0, got {text!r}")
+    return seconds
 
 
 def _backend(text: str) -> str:
@@ -275,24 +300,37 @@ _MACHINE_BACKEND_HELP = ("fakeredis (default), server (a private real Redis), a 
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from harness.check import coverage_table, run_check
-    from harness.machine import ASYNQ_BACKEND, MachineConfig
+    from harness.check import (
+        check_until_covered,
+        coverage_table,
+        default_check_config,
+        goal_for,
+        run_check,
+    )
+    from harness.machine import ASYNQ_BACKEND
 
     if args.backend == ASYNQ_BACKEND and not args.variant.startswith("asynq-"):
         print(f"keysim check: --backend asynq runs Asynq's own code: --variant must be an "
               f"asynq-vX.Y.Z variant, got {args.variant!r}", file=sys.stderr)
         return 2
-    # An Asynq variant differs from the reference design on purpose: judge it by the
-    # invariants and the drain alone, not by agreement with the model.
-    config = MachineConfig(variant=args.variant, backend=args.backend,
-                           oracle=not args.variant.startswith("asynq-"))
-    result = run_check(config, max_examples=args.max_examples, steps=args.steps, seed=args.seed,
-                       profile=args.profile, database=True)
+    fixed = args.profile is not None or args.max_examples is not None
+    if fixed and args.budget is not None:
+        print("keysim check: --budget sizes the coverage-driven run; --profile and "
+              "--max-examples size a fixed run: give one or the other", file=sys.stderr)
+        return 2
+    config = default_check_config(args.variant, args.backend)
+    if fixed:
+        result = run_check(config, max_examples=args.max_examples, steps=args.steps,
+                           seed=args.seed, profile=args.profile or "dev", database=True,
+                           goal=goal_for(config, args.min_hits))
+    else:
+        result = check_until_covered(config, seed=args.seed, budget=args.budget,
+                                     min_hits=args.min_hits, steps=args.steps)
     print(result.summary())
     if args.coverage:
         print()
-        print(coverage_table(result.coverage))
-    return 0 if result.passed else 1
+        print(coverage_table(result.coverage, result.goal))
+    return result.exit_code
 
 
 def _add_zoo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
