@@ -500,6 +500,10 @@ class Verdict(StrEnum):
     KILLED = "killed"  # the check failed: an invariant, the model's agreement or the drain
     CRASHED = "crashed"  # the harness itself raised (counted as killed, listed apart)
     TIMEOUT = "timeout"  # no answer within the time limit, e.g. a loop that no longer ends
+    #: No leak seen, but coverage never completed within the budget (``keysim check`` exits 3,
+    #: never PASS): the bug made some (transition, outcome) pair rare or unreachable. Counted
+    #: as detected, listed apart — on an overloaded machine a budget can also just run out.
+    INCOMPLETE = "incomplete"
     SURVIVED = "survived"  # the check passed: this bug would ship
 
 
@@ -517,7 +521,7 @@ class MutantResult:
 
     @property
     def detected(self) -> bool:
-        """Killed, crashed or timed out: the bug did not pass unseen."""
+        """Killed, crashed, timed out or left coverage incomplete: the bug did not pass unseen."""
         return self.verdict is not Verdict.SURVIVED
 
 
@@ -542,29 +546,30 @@ def install(mutant: Mutant) -> None:
 
 
 def run_one(mutant: Mutant, seed: int, max_examples: int | None = None) -> MutantResult:
-    """Run the default ``keysim check`` (reference variant, fakeredis: the configuration and
-    ``run_check`` defaults the command uses, without its example database, which would carry
-    one mutant's failures to the next) with ``mutant`` installed;
-    ``max_examples`` runs a longer check instead (to tell a survivor the default check does not
-    reach from one it cannot see)."""
-    from harness.check import run_check
-    from harness.machine import MachineConfig
+    """Run the default ``keysim check`` (:func:`harness.check.default_check`: reference variant,
+    fakeredis, until complete coverage or the budget, without the example database, which would
+    carry one mutant's failures to the next) with ``mutant`` installed; ``max_examples`` runs a
+    fixed-size check of that many examples instead (to tell a survivor the default check does
+    not reach from one it cannot see)."""
+    from harness.check import default_check, default_check_config, run_check
 
     install(mutant)
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        result = run_check(MachineConfig(variant="reference"), seed=seed,
-                           max_examples=max_examples)
+        result = default_check(seed=seed) if max_examples is None else \
+            run_check(default_check_config(), seed=seed, max_examples=max_examples)
     except Exception as err:  # any harness failure is a detection, listed apart
         return MutantResult(mutant.id, Verdict.CRASHED, time.perf_counter() - start,
                             detail=f"{type(err).__name__}: {err}"[:300],
                             cpu_seconds=time.process_time() - cpu)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    if result.passed:
-        return MutantResult(mutant.id, Verdict.SURVIVED, seconds, cpu_seconds=cpu)
-    assert result.failure is not None
-    return MutantResult(mutant.id, Verdict.KILLED, seconds, check=result.failure.invariant,
-                        detail=result.failure.message[:300], cpu_seconds=cpu)
+    if result.failure is not None:
+        return MutantResult(mutant.id, Verdict.KILLED, seconds, check=result.failure.invariant,
+                            detail=result.failure.message[:300], cpu_seconds=cpu)
+    if result.verdict == "INCOMPLETE" and max_examples is None:
+        return MutantResult(mutant.id, Verdict.INCOMPLETE, seconds, cpu_seconds=cpu,
+                            detail=result.summary().splitlines()[0][:300])
+    return MutantResult(mutant.id, Verdict.SURVIVED, seconds, cpu_seconds=cpu)
 
 
 def run_all(mutants: list[Mutant], *, seed: int, jobs: int, timeout: float,
@@ -672,7 +677,8 @@ def report(results: list[MutantResult], mutants: dict[str, Mutant],
     lines = [f"mutation score {score(results, equivalent):.1%}: {len(detected)} of {len(scored)} "
              f"non-equivalent mutants detected ({counts[Verdict.KILLED]} killed by a check, "
              f"{counts[Verdict.CRASHED]} crashed the harness, {counts[Verdict.TIMEOUT]} timed "
-             f"out), {counts[Verdict.SURVIVED]} survived; "
+             f"out, {counts[Verdict.INCOMPLETE]} left coverage incomplete), "
+             f"{counts[Verdict.SURVIVED]} survived; "
              f"{len(results) - len(scored)} equivalent mutants not scored"]
     lines += _times(detected)
     lines += _by_operator(scored, mutants)
