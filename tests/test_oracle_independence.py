@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from broker import processor
-from harness.check import CheckResult, run_check
+from harness.check import CheckResult, default_check, run_check
 from harness.machine import MachineConfig
 from model.message import TaskMessage
 
@@ -44,3 +44,14 @@ def test_the_check_catches_an_off_by_one_retry_limit_in_the_broker_recoverer(
 def test_the_same_check_passes_without_the_mutant() -> None:
     result = _check()
     assert result.passed, result.summary()
+
+
+def test_the_default_keysim_check_catches_it_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No focus: exactly what ``keysim check`` runs (coverage rule, drawn policies, scenarios)."""
+    def off_by_one(msg: TaskMessage) -> bool:
+        return msg.retried > msg.retry
+
+    monkeypatch.setattr(processor, "retries_exhausted", off_by_one)
+    result = default_check(seed=0)
+    assert result.verdict == "FAIL" and result.failure is not None
+    assert result.failure.invariant == "agreement"
