@@ -413,8 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the server is stopped either way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with server:
-        print(f"{server.url}  ({server.kind} {server.version}); Ctrl-C to stop", flush=True)
-        try:
+        try:  # a Ctrl-C right after the line is printed must stop the server too
+            print(f"{server.url}  ({server.kind} {server.version}); Ctrl-C to stop", flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
