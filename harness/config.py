@@ -40,7 +40,7 @@ POLICY_CHOICES: Mapping[str, tuple[int, ...]] = MappingProxyType({
 #: Starting points an example may draw (``MachineConfig.scenarios``): each sets up a
 #: precondition that random steps reach rarely (see ``KeyMachine.scenario``).
 SCENARIOS = ("none", "in_hand", "lost_leases", "completed", "archive_full", "paused", "staged",
-             "stalled_aggregator", "locked")
+             "stalled_aggregator", "locked", "evicted_lease", "evicted_due", "counters_at_max")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class Disagreement(StrEnum):
     ENDING_DIFFERS = "ending differs"  # a worker's run ended in another operation than the model's
     SURVIVED_DRAIN = "survived the drain"  # keys beyond the baseline after the drain
     REMOVE_QUEUE_LEFT_KEYS = "remove_queue left keys"  # the queue's removal left keys behind
+    RUNAWAY = "operation did not end"  # a composite's loop kept calling scripts without end
 
     @property
     def check(self) -> str:

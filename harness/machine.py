@@ -70,7 +70,7 @@ from model.endings import Ending
 from model.errors import KeysimError, ScriptError
 from model.invariants import Invariant, Violation, check_all
 from model.message import TaskMessage
-from model.policy import Policy
+from model.policy import MAX_INT64, Policy
 from model.reference import ReferenceModel
 from model.snapshot import KeyspaceSnapshot
 from model.states import TaskState
@@ -78,6 +78,16 @@ from model.transitions import Outcome, bulk_states, by_operation
 
 #: Outcomes recorded by every machine in this process: (transition name, outcome) -> count.
 COVERAGE: Counter[tuple[str, str]] = Counter()
+
+#: Script calls one operation may make. A composite loops over batches until one comes back
+#: short; the machine's keyspace holds a few tasks, so even batches of one end far below this.
+#: A loop that makes no progress (a batch that never shrinks its source) would hang the check:
+#: it fails it instead, as the liveness bug it is.
+MAX_CALLS_PER_OPERATION = 2_000
+
+
+class RunawayLoop(Exception):
+    """An operation exceeded :data:`MAX_CALLS_PER_OPERATION` script calls."""
 
 
 #: Alphabets, small on purpose so that ids, unique locks and groups collide often.
@@ -137,6 +147,9 @@ class KeyMachine(RuleBasedStateMachine):
         self.clock = VirtualClock()
         self.model = ReferenceModel(cfg.policy, self.clock)
         self.sut: Any = make_broker(cfg, self.clock)
+        self._calls_left = MAX_CALLS_PER_OPERATION
+        if isinstance(self.sut, Broker):  # on this instance only: the class stays as shipped
+            self.sut.call = self._counted(self.sut.call)  # type: ignore[method-assign]
         self.in_memory = isinstance(getattr(self.sut, "client", None), fakeredis.FakeRedis)
         # A real server: read the keyspace in each script's round trip (fakeredis is read
         # from memory instead, see read()).
@@ -160,7 +173,11 @@ class KeyMachine(RuleBasedStateMachine):
         """Run ``operation`` on the model and the broker; their answers must agree."""
         self.step_ok = False
         self.steps.append(f"{operation}{render_args(args, kwargs)}")
-        actual = _attempt(getattr(self.sut, operation), args, kwargs)
+        self._calls_left = MAX_CALLS_PER_OPERATION
+        try:
+            actual = _attempt(getattr(self.sut, operation), args, kwargs)
+        except RunawayLoop as err:
+            raise self._leak(Disagreement.RUNAWAY, f"{operation} did not end", str(err)) from None
         expected = _attempt(getattr(self.model, operation), args, kwargs) \
             if self.config.oracle else actual
         name = transition_for(operation, **_named(operation, args, kwargs))
@@ -179,6 +196,16 @@ class KeyMachine(RuleBasedStateMachine):
             raise self._leak(Disagreement.ANSWER_DIFFERS, f"{operation} answered differently",
                              answers, answer=actual)
         return expected[1] if expected[0] == "ok" else None
+
+    def _counted(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        """``call`` (the broker's script call), refusing to run past this operation's budget."""
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._calls_left -= 1
+            if self._calls_left < 0:
+                raise RunawayLoop(f"more than {MAX_CALLS_PER_OPERATION} script calls; the last "
+                                  f"was {args[0] if args else '?'}")
+            return call(*args, **kwargs)
+        return counted
 
     def _outcome(self, operation: str, answer: tuple[str, Any]) -> str:
         kind, value = answer
@@ -520,6 +547,19 @@ class KeyMachine(RuleBasedStateMachine):
                 self.aggregate(len(self.staged) - 1, crash=False)
         elif name == "locked":  # a unique lock held by t0; another task with its payload
             self.enqueue("t0", queue, b"a", 1, 0, 30)
+        elif name == "evicted_lease":  # a crashed worker's task whose hash Redis then evicted:
+            self.enqueue("t0", queue, b"a", 1, 0, None)  # the recoverer meets a lease with
+            self.dequeue(queue)  # no message behind it
+            self.finish(0, "crash")
+            self.evict(queue, 0)
+            self.jump("lease", serve=False)
+        elif name == "evicted_due":  # a scheduled task whose hash was evicted, due now: the
+            self.schedule("t0", queue, b"a", 5, None, None)  # forwarder meets an id with no
+            self.evict(queue, 0)  # message behind it
+            self._land_on(queue, "due", 0)
+        elif name == "counters_at_max":  # a queue that has run for ages: its total counters
+            self.enqueue("t0", queue, b"a", 1, 0, None)  # wrap to 1 on the next task processed
+            self.seed_totals(queue, MAX_INT64)
         else:
             raise ValueError(f"unknown scenario {name!r}; expected one of {SCENARIOS}")
 
@@ -711,6 +751,15 @@ class KeyMachine(RuleBasedStateMachine):
         if resubmit and isinstance(old, TaskMessage) and not self._blocked(queue, task_id):
             self.both("enqueue", self.message(task_id, queue, old.payload, old.retry,
                                               old.retention))
+
+    def seed_totals(self, queue: str, value: int) -> None:
+        """A starting state, not an operation: both total counters of ``queue`` already hold
+        ``value``, written behind the broker (a queue that has processed that many tasks)."""
+        self.steps.append(f"seed_totals({queue!r}, {value})")
+        self.model.seed_totals(queue, value)
+        client = self._behind_the_broker()
+        for key in (keys.processed_total(queue), keys.failed_total(queue)):
+            client.set(key, value)
 
     def _behind_the_broker(self) -> Any:
         """The broker's client, for a write the broker does not make (what was observed is

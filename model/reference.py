@@ -791,6 +791,16 @@ class ReferenceModel:
         check_task_id(task_id)
         self.store(queue).hashes.pop(task_id, None)
 
+    def seed_totals(self, queue: str, value: int) -> None:
+        """A starting state, not an operation: the queue's total counters (processed, failed)
+        already hold ``value`` (1..MAX_INT64), as on a queue that has run for a long time."""
+        check_queue(queue)
+        if not 1 <= value <= MAX_INT64:
+            raise ValueError(f"a total counter holds 1..{MAX_INT64}, got {value}")
+        store = self.store(queue)
+        for key in (keys.processed_total(queue), keys.failed_total(queue)):
+            store.counters[key] = (value, None)
+
     # --- observation ---------------------------------------------------------------------------
     def snapshot(self, queue: str) -> KeyspaceSnapshot:
         """Every key of ``queue`` as Redis would hold it now (TTL keys past due are absent).
