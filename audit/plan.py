@@ -289,12 +289,15 @@ def load_plan(text: str) -> Plan:
     return Plan(identity, str(doc.get("written_at", "")), str(doc.get("target", "")), actions)
 
 
+_A = {int: "an integer", str: "a string", dict: "an object", list: "a list"}
+
+
 def _field(doc: dict[str, Any], name: str, kind: type, where: str) -> Any:
     if name not in doc:
         raise PlanError(f"not a valid plan: '{where}{name}' is missing")
     value = doc[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise PlanError(f"not a valid plan: '{where}{name}' must be a {kind.__name__}, got {value!r:.60}")
+        raise PlanError(f"not a valid plan: '{where}{name}' must be {_A[kind]}, got {value!r:.60}")
     return value
 
 
