@@ -12,7 +12,7 @@ from typing import TextIO
 import redis
 
 from audit.engine import AuditOptions, audit
-from audit.plan import ServerIdentity, build_plan, server_identity, write_plan
+from audit.plan import PlanError, ServerIdentity, build_plan, server_identity, write_plan
 from audit.readonly import AuditUnavailable, WriteRefused, connect, masked, password_from_env
 from audit.report import render_text, to_json
 from broker.servers import mask_url
@@ -42,7 +42,7 @@ def run_audit(url: str, options: AuditOptions, *, as_json: bool = False,
               "(the user needs +@read -@write -@dangerous +multi +exec +select; "
               "+eval_ro makes the audit several times faster)", file=err)
         return EXIT_UNAVAILABLE
-    except (redis.RedisError, OSError, WriteRefused) as e:
+    except (redis.RedisError, OSError, WriteRefused, PlanError) as e:
         print(f"keysim audit: {target}: {masked(str(e), secret)}", file=err)
         return EXIT_UNAVAILABLE
     finally:

@@ -169,8 +169,12 @@ GUARD_OF_KIND = {kind: g for g in GUARDS.values() for kind in g.kinds}
 # --- making a plan ---------------------------------------------------------------------------
 def server_identity(client: redis.Redis, url: str) -> ServerIdentity:
     """Who ``client`` talks to: INFO's run_id and server version, the db, and the URL's address.
-    Raises a ``redis.RedisError`` when INFO is refused (a plan must name its server)."""
-    info = client.info("server")
+    :class:`PlanError` when INFO is refused: a plan must name its server."""
+    try:
+        info = client.info("server")
+    except redis.exceptions.NoPermissionError as err:
+        raise PlanError(f"cannot write a fix plan: INFO is refused ({err}); a plan names its "
+                        "server's run_id, so the user needs +info") from None
     name = str(info.get("server_name") or "redis")
     version = str(info.get(f"{name}_version") or info.get("redis_version") or "")
     parts = urlsplit(url)
