@@ -12,7 +12,7 @@ from typing import TextIO
 import redis
 
 from audit.engine import AuditOptions, audit
-from audit.plan import PlanError, ServerIdentity, build_plan, server_identity, write_plan
+from audit.plan import PlanError, ServerIdentity, build_plan, how_to_run, server_identity, write_plan
 from audit.readonly import AuditUnavailable, WriteRefused, connect, masked, password_from_env
 from audit.report import render_text, to_json
 from broker.servers import mask_url
@@ -52,5 +52,5 @@ def run_audit(url: str, options: AuditOptions, *, as_json: bool = False,
         plan = build_plan(result, identity, target)
         write_plan(plan, fix_plan_path)
         print(f"wrote fix plan {fix_plan_path}: {len(plan.actions)} guarded deletion(s), not executed "
-              f"(keysim audit URL --apply {fix_plan_path} [--yes])", file=err)
+              f"(run it: {how_to_run(fix_plan_path)})", file=err)
     return EXIT_FINDINGS if result.findings else EXIT_CLEAN

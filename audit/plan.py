@@ -70,11 +70,14 @@ class Action:
 
     @property
     def guard(self) -> Guard:
+        """The guard of this action's kind (a loaded plan names only kinds that have one)."""
         return GUARD_OF_KIND[self.kind]
 
 
 @dataclass(frozen=True)
 class Plan:
+    """A fix plan: where it was made, when, and its actions in the audit's order."""
+
     server: ServerIdentity
     written_at: str
     target: str = ""
@@ -123,7 +126,8 @@ def _is_task_key(a: Action) -> bool:
     return a.key == keys.task(a.queue, a.task_id)
 
 
-def _indexes(q: str) -> list[str]:
+def _live_indexes(q: str) -> list[str]:
+    """The keys that make a queue live (the audit's definition: work a server still does)."""
     return [keys.pending(q), keys.active(q), keys.lease(q), keys.scheduled(q), keys.retry(q)]
 
 
@@ -132,7 +136,7 @@ GUARDS = {g.name: g for g in (
           "the task hash exists, has no TTL, and its id is in none of pending, active, lease, "
           "scheduled, retry, archived, completed, the zset of its group, or any set in "
           "aggregation_sets",
-          keys=lambda a: [a.key, *_indexes(a.queue), keys.archived(a.queue), keys.completed(a.queue),
+          keys=lambda a: [a.key, *_live_indexes(a.queue), keys.archived(a.queue), keys.completed(a.queue),
                           keys.aggregation_sets(a.queue)],
           args=lambda a: [a.task_id, keys.group_prefix(a.queue)], accepts=_is_task_key, needs_id=True),
     Guard("stub", frozenset({"stub", "result-only hash"}),
@@ -154,7 +158,7 @@ GUARDS = {g.name: g for g in (
     Guard("leftover", frozenset({"unregistered leftover"}),
           "the queue is still not in asynq:queues and still has no pending, active, lease, "
           "scheduled or retry key",
-          keys=lambda a: [a.key, keys.ALL_QUEUES, *_indexes(a.queue)], args=lambda a: [a.queue],
+          keys=lambda a: [a.key, keys.ALL_QUEUES, *_live_indexes(a.queue)], args=lambda a: [a.queue],
           accepts=lambda a: a.key.startswith(keys.queue_prefix(a.queue))),
     Guard("dangling", frozenset({"dangling id"}),
           "the task hash still does not exist and the index still holds the id (only the id is "
@@ -259,6 +263,13 @@ def write_plan(plan: Plan, path: Path) -> None:
     """``path`` gets the redis-cli form when it ends in ``.redis``, else JSON."""
     text = to_redis_cli(plan) if path.suffix == REDIS_CLI_SUFFIX else to_json(plan)
     path.write_text(text, encoding="utf-8", errors="surrogateescape")
+
+
+def how_to_run(path: Path) -> str:
+    """The command that runs the plan written to ``path``."""
+    if path.suffix == REDIS_CLI_SUFFIX:
+        return f"redis-cli -h HOST -p PORT < {path}"
+    return f"keysim audit REDIS_URL --apply {path} [--yes]"
 
 
 # --- reading a plan --------------------------------------------------------------------------

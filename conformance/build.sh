@@ -10,6 +10,8 @@
 # (`go build -overlay` maps <module>/cmd/keysimdriver/*.go to our sources). Go refuses overlays
 # inside the read-only module cache, so the module is first copied to a temporary directory
 # (outside the repository; deleted afterwards). Nothing of Asynq is copied into this repository.
+# The load generator needs only Asynq's public API; it is built the same way, so that it uses
+# exactly that version's dependencies and no go.mod of ours has to pin them.
 #
 # The binary goes to conformance/bin/VERSION/keysim<program> (git-ignored) with a stamp holding
 # the hash of the version, the Go version, this script and the program's sources: a matching

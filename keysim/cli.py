@@ -175,7 +175,9 @@ def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                "orphan lock, lock without ttl, counter without ttl, unregistered leftover, dangling id "
                "(only the id leaves its index). 'requires' states what the guard re-checks at "
                "deletion time. --apply PLAN prints per action deleted / would delete / skipped "
-               "(reason) / gone and exits 0, or 2 for a malformed plan, another server or db.",
+               "(reason) / gone and exits 0, or 2 for a malformed plan, another server or db; its "
+               "ACL: +@read +ping +select +info +evalsha +script|load +script|exists +unlink +zrem "
+               "+lrem.",
     )
     parser.add_argument("url", metavar="REDIS_URL", help="redis://[user[:pass]@]host:port/db, rediss://, unix://")
     parser.add_argument("--queue", action="append", default=[], metavar="Q",

@@ -359,6 +359,24 @@ def test_a_user_without_info_gets_no_plan_and_one_clear_line(url: str, raw: redi
         raw.acl_deluser("noinfo")
 
 
+def test_apply_runs_with_exactly_the_acl_the_help_names(url: str, raw: redis.Redis,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    planted = plant_all(raw)
+    plan = make_plan(url)
+    with pytest.raises(SystemExit):
+        main(["audit", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    acl = help_text.split("its ACL: ")[1].rstrip(".").split()
+    raw.acl_setuser("fixer", reset=True, enabled=True, passwords=["+pw"], keys=["*"],
+                    reset_channels=True, categories=[a for a in acl if a.startswith("+@")],
+                    commands=[a for a in acl if not a.startswith("+@")])
+    try:
+        fixer = url.replace("redis://", "redis://fixer:pw@", 1)
+        assert apply(fixer, plan, execute=True).counts() == {"deleted": len(planted)}
+    finally:
+        raw.acl_deluser("fixer")
+
+
 def test_help_lists_every_kind_a_plan_acts_on(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["audit", "--help"])
