@@ -7,7 +7,7 @@
 
 from audit.engine import AuditOptions, AuditResult, Finding, QueueReport, audit
 from audit.readonly import AuditUnavailable, WriteRefused, connect
-from audit.report import fix_plan, render_text, to_json
+from audit.report import render_text, to_json
 
 __all__ = ["AuditOptions", "AuditResult", "AuditUnavailable", "Finding", "QueueReport",
-           "WriteRefused", "audit", "connect", "fix_plan", "render_text", "to_json"]
+           "WriteRefused", "audit", "connect", "render_text", "to_json"]

@@ -1,4 +1,4 @@
-"""Rendering an :class:`AuditResult`: human text, JSON, and the redis-cli fix plan."""
+"""Rendering an :class:`AuditResult`: human text and JSON (the fix plan: :mod:`audit.plan`)."""
 
 from __future__ import annotations
 
@@ -66,44 +66,3 @@ def to_json(result: AuditResult, target: str) -> str:
     }
     return json.dumps(doc, indent=2, sort_keys=True)
 
-
-def quote(key: str) -> str:
-    """``key`` as one redis-cli argument: double quotes, ``\\xHH`` for anything unprintable.
-
-    >>> quote('asynq:{q}:t:a"b')
-    '"asynq:{q}:t:a\\\\"b"'
-    """
-    raw = key.encode("utf-8", "surrogateescape")
-    out = []
-    for byte in raw:
-        ch = chr(byte)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif 0x20 <= byte < 0x7F:
-            out.append(ch)
-        else:
-            out.append(f"\\x{byte:02x}")
-    return '"' + "".join(out) + '"'
-
-
-def fix_plan(result: AuditResult, target: str) -> str:
-    """A redis-cli script that UNLINKs exactly the leaked keys; other findings as comments."""
-    leaked: dict[str, Finding] = {}
-    for f in result.findings:
-        if f.leaked:
-            leaked.setdefault(f.key, f)
-    total = sum(f.bytes for f in leaked.values())
-    lines = [
-        f"# keysim audit fix plan for {target}, written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%SZ}",
-        "# NOT executed by keysim. Re-run the audit right before applying; then: redis-cli -u URL < FILE",
-        f"# keys to delete: {len(leaked)}",
-        f"# bytes (MEMORY USAGE at audit time): {total}",
-    ]
-    for f in leaked.values():
-        lines.append(f"# {f.invariant} {f.kind} ({f.bytes} B)")
-        lines.append(f"UNLINK {quote(f.key)}")
-    others = [f for f in result.findings if not f.leaked]
-    if others:
-        lines.append(f"# {len(others)} other finding(s) need a repair, not a deletion:")
-        lines += [f"#   {f.invariant} {f.kind}: {f.message}" for f in others]
-    return "\n".join(lines) + "\n"

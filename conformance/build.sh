@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the conformance driver (conformance/driver/*.go) against one Asynq version.
+# Build a Go program of conformance/ against one Asynq version: the conformance driver
+# (conformance/driver/*.go) or the load generator (conformance/load/*.go, Asynq's public API only).
 #
-#   conformance/build.sh [vX.Y.Z]        (default v0.26.0; prints the binary's path)
+#   conformance/build.sh [vX.Y.Z] [driver|load]   (default v0.26.0 driver; prints the binary's path)
 #
 # Needs only Go and the Go module proxy. The driver imports Asynq's internal packages, which Go
 # allows only from inside Asynq's module, so the script downloads github.com/hibiken/asynq@VERSION
@@ -9,14 +10,22 @@
 # (`go build -overlay` maps <module>/cmd/keysimdriver/*.go to our sources). Go refuses overlays
 # inside the read-only module cache, so the module is first copied to a temporary directory
 # (outside the repository; deleted afterwards). Nothing of Asynq is copied into this repository.
+# The load generator needs only Asynq's public API; it is built the same way, so that it uses
+# exactly that version's dependencies and no go.mod of ours has to pin them.
 #
-# The binary goes to conformance/bin/VERSION/keysimdriver (git-ignored) with a stamp holding the
-# hash of the version, the Go version and the driver sources: a matching stamp skips the build.
+# The binary goes to conformance/bin/VERSION/keysim<program> (git-ignored) with a stamp holding
+# the hash of the version, the Go version, this script and the program's sources: a matching
+# stamp skips the build.
 set -euo pipefail
 
 VERSION=${1:-v0.26.0}
+PROGRAM=${2:-driver}
 if [[ ! $VERSION =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
     echo "build.sh: version must look like v0.26.0, got '$VERSION'" >&2
+    exit 2
+fi
+if [[ $PROGRAM != driver && $PROGRAM != load ]]; then
+    echo "build.sh: program must be driver or load, got '$PROGRAM'" >&2
     exit 2
 fi
 if ! command -v go >/dev/null; then
@@ -26,11 +35,13 @@ fi
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT_DIR=$HERE/bin/$VERSION
-BIN=$OUT_DIR/keysimdriver
+NAME=keysim$PROGRAM
+SRC=$HERE/$PROGRAM
+BIN=$OUT_DIR/$NAME
 STAMP=$BIN.stamp
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 
-HASH=$( (echo "$VERSION"; go env GOVERSION; cat "$HERE/build.sh" "$HERE"/driver/*.go) \
+HASH=$( (echo "$VERSION"; go env GOVERSION; cat "$HERE/build.sh" "$SRC"/*.go) \
         | sha256sum | cut -d' ' -f1)
 if [[ -x $BIN && -f $STAMP && $(cat "$STAMP") == "$HASH" ]]; then
     echo "$BIN"
@@ -63,8 +74,8 @@ fi
 {
     printf '{"Replace": {'
     sep=""
-    for src in "$HERE"/driver/*.go; do
-        printf '%s"%s": "%s"' "$sep" "$MOD/cmd/keysimdriver/$(basename "$src")" "$src"
+    for src in "$SRC"/*.go; do
+        printf '%s"%s": "%s"' "$sep" "$MOD/cmd/$NAME/$(basename "$src")" "$src"
         sep=", "
     done
     printf '}}\n'
@@ -72,8 +83,8 @@ fi
 
 TAG_LIST=$(IFS=,; echo "${TAGS[*]:-}")
 (cd "$MOD" && go build -overlay="$WORK/overlay.json" -tags="$TAG_LIST" \
-    -trimpath -o "$WORK/keysimdriver" ./cmd/keysimdriver) >&2
+    -trimpath -o "$WORK/$NAME" "./cmd/$NAME") >&2
 mkdir -p "$OUT_DIR"
-mv "$WORK/keysimdriver" "$BIN"
+mv "$WORK/$NAME" "$BIN"
 echo "$HASH" >"$STAMP"
 echo "$BIN"

@@ -168,6 +168,16 @@ def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                     "violation of I1-I14 (zombies, stubs, dangling ids, orphan locks/groups, ...) "
                     "and Asynq's own sampled memory figure. Exit 0 clean, 1 findings, 2 cannot "
                     "connect / not permitted. Password: URL, KEYSIM_REDIS_PASSWORD or REDISCLI_AUTH.",
+        epilog="Fix plan (--fix-plan FILE, JSON): {format: keysim-audit-plan, version: 1, server: "
+               "{run_id, db, address, server}, target, written_at, actions: [{queue, key, kind, "
+               "invariant, task_id, bytes, message, guard, requires}], not_planned: [findings that "
+               "need a repair, never acted on]}. Kinds with a guard: zombie, stub, result-only hash, "
+               "orphan lock, lock without ttl, counter without ttl, unregistered leftover, dangling id "
+               "(only the id leaves its index). 'requires' states what the guard re-checks at "
+               "deletion time. --apply PLAN prints per action deleted / would delete / skipped "
+               "(reason) / gone and exits 0, or 2 for a malformed plan, another server or db; its "
+               "ACL: +@read +ping +select +info +evalsha +script|load +script|exists +unlink +zrem "
+               "+lrem.",
     )
     parser.add_argument("url", metavar="REDIS_URL", help="redis://[user[:pass]@]host:port/db, rediss://, unix://")
     parser.add_argument("--queue", action="append", default=[], metavar="Q",
@@ -178,7 +188,16 @@ def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--pause-ms", type=_positive(0), default=0, metavar="M",
                         help="sleep between SCAN round trips (default: 0)")
     parser.add_argument("--fix-plan", type=_output_path, default=None, metavar="FILE",
-                        help="write (never run) a redis-cli script deleting exactly the leaked keys")
+                        help="write (never run) the fix plan: JSON with the server's run_id and db "
+                             "and, per leak, the key, its finding and what must still hold for the "
+                             "deletion; FILE.redis: the same as guarded EVALSHAs redis-cli runs as is "
+                             "(redis-cli -h H -p P < FILE.redis)")
+    parser.add_argument("--apply", type=Path, default=None, metavar="PLAN",
+                        help="instead of auditing, run a JSON fix plan: each key is deleted only if "
+                             "an atomic guard finds it still the same leak (else skipped, with the "
+                             "reason); refused (exit 2) on another server (run_id) or db. A dry run "
+                             "that changes nothing unless --yes")
+    parser.add_argument("--yes", action="store_true", help="with --apply: really delete")
     parser.add_argument("--clock", choices=("auto", "real"), default="auto",
                         help="auto: un-shift keysim-broker TTL deadlines (> TTL_SHIFT_MS); real: as is")
     parser.add_argument("--now-ms", type=_positive(0), default=None, metavar="MS",
@@ -191,8 +210,15 @@ def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _run_audit(args: argparse.Namespace) -> int:
     from audit import AuditOptions
+    from audit.apply import run_apply
     from audit.command import run_audit
 
+    if args.apply is not None or args.yes:
+        if args.apply is None or args.fix_plan is not None:
+            print("keysim audit: --yes goes with --apply PLAN, and --apply not with --fix-plan",
+                  file=sys.stderr)
+            return 2
+        return run_apply(args.url, args.apply, execute=args.yes, as_json=args.json)
     try:
         options = AuditOptions(queues=tuple(args.queue), scan_count=args.scan_count,
                                pause_ms=args.pause_ms, chunk=min(args.scan_count, 1000),

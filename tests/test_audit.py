@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from audit import AuditOptions, AuditResult, WriteRefused, audit, connect, fix_plan, readonly
+from audit import AuditOptions, AuditResult, WriteRefused, audit, connect, readonly
 from audit.command import run_audit
+from audit.plan import ServerIdentity, build_plan
 from broker import Broker
 from broker.servers import RedisServer
 from keysim.cli import main
@@ -175,14 +176,15 @@ def test_reference_mid_flight_is_clean(real_server: RedisServer, raw: redis.Redi
 def test_fix_plan_deletes_exactly_the_leaked_keys(real_server: RedisServer, raw: redis.Redis,
                                                   tmp_path: Path) -> None:
     clock = VirtualClock()
-    expected = {k for _, _, k, leaked in seed_v026(raw, clock) if leaked}
-    plan = fix_plan(run(real_server.url, clock), "redis://x")
-    unlinks = [line for line in plan.splitlines() if line.startswith("UNLINK ")]
-    assert sorted(unlinks) == sorted(f'UNLINK "{k}"' for k in expected)
-    assert f"# keys to delete: {len(expected)}" in plan
-    before = set(raw.keys("*"))
-    assert before  # the plan is text only: nothing was deleted
-    assert set(raw.keys("*")) == before
+    findings = seed_v026(raw, clock)
+    before = {k: raw.dump(k) for k in raw.scan_iter()}
+    plan = build_plan(run(real_server.url, clock), ServerIdentity("x", 0))
+    deletions = {k for _, _, k, leaked in findings if leaked}
+    assert sorted(a.key for a in plan.actions if a.kind != "dangling id") == sorted(deletions)
+    assert [(a.key, a.task_id) for a in plan.actions if a.kind == "dangling id"] == [
+        (keys.pending(Q), "p2")]
+    assert {o[2] for o in plan.not_planned} == {"orphan group", "unregistered queue"}
+    assert {k: raw.dump(k) for k in raw.scan_iter()} == before  # making a plan writes nothing
 
 
 # --- read-only -------------------------------------------------------------------------------------
@@ -289,9 +291,10 @@ def test_cli_json_fix_plan_and_exit_codes(real_server: RedisServer, raw: redis.R
     doc = json.loads(capsys.readouterr().out)
     (queue,) = doc["queues"]
     assert {(f["invariant"], f["kind"], f["key"], f["leaked"]) for f in queue["findings"]} == expected
-    text = plan.read_text()
-    assert "# keys to delete: 2" in text
-    assert f"# bytes (MEMORY USAGE at audit time): {queue['leaked_bytes']}" in text
+    lines = plan.read_text().splitlines()
+    assert lines[0] == f"SELECT {raw.connection_pool.connection_kwargs.get('db', 0)}"
+    evals = [line for line in lines if line.startswith("EVALSHA ")]
+    assert len(evals) == 2 and all(f'"{t(z)}"' in " ".join(evals) for z in ("a1", "a2"))
 
 
 def test_cli_cannot_connect_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
