@@ -58,8 +58,9 @@ class Expiry:
     def deadline(self, reply: Any, sent_ms: int) -> int | Unread | None:
         """The deadline (server ms) in ``reply``: None for no TTL or no key; :class:`Unread`
         for an error reply (the read was refused)."""
-        if isinstance(reply, Exception):
-            return Unread(f"{self.name} refused: {_first_line(reply)}")
+        if isinstance(reply, Exception):  # the note names both refusals when PTTL failed too
+            return Unread(self.note if self.command == PEXPIRETIME and self.note
+                          else f"{self.name} refused: {_first_line(reply)}")
         return self.derive(self.command, reply, sent_ms)
 
     @staticmethod

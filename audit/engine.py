@@ -377,7 +377,10 @@ class QueueAudit:
         self._archive_size()
         self._registration()
         self.verifier.drain()
-        self.report.asynq = asynq_estimate(self.client, self.queue)
+        try:
+            self.report.asynq = asynq_estimate(self.client, self.queue)
+        except redis.exceptions.NoPermissionError:
+            self.report.asynq = None  # Asynq's figure is made of MEMORY USAGE reads: none without
         return self.report
 
     def _add(self, violation: Violation, kind: str, leaked: bool = False, nbytes: int = 0) -> None:

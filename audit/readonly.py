@@ -139,7 +139,7 @@ def url_db(url: str) -> int:
     ValueError: the database in redis://:***@h/abc must be a non-negative integer, got 'abc'
     """
     parts = urlsplit(url)
-    named = [v for v in parse_qs(parts.query).get("db", [])]
+    named = list(parse_qs(parts.query).get("db", []))
     if parts.scheme != "unix" and parts.path.strip("/"):
         named.insert(0, unquote(parts.path.strip("/")))
     for value in named:

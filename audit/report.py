@@ -40,7 +40,7 @@ def _queue_text(r: QueueReport) -> list[str]:
         shown = f"{asynq.bytes} B" if asynq.bytes is not None else f"script fails: {asynq.crash}"
         lines.append(f"  Asynq's sampled MemoryUsage would say: {shown} (exact: {r.bytes} B, "
                      f"leaked: {r.leaked_bytes} B)")
-    lines += [finding_text(f) for f in r.findings]
+    lines += ["  " + finding_text(f) for f in r.findings]
     return lines + text_lines(r.unverified)
 
 

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from audit.engine import AuditResult, Finding
 
-#: Key names kept per (kind, reason): the count says how many there were.
+#: Key names kept per (kind, reason) (the count says how many there were), and shown in the text.
 EXAMPLES = 10
+TEXT_EXAMPLES = 3
 
 
 @dataclass
@@ -56,9 +57,9 @@ def text_lines(log: list[Unverified]) -> list[str]:
     """The report's lines for one queue's unverified keys."""
     lines = []
     for u in log:
-        more = f" (and {u.count - len(u.examples)} more)" if u.count > len(u.examples) else ""
-        lines.append(f"  UNVERIFIED {u.count} {u.kind} key(s): {u.reason}; e.g. "
-                     f"{', '.join(u.examples)}{more}")
+        shown = u.examples[:TEXT_EXAMPLES]
+        more = f" (and {u.count - len(shown)} more)" if u.count > len(shown) else ""
+        lines.append(f"  UNVERIFIED {u.count} {u.kind} key(s): {u.reason}; e.g. {', '.join(shown)}{more}")
     return lines
 
 

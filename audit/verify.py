@@ -29,6 +29,7 @@ from audit.taskread import execute
 
 #: The default pause between the two plain re-reads of a candidate.
 DEFAULT_PAUSE_MS = 200
+_sleep = time.sleep  # the pause (a test puts a keyspace change in its place)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Verifier:
     def drain(self) -> None:
         """Wait for the last pause to pass and give every waiting candidate its second read."""
         if self._waiting:
-            time.sleep(max(0.0, max(at for at, _ in self._waiting) - time.monotonic()))
+            _sleep(max(0.0, max(at for at, _ in self._waiting) - time.monotonic()))
             due, self._waiting = [c for _, c in self._waiting], []
             self._confirm(due)
 

@@ -384,8 +384,8 @@ def binary_version(binary: Path) -> str:
 def available(env: dict[str, str] | None = None) -> list[tuple[str, Path | None, str]]:
     """Every launcher with its binary (None: not installed) and what it would start: its
     version, or why it cannot be used (older than :data:`MIN_VERSION`). A binary named by path
-    in ``KEYSIM_SERVER`` comes first (``env`` defaults to ``os.environ``); one older than
-    :data:`MIN_VERSION` but at least :data:`AUDIT_MIN_VERSION` is marked as usable by the audit."""
+    in ``KEYSIM_SERVER`` comes first (``env`` defaults to ``os.environ``), marked as usable by the
+    audit's tests when it is older than :data:`MIN_VERSION` but at least :data:`AUDIT_MIN_VERSION`."""
     environ = os.environ if env is None else env
     named = environ.get("KEYSIM_SERVER", "")
     launchers = (chosen_launchers(named) if "/" in named else ()) + _LAUNCHERS
@@ -398,7 +398,8 @@ def available(env: dict[str, str] | None = None) -> list[tuple[str, Path | None,
         version = binary_version(binary)
         if not _usable_version(version):
             need = ".".join(map(str, MIN_VERSION))
-            audit = ", the audit's tests only" if _usable_version(version, AUDIT_MIN_VERSION) else ""
+            for_audit = kind == "binary" and _usable_version(version, AUDIT_MIN_VERSION)
+            audit = ", the audit's tests only" if for_audit else ""
             version = f"{version} (refused: needs Redis >= {need}{audit})"
         found.append((kind, binary, version))
     return found
