@@ -376,12 +376,17 @@ def test_tasks_moving_between_indexes_are_never_reported_to_a_read_only_user(
 
     mover = threading.Thread(target=move)
     mover.start()
+    results = []
     try:
-        results = [run(url, chunk=5, scan_count=5, verify_pause_ms=50) for _ in range(4)]
+        while moves[0] == 0:
+            time.sleep(0.01)
+        give_up = time.monotonic() + 15  # a loaded machine moves slowly: audit until enough moved
+        while (len(results) < 4 or moves[0] < 300) and time.monotonic() < give_up:
+            results.append(run(url, chunk=5, scan_count=5, verify_pause_ms=50))
     finally:
         stop.set()
         mover.join()
-    assert moves[0] > 100
+    assert moves[0] >= 60 and len(results) >= 4  # every task moved at least twice while audited
     assert all(r.capabilities.atomic is False for r in results)
     assert [f.message for r in results for f in r.findings] == []
 
