@@ -841,18 +841,17 @@ class QueueAudit:
             if kind == "none" or kind not in KeyType._value2member_map_:
                 continue
             sizes[key] = self._size(replies[3 * n + 2])
-            self._count_key(key, info.family.value if info else "unknown", sizes[key])
+            family = info.family.value if info else "unknown"
+            self._count_key(key, family, sizes[key])
             raw = values.get(key)
             value: Any = text(raw) if isinstance(raw, bytes) else _placeholder(kind)
             deadline = self._deadline(replies[3 * n + 1], sent_ms)
             if isinstance(deadline, Unread):
                 unread[key], deadline = deadline.reason, None
+                self._unverified(key, family, f"I11/I13 (TTL) not checked: no deadline ({unread[key]})",
+                                 sizes[key])
             entries[key] = KeyEntry(key, KeyType(kind), value, deadline)
         snap = KeyspaceSnapshot(self.queue, self.now_ms, entries, registered=True)
-        for key, reason in unread.items():
-            info = classify(self.queue, key)
-            self._unverified(key, info.family.value if info else "unknown",
-                             f"I11/I13 (TTL) not checked: no deadline ({reason})", sizes[key])
         for v in check_i11(snap):
             if v.key not in unread:
                 self._add(v, "ttl on task data", nbytes=sizes.get(v.key, 0))

@@ -376,7 +376,7 @@ def test_tasks_moving_between_indexes_are_never_reported_to_a_read_only_user(
 
     mover = threading.Thread(target=move)
     mover.start()
-    results = []
+    results: list[AuditResult] = []
     try:
         while moves[0] == 0:
             time.sleep(0.01)
