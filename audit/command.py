@@ -1,6 +1,9 @@
 """The body of ``keysim audit``: connect read-only, audit, print, write the fix plan, exit code.
 
-Exit codes: 0 clean, 1 findings, 2 cannot connect or not permitted (message on stderr).
+Exit codes: 0 clean, 1 findings, 2 usage or connection error (an unusable URL, a refused
+connection or credentials, a read the audit cannot do without, an unknown ``--queue``; one
+line on stderr, the password masked), 3 incomplete: no finding, but some key could not be
+verified (a read refused; the report says which and why).
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from typing import TextIO
 
 import redis
 
-from audit.engine import AuditOptions, audit
+from audit.acl import recipe
+from audit.engine import AuditOptions, UnknownQueue, audit
 from audit.plan import PlanError, ServerIdentity, build_plan, how_to_run, server_identity, write_plan
 from audit.readonly import AuditUnavailable, WriteRefused, connect, masked, password_from_env
 from audit.report import render_text, to_json
 from broker.servers import mask_url
 
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNAVAILABLE = 0, 1, 2
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNAVAILABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 
 def run_audit(url: str, options: AuditOptions, *, as_json: bool = False,
@@ -27,24 +31,26 @@ def run_audit(url: str, options: AuditOptions, *, as_json: bool = False,
     out, err = out or sys.stdout, err or sys.stderr
     target = mask_url(url)
     secret = password_from_env()
+
+    def fail(message: str) -> int:
+        print(f"keysim audit: {one_line(masked(message, secret))}", file=err)
+        return EXIT_UNAVAILABLE
+
     try:
         client = connect(url)
     except (ValueError, AuditUnavailable) as e:
-        print(f"keysim audit: {masked(str(e), secret)}", file=err)
-        return EXIT_UNAVAILABLE
+        return fail(str(e))
     identity: ServerIdentity | None = None
     try:
         result = audit(client, options)
         if fix_plan_path is not None:  # a plan names its server: INFO's run_id
             identity = server_identity(client, url)
+    except UnknownQueue as e:
+        return fail(f"{target}: {e}")
     except redis.exceptions.NoPermissionError as e:
-        print(f"keysim audit: not permitted on {target}: {masked(str(e), secret)} "
-              "(the user needs +@read -@write -@dangerous +multi +exec +select; "
-              "+eval_ro makes the audit several times faster)", file=err)
-        return EXIT_UNAVAILABLE
+        return fail(f"not permitted on {target}: {e} (the audit needs a user made with: {recipe()})")
     except (redis.RedisError, OSError, WriteRefused, PlanError) as e:
-        print(f"keysim audit: {target}: {masked(str(e), secret)}", file=err)
-        return EXIT_UNAVAILABLE
+        return fail(f"{target}: {e}")
     finally:
         client.close()
     out.write(to_json(result, target) + "\n" if as_json else render_text(result, target))
@@ -53,4 +59,13 @@ def run_audit(url: str, options: AuditOptions, *, as_json: bool = False,
         write_plan(plan, fix_plan_path)
         print(f"wrote fix plan {fix_plan_path}: {len(plan.actions)} guarded deletion(s), not executed "
               f"(run it: {how_to_run(fix_plan_path)})", file=err)
-    return EXIT_FINDINGS if result.findings else EXIT_CLEAN
+    return result.exit_code
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line (a server error can span several).
+
+    >>> one_line("ERR bad\\nthing  here")
+    'ERR bad thing here'
+    """
+    return " ".join(message.split())

@@ -20,8 +20,11 @@ C. **References.** Index ids whose hash pass B never saw (I2), active ⇔ lease 
    membership in ``asynq:queues`` (I12).
 
 A live Redis changes while it is read, so every candidate of I1–I4, I6, I7, I8 is read again
-atomically (MULTI … EXEC of reads) and dropped when it no longer holds. Client memory: the
-IdIndex (11 B per indexed id), one chunk of keys, and the findings themselves.
+(:mod:`audit.verify`: atomically with MULTI … EXEC, or, for a user without them, twice with
+plain reads and a pause between) and dropped when it no longer holds. A key whose proof needs
+a read the server refused (no deadline readable, a re-read refused) is UNVERIFIED
+(:mod:`audit.unverified`), never a finding. Client memory: the IdIndex (11 B per indexed id),
+one chunk of keys, and the findings themselves.
 
 Time-dependent checks that need a quiescent keyspace (I5, I9, I8/I10 deadlines) are not run: a
 live queue legitimately holds entries the next recoverer/janitor pass will take.
@@ -39,6 +42,7 @@ from typing import Any, cast
 import redis
 
 from audit.asynq_estimate import AsynqEstimate, asynq_estimate
+from audit.capabilities import Capabilities, Expiry, Unread, probe
 from audit.idindex import IdIndex
 from audit.taskread import (
     READ_MODES,
@@ -46,9 +50,11 @@ from audit.taskread import (
     Inflight,
     PendingTasks,
     TaskReader,
-    execute,
+    now_ms,
     peek_message,
 )
+from audit.unverified import Unverified, note
+from audit.verify import DEFAULT_PAUSE_MS, Candidate, Recheck, Verifier
 from broker.base import text
 from broker.codec import decode_message
 from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
@@ -86,6 +92,12 @@ _TASK = Family.TASK.value
 _LISTS = frozenset(f for f, kind in EXPECTED_TYPE.items() if kind is KeyType.LIST)
 #: Families a server still works on: a queue holding one of them is not a dead leftover.
 _LIVE = (Family.PENDING, Family.ACTIVE, Family.LEASE, Family.SCHEDULED, Family.RETRY)
+#: Reads whose refusal the audit works around (a deadline read, an exact size); any other
+#: refused read stops it.
+_OPTIONAL_READS = frozenset({"pexpiretime", "pttl", "memory_usage"})
+#: I13 findings that are about a counter's TTL (not checkable without a deadline).
+_TTL_KINDS = frozenset({Kind.DAILY_COUNTER_WITHOUT_TTL, Kind.DAILY_COUNTER_TTL_TOO_LONG,
+                        Kind.TOTAL_COUNTER_WITH_TTL})
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,8 @@ class AuditOptions:
     keysim broker shifted (deadline + TTL_SHIFT_MS) and un-shifts it; ``"real"`` takes every
     deadline as is. Real Asynq keyspaces are the same under both. ``reads`` picks how task hashes
     are read (:mod:`audit.taskread`): ``"auto"`` (EVAL_RO, or a pipeline when refused),
-    ``"script"`` or ``"pipeline"``; the findings are the same.
+    ``"script"`` or ``"pipeline"``; the findings are the same. ``verify_pause_ms``: without
+    MULTI/EXEC, the pause between a candidate's two plain re-reads.
 
     >>> AuditOptions(scan_count=0)
     Traceback (most recent call last):
@@ -114,9 +127,11 @@ class AuditOptions:
     #: LPOS MAXLEN when re-confirming that a zombie is not in pending/active (new ids sit at the head).
     lpos_maxlen: int = 10_000
     reads: str = "auto"
+    verify_pause_ms: int = DEFAULT_PAUSE_MS
 
     def __post_init__(self) -> None:
         for name, low, high in (("scan_count", 1, 100_000), ("pause_ms", 0, 60_000),
+                                ("verify_pause_ms", 0, 60_000),
                                 ("chunk", 1, 100_000), ("lpos_maxlen", 0, 10**9)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -158,6 +173,10 @@ class QueueReport:
     oldest: dict[str, tuple[str, int]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     asynq: AsynqEstimate | None = None
+    #: Keys that could not be judged (a read refused), per kind and reason.
+    unverified: list[Unverified] = field(default_factory=list)
+    #: Keys whose MEMORY USAGE was refused: they count 0 bytes in every figure above.
+    bytes_unknown: int = 0
 
     @property
     def leaked_bytes(self) -> int:
@@ -176,15 +195,28 @@ class AuditResult:
     #: How task hashes were read: "script" or "pipeline" ("auto": there was none to read).
     #: Not part of the report.
     reads: str = ""
+    #: The server as it names itself ("Valkey 9.1.2", "Redis 6.2.14"; "" when INFO is refused).
+    server: str = ""
+    #: How deadlines were read and candidates confirmed.
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
     @property
     def findings(self) -> list[Finding]:
         return [f for q in self.queues for f in q.findings]
 
     @property
+    def unverified(self) -> list[Unverified]:
+        return [u for q in self.queues for u in q.unverified]
+
+    @property
     def exit_code(self) -> int:
-        """0 when clean, 1 when anything was found."""
-        return 1 if self.findings else 0
+        """0 when clean, 1 when anything was found, 3 (incomplete) when nothing was found but
+        some key could not be verified."""
+        return 1 if self.findings else 3 if self.unverified else 0
+
+
+class UnknownQueue(ValueError):
+    """``--queue`` names a queue that is neither registered nor has any key (exit code 2)."""
 
 
 def audit(client: redis.Redis, options: AuditOptions | None = None) -> AuditResult:
@@ -194,12 +226,27 @@ def audit(client: redis.Redis, options: AuditOptions | None = None) -> AuditResu
         raise ValueError("client must not decode responses (decode_responses=False, as connect() "
                          "makes it): the audit reads key names as raw bytes")
     started = time.monotonic()
+    for queue in opts.queues:
+        _require_queue(client, queue, opts)
     queues, groups = (list(opts.queues), {}) if opts.queues else _discover(client, opts)
-    reader = TaskReader(client, opts.reads)
-    reports = [QueueAudit(client, q, opts, reader, groups.get(q)).run() for q in queues]
-    result = AuditResult(reports, seconds=time.monotonic() - started, reads=reader.mode)
+    caps = probe(client)
+    reader = TaskReader(client, opts.reads, caps.expiry.command)
+    reports = [QueueAudit(client, q, opts, reader, groups.get(q), caps).run() for q in queues]
+    result = AuditResult(reports, seconds=time.monotonic() - started, reads=reader.mode,
+                         capabilities=caps)
     _server_facts(client, result)
     return result
+
+
+def _require_queue(client: redis.Redis, queue: str, opts: AuditOptions) -> None:
+    """Raise :class:`UnknownQueue` unless ``queue`` is registered or has a key."""
+    if client.sismember(keys.ALL_QUEUES, queue):
+        return
+    for _ in scan_raw(client, keys.queue_pattern(queue), opts):
+        return  # scan_raw abandons the rest of the SCAN
+    known = ", ".join(repr(text(q)) for q in sorted(client.smembers(keys.ALL_QUEUES))) or "none"
+    raise UnknownQueue(f"no queue {queue!r}: it is not in {keys.ALL_QUEUES} and has no key "
+                       f"(registered queues: {known})")
 
 
 def _server_facts(client: redis.Redis, result: AuditResult) -> None:
@@ -208,7 +255,22 @@ def _server_facts(client: redis.Redis, result: AuditResult) -> None:
     except redis.exceptions.NoPermissionError:
         return  # INFO is optional: an ACL user without +info still gets the audit
     result.redis_version = str(info.get("redis_version", ""))
+    result.server = server_name(info)
     result.used_memory = int(info["used_memory"]) if "used_memory" in info else None
+
+
+def server_name(info: dict[str, Any]) -> str:
+    """The server as it names itself in INFO server: Valkey reports its own version next to the
+    Redis version it is compatible with.
+
+    >>> server_name({"redis_version": "7.2.4", "valkey_version": "9.1.2", "server_name": "valkey"})
+    'Valkey 9.1.2'
+    >>> server_name({"redis_version": "6.2.14"})
+    'Redis 6.2.14'
+    """
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info.get('redis_version', '?')}"
 
 
 def scan(client: redis.Redis, match: str, opts: AuditOptions) -> Iterator[list[str]]:
@@ -276,25 +338,21 @@ def _hash_tag(key: bytes) -> bytes:
     return key[7:end] if end >= 0 else b""
 
 
-@dataclass(frozen=True)
-class _Recheck:
-    """Reads to repeat atomically (one MULTI/EXEC) and the test of their fresh replies: True
-    when the candidate violation still holds."""
-
-    calls: list[tuple[Any, ...]]
-    holds: Callable[[list[Any]], bool]
-
-
 class QueueAudit:
     """One queue's three passes (module docstring)."""
 
     def __init__(self, client: redis.Redis, queue: str, opts: AuditOptions,
-                 reader: TaskReader | None = None, group_keys: list[str] | None = None) -> None:
+                 reader: TaskReader | None = None, group_keys: list[str] | None = None,
+                 caps: Capabilities | None = None) -> None:
         """``group_keys``: the keys under the queue's ``g:`` prefix if already known (else pass A
-        SCANs for them)."""
+        SCANs for them); ``caps``: what the server permits (else probed here)."""
         self.client, self.queue, self.opts = client, queue, opts
         self.group_keys = group_keys
-        self.reader = reader or TaskReader(client, opts.reads)
+        self.caps = caps or probe(client)
+        self.expiry: Expiry = self.caps.expiry
+        self.verifier = Verifier(client, self.caps.atomic, opts.verify_pause_ms)
+        self.reader = reader or TaskReader(client, opts.reads, self.expiry.command)
+        self._sent_ms = 0  # when the last _pipe was sent
         self._task_prefix = keys.task_prefix(queue)
         self._task_prefix_raw = self._task_prefix.encode("utf-8", "surrogateescape")
         #: state as stored (bytes) -> (state, slot of its index); filled once the indexes are read.
@@ -318,7 +376,11 @@ class QueueAudit:
         self._groups()
         self._archive_size()
         self._registration()
-        self.report.asynq = asynq_estimate(self.client, self.queue)
+        self.verifier.drain()
+        try:
+            self.report.asynq = asynq_estimate(self.client, self.queue)
+        except redis.exceptions.NoPermissionError:
+            self.report.asynq = None  # Asynq's figure is made of MEMORY USAGE reads: none without
         return self.report
 
     def _add(self, violation: Violation, kind: str, leaked: bool = False, nbytes: int = 0) -> None:
@@ -336,11 +398,31 @@ class QueueAudit:
         prefix = keys.queue_prefix(self.queue)
         return key[len(prefix):] if key.startswith(prefix) else key
 
-    def _deadline(self, pexpiretime: Any) -> int | None:
-        at = int(pexpiretime) if isinstance(pexpiretime, int) else -1
-        if at < 0:
-            return None
+    def _deadline(self, reply: Any, sent_ms: int, command: bytes | None = None) -> int | Unread | None:
+        """The deadline in a reply of ``command`` (default: the audit's deadline read) sent at
+        ``sent_ms`` (None: no TTL; :class:`Unread`: refused), un-shifted under ``clock="auto"``."""
+        expiry = self.expiry if command in (None, self.expiry.command) else Expiry(command)
+        at = expiry.deadline(reply, sent_ms)
+        if not isinstance(at, int):
+            return at
         return at - TTL_SHIFT_MS if self.opts.clock == "auto" and at > TTL_SHIFT_MS else at
+
+    def _size(self, reply: Any) -> int:
+        """A MEMORY USAGE reply as bytes; a refused one counts 0 and is counted as unknown."""
+        if isinstance(reply, int):
+            return reply
+        if isinstance(reply, Exception):
+            self.report.bytes_unknown += 1
+        return 0
+
+    def _unverified(self, key: str, kind: str, reason: str, nbytes: int = 0) -> None:
+        note(self.report.unverified, key, kind, reason, nbytes)
+
+    def _submit(self, candidates: list[Candidate]) -> None:
+        """Confirm candidates (:mod:`audit.verify`), and the waiting ones whose pause is over."""
+        if candidates:
+            self.verifier.submit(candidates)
+        self.verifier.poll()
 
     # --- pass A: indexes ---------------------------------------------------------------------
     def _read_indexes(self) -> None:
@@ -382,11 +464,22 @@ class QueueAudit:
             start += step
             self._pause()
 
-    def _pipe(self, calls: Sequence[tuple[Any, ...]], atomic: bool = False) -> list[Any]:
-        pipe = self.client.pipeline(transaction=atomic)
+    def _pipe(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Replies of plain (non-atomic) reads. An error reply of a deadline or MEMORY USAGE read
+        stays in its place for the caller to judge; any other error is raised: the audit
+        cannot go on without the reads of ``+@read``."""
+        pipe = self.client.pipeline(transaction=False)
         for name, *args in calls:
             getattr(pipe, name)(*args)
-        return list(pipe.execute(raise_on_error=False))
+        self._sent_ms = now_ms()
+        replies = list(pipe.execute(raise_on_error=False))
+        for (name, *_), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception) and name not in _OPTIONAL_READS:
+                raise reply
+        return replies
+
+    def _ttl_call(self, key: str) -> tuple[Any, ...]:
+        return (self.expiry.name.lower(), key)
 
     # --- pass B: every key ---------------------------------------------------------------------
     def _scan_keys(self) -> None:
@@ -472,15 +565,20 @@ class QueueAudit:
             at = n * stride
             pexp, nbytes = flat[at + _PEXP], flat[at + _BYTES]
             kind = wrong.get(n, "hash") if wrong else "hash"
-            if kind == "none" or nbytes is None:
+            if kind == "none" or nbytes is None or pexp == -2:
                 continue  # deleted since SCAN returned it
             if counts[n] == 1 and n not in wrong and plain(raw_id, flat[at + _MSG], flat[at + _STATE],
                                                            flat[at + _SINCE], pexp, nbytes, firsts[n]):
                 continue
             task_id = text(raw_id)
             key = self._task_prefix + task_id
-            sizes[key] = int(nbytes or 0)
-            entry = self._task_entry(key, kind, flat[at:at + _PEXP], self._deadline(pexp))
+            sizes[key] = self._size(nbytes)
+            deadline = self._deadline(pexp, replies.sent_ms, replies.ttl_command)
+            if isinstance(deadline, Unread):
+                self._unverified(key, "task hash", f"I11 (TTL on task data) not checked: {deadline.reason}",
+                                 sizes[key])
+                deadline = None
+            entry = self._task_entry(key, kind, flat[at:at + _PEXP], deadline)
             entries[key] = entry
             if entry.type is KeyType.HASH and not {"msg", "state"} <= set(entry.hash()):
                 stubs.append(key)
@@ -507,13 +605,14 @@ class QueueAudit:
         """
         home = self._home.get(state_raw) if isinstance(state_raw, bytes) else None
         if home is None or home[1] != first_slot or not isinstance(msg_raw, bytes) or (
-                isinstance(pexp, int) and pexp >= 0):
+                not isinstance(pexp, int) or pexp >= 0):  # a TTL, or a refused read of it
             return False
         msg = peek_message(msg_raw)
         task_id = raw_id.decode("utf-8", "surrogateescape")
         if msg is None or msg.id != task_id or msg.queue != self.queue:
             return False
-        state, size, report = home[0], int(nbytes or 0), self.report
+        state, report = home[0], self.report
+        size = nbytes if type(nbytes) is int else self._size(nbytes)
         report.tasks_by_state[state] += 1
         report.bytes_by_state[state] += size
         if state != _PENDING or pending_since is not None:  # else _oldest_of finds no stamp
@@ -578,49 +677,39 @@ class QueueAudit:
 
     def _judge_tasks(self, entries: dict[str, KeyEntry], sizes: dict[str, int]) -> None:
         snap = KeyspaceSnapshot(self.queue, self.now_ms, entries, registered=True)
-        candidates = check_i1(snap) + check_i4(snap)
-        rechecks = [self._task_recheck(v, entries) for v in candidates]
-        for v, holds in zip(candidates, self._confirmed(rechecks), strict=True):
-            if holds:
-                stub = v.kind is Kind.STUB
-                zombie = v.kind is Kind.ZOMBIE
-                entry = entries.get(v.key)  # I4's pending duplicates name the list, not a hash
-                fields = entry.hash() if entry is not None and entry.type is KeyType.HASH else {}
-                kind = ("result-only hash" if stub and set(fields) == {"result"} else "stub" if stub
-                        else "zombie" if zombie
-                        else "misplaced" if v.invariant == Invariant.NO_ORPHAN_HASH else "duplicate")
-                self._add(v, kind, leaked=stub or zombie, nbytes=sizes.get(v.key, 0))
+        candidates = []
+        for v in check_i1(snap) + check_i4(snap):
+            stub = v.kind is Kind.STUB
+            zombie = v.kind is Kind.ZOMBIE
+            entry = entries.get(v.key)  # I4's pending duplicates name the list, not a hash
+            fields = entry.hash() if entry is not None and entry.type is KeyType.HASH else {}
+            kind = ("result-only hash" if stub and set(fields) == {"result"} else "stub" if stub
+                    else "zombie" if zombie
+                    else "misplaced" if v.invariant == Invariant.NO_ORPHAN_HASH else "duplicate")
+            nbytes = sizes.get(v.key, 0)
+            candidates.append(self._candidate(v, kind, self._task_recheck(v, entries),
+                                              leaked=stub or zombie, nbytes=nbytes))
+        self._submit(candidates)
         for v in check_i11(snap):
             self._add(v, "ttl on task data", nbytes=sizes.get(v.key, 0))
         for v in check_i12(snap):
             self._add(v, "bad key", nbytes=sizes.get(v.key, 0))
 
-    def _confirmed(self, rechecks: Sequence[_Recheck | None]) -> list[bool]:
-        """Run each recheck in its own MULTI/EXEC, all of them in one round trip; True when the
-        candidate still holds (a None recheck: a property of the key alone, it holds as read)."""
-        commands: list[tuple[Any, ...]] = []
-        for recheck in rechecks:
-            if recheck is not None:
-                commands += [(b"MULTI",), *recheck.calls, (b"EXEC",)]
-        replies = iter(execute(self.client, commands) if commands else [])
-        out = []
-        for recheck in rechecks:
-            if recheck is None:
-                out.append(True)
-                continue
-            for _ in range(len(recheck.calls) + 1):
-                next(replies)  # MULTI's OK and one QUEUED a command
-            fresh = next(replies)
-            if isinstance(fresh, Exception):
-                raise fresh  # EXECABORT: a read could not even be queued
-            out.append(recheck.holds(list(fresh)))
-        return out
+    def _candidate(self, v: Violation, kind: str, recheck: Recheck | None, leaked: bool = False,
+                   nbytes: int = 0) -> Candidate:
+        """A candidate finding that is added once confirmed, or noted as unverified."""
+        def unverified(reason: str) -> None:
+            self._unverified(v.key, kind, f"{v.invariant} candidate not confirmed: {reason}", nbytes)
 
-    def _task_recheck(self, v: Violation, entries: dict[str, KeyEntry]) -> _Recheck | None:
-        """How to re-read a placement or membership candidate atomically (None: no need)."""
+        return Candidate(recheck, partial(self._add, v, kind, leaked, nbytes), unverified)
+
+    def _task_recheck(self, v: Violation, entries: dict[str, KeyEntry]) -> Recheck | None:
+        """How to re-read a placement, membership or stub candidate (None: no need)."""
+        if v.kind is Kind.STUB:
+            return self._stub_recheck(v.key)
         if v.task_id is None or not (v.kind in (Kind.ZOMBIE, Kind.MISPLACED)
                                      or v.invariant == Invariant.SINGLE_MEMBERSHIP):
-            return None  # stubs, undecodable msgs: a property of the hash alone, stable
+            return None  # undecodable msgs, bad ids: a property of the hash alone, stable
         task_id = v.task_id
         task_key = keys.task(self.queue, task_id)
         entry = entries.get(task_key)
@@ -628,22 +717,31 @@ class QueueAudit:
         where = [k for k, e in entries.items() if k in self.index_types and task_id in e.members()]
         placed = v.invariant == Invariant.NO_ORPHAN_HASH  # a placement (I1), not a membership (I4) candidate
         expected = self._expected_indexes(str(state), entry) if placed else []
-        probe = list(dict.fromkeys(where + expected))
+        probe_keys = list(dict.fromkeys(where + expected))
         calls: list[tuple[Any, ...]] = [("HGET", task_key, "state")]
-        calls += [self._member_call(k, task_id, whole=not placed) for k in probe]
+        calls += [self._member_call(k, task_id, whole=not placed) for k in probe_keys]
 
         def holds(fresh: list[Any]) -> bool:
             if fresh[0] is None or text(fresh[0]) != str(state):
                 return False  # the task moved or vanished meanwhile
-            held = {k for k, r in zip(probe, fresh[1:], strict=True) if _holds(r)}
+            held = {k for k, r in zip(probe_keys, fresh[1:], strict=True) if _holds(r)}
             if v.invariant == Invariant.SINGLE_MEMBERSHIP:
                 pending = keys.pending(self.queue)
-                again = [r for k, r in zip(probe, fresh[1:], strict=True) if k == pending]
+                again = [r for k, r in zip(probe_keys, fresh[1:], strict=True) if k == pending]
                 return len(held - {keys.lease(self.queue)}) > 1 or any(
                     isinstance(r, list) and len(r) > 1 for r in again)
             return not held & set(expected)
 
-        return _Recheck(calls, holds)
+        return Recheck(calls, holds)
+
+    def _stub_recheck(self, key: str) -> Recheck:
+        """A stub still exists and still lacks msg or state (it was not being written, nor
+        deleted, while it was read)."""
+        def holds(fresh: list[Any]) -> bool:
+            exists, fields = fresh
+            return bool(exists) and isinstance(fields, list) and None in fields
+
+        return Recheck([("EXISTS", key), ("HMGET", key, "msg", "state")], holds)
 
     def _expected_indexes(self, state: str, entry: KeyEntry | None) -> list[str]:
         if state == TaskState.AGGREGATING.value and entry is not None:
@@ -666,28 +764,34 @@ class QueueAudit:
     def _locks(self, chunk: list[tuple[str, KeyInfo | None]]) -> None:
         calls: list[tuple[Any, ...]] = []
         for key, _ in chunk:
-            calls += [("type", key), ("get", key), ("pexpiretime", key), ("memory_usage", key, 0)]
+            calls += [("type", key), ("get", key), self._ttl_call(key), ("memory_usage", key, 0)]
         replies = self._pipe(calls)
         entries: dict[str, KeyEntry] = {}
         sizes: dict[str, int] = {}
+        unread: dict[str, str] = {}  # locks whose deadline could not be read -> why
         for n, (key, _) in enumerate(chunk):
             kind, value, pexp, nbytes = replies[4 * n: 4 * n + 4]
             if text(kind) == "none":
                 continue
-            sizes[key] = int(nbytes or 0)
+            sizes[key] = self._size(nbytes)
             self._count_key(key, Family.UNIQUE.value, sizes[key])
-            deadline = self._deadline(pexp)
+            deadline = self._deadline(pexp, self._sent_ms)
+            if isinstance(deadline, Unread):
+                unread[key], deadline = deadline.reason, None
             entries[key] = (KeyEntry(key, KeyType.STRING, text(value), deadline)
                             if isinstance(value, bytes) else
                             KeyEntry(key, KeyType(text(kind)), _placeholder(text(kind)), deadline))
         owners = self._owner_hashes(entries)
         snap = KeyspaceSnapshot(self.queue, self.now_ms, {**entries, **owners}, registered=True)
-        candidates = check_i6(snap, strict_locks=True)
-        for v, holds in zip(candidates, self._confirmed([self._lock_recheck(v) for v in candidates]),
-                            strict=True):
-            if holds:
-                self._add(v, "lock without ttl" if v.kind is Kind.LOCK_WITHOUT_TTL else "orphan lock",
-                          leaked=True, nbytes=sizes.get(v.key, 0))
+        for key, reason in unread.items():  # no TTL, or an orphan, or healthy: nothing is known
+            self._unverified(key, "unique lock", f"I6 not checked: no deadline ({reason})", sizes[key])
+        candidates = []
+        for v in check_i6(snap, strict_locks=True):
+            if v.key not in unread:
+                kind = "lock without ttl" if v.kind is Kind.LOCK_WITHOUT_TTL else "orphan lock"
+                candidates.append(self._candidate(v, kind, self._lock_recheck(v), leaked=True,
+                                                  nbytes=sizes.get(v.key, 0)))
+        self._submit(candidates)
         for v in check_i12(snap):
             self._add(v, "bad key", nbytes=sizes.get(v.key, 0))
 
@@ -703,48 +807,59 @@ class QueueAudit:
                 out[key] = KeyEntry(key, KeyType.HASH, fields)
         return out
 
-    def _lock_recheck(self, v: Violation) -> _Recheck | None:
+    def _lock_recheck(self, v: Violation) -> Recheck | None:
         if v.task_id is None or v.kind is Kind.LOCK_WITHOUT_TTL:
             return None
         owner = v.task_id
 
         def holds(fresh: list[Any]) -> bool:
             got, fields = fresh
-            if got is None or text(got) != owner:
+            if got is None or text(got) != owner or not isinstance(fields, list):
                 return False
-            state, unique_key = (None, None) if not isinstance(fields, list) else fields
+            state, unique_key = fields
             if state is None and unique_key is None:
                 return True  # the owner is gone
             return text(state or b"") == TaskState.COMPLETED.value or text(unique_key or b"") != v.key
 
-        return _Recheck([("GET", v.key), ("HMGET", keys.task(self.queue, owner), "state", "unique_key")],
-                        holds)
+        return Recheck([("GET", v.key), ("HMGET", keys.task(self.queue, owner), "state", "unique_key")],
+                       holds)
 
     # other keys
     def _others(self, chunk: list[tuple[str, KeyInfo | None]]) -> None:
         calls: list[tuple[Any, ...]] = []
         for key, _ in chunk:
-            calls += [("type", key), ("pexpiretime", key), ("memory_usage", key, 0)]
+            calls += [("type", key), self._ttl_call(key), ("memory_usage", key, 0)]
         replies = self._pipe(calls)
+        sent_ms = self._sent_ms
         kinds = [text(replies[3 * n]) for n in range(len(chunk))]
         strings = [key for (key, _), kind in zip(chunk, kinds, strict=True) if kind == "string"]
         values = dict(zip(strings, self._pipe([("get", k) for k in strings]), strict=True))
         entries: dict[str, KeyEntry] = {}
         sizes: dict[str, int] = {}
+        unread: dict[str, str] = {}
         for n, ((key, info), kind) in enumerate(zip(chunk, kinds, strict=True)):
             if kind == "none" or kind not in KeyType._value2member_map_:
                 continue
-            sizes[key] = int(replies[3 * n + 2] or 0)
-            self._count_key(key, info.family.value if info else "unknown", sizes[key])
+            sizes[key] = self._size(replies[3 * n + 2])
+            family = info.family.value if info else "unknown"
+            self._count_key(key, family, sizes[key])
             raw = values.get(key)
             value: Any = text(raw) if isinstance(raw, bytes) else _placeholder(kind)
-            entries[key] = KeyEntry(key, KeyType(kind), value, self._deadline(replies[3 * n + 1]))
+            deadline = self._deadline(replies[3 * n + 1], sent_ms)
+            if isinstance(deadline, Unread):
+                unread[key], deadline = deadline.reason, None
+                self._unverified(key, family, f"I11/I13 (TTL) not checked: no deadline ({unread[key]})",
+                                 sizes[key])
+            entries[key] = KeyEntry(key, KeyType(kind), value, deadline)
         snap = KeyspaceSnapshot(self.queue, self.now_ms, entries, registered=True)
         for v in check_i11(snap):
-            self._add(v, "ttl on task data", nbytes=sizes.get(v.key, 0))
+            if v.key not in unread:
+                self._add(v, "ttl on task data", nbytes=sizes.get(v.key, 0))
         for v in check_i12(snap):
             self._add(v, "bad key", nbytes=sizes.get(v.key, 0))
         for v in check_i13(snap, self.opts.policy):
+            if v.key in unread and v.kind in _TTL_KINDS:
+                continue
             no_ttl = v.kind is Kind.DAILY_COUNTER_WITHOUT_TTL
             self._add(v, "counter without ttl" if no_ttl else "bad counter", leaked=no_ttl,
                       nbytes=sizes.get(v.key, 0))
@@ -757,79 +872,105 @@ class QueueAudit:
                 candidates = [text(i) for i in dict.fromkeys(self.index.unseen(slot, ids))]
                 exists = self._pipe([("exists", keys.task(self.queue, i)) for i in candidates])
                 gone = [i for i, found in zip(candidates, exists, strict=True) if not found]
-                rechecks = [self._dangling_recheck(key, i) for i in gone]
-                for task_id, holds in zip(gone, self._confirmed(rechecks), strict=True):
-                    if holds:
-                        task = self.short(keys.task(self.queue, task_id))
-                        self._add(Violation("I2", key, task_id, f"dangling: {self.short(key)} holds "
-                                                                f"{task_id!r} but {task} does not exist"),
-                                  "dangling id")
+                self._submit([self._candidate(self._dangling_violation(key, i), "dangling id",
+                                              self._dangling_recheck(key, i)) for i in gone])
 
-    def _dangling_recheck(self, key: str, task_id: str) -> _Recheck:
+    def _dangling_violation(self, key: str, task_id: str) -> Violation:
+        task = self.short(keys.task(self.queue, task_id))
+        return Violation("I2", key, task_id, f"dangling: {self.short(key)} holds {task_id!r} "
+                                             f"but {task} does not exist")
+
+    def _dangling_recheck(self, key: str, task_id: str) -> Recheck:
         member = self._member_call(key, task_id, whole=True)  # the id may sit anywhere
 
         def holds(fresh: list[Any]) -> bool:
             found, held = fresh
             return not found and _holds(held)
 
-        return _Recheck([("EXISTS", keys.task(self.queue, task_id)), member], holds)
+        return Recheck([("EXISTS", keys.task(self.queue, task_id)), member], holds)
 
     def _active_lease(self) -> None:
         active, lease = keys.active(self.queue), keys.lease(self.queue)
         if active not in self.index_types and lease not in self.index_types:
             return
-        a, z = self._pipe([("lrange", active, 0, -1), ("zrange", lease, 0, -1, False, True)], atomic=True)
+        a, z = self._pipe([("lrange", active, 0, -1), ("zrange", lease, 0, -1, False, True)])
         entries = {}
         if isinstance(a, list) and a:
             entries[active] = KeyEntry(active, KeyType.LIST, tuple(text(m) for m in a))
         if isinstance(z, list) and z:
             entries[lease] = KeyEntry(lease, KeyType.ZSET, tuple((text(m), float(s)) for m, s in z))
         snap = KeyspaceSnapshot(self.queue, self.now_ms, entries, registered=True)
-        for v in check_i3(snap):
+        candidates = []
+        for v in check_i3(snap):  # read apart, not atomically: every candidate is read again
             kind = "active without lease" if v.kind is Kind.ACTIVE_WITHOUT_LEASE else (
                 "lease without active" if v.kind is Kind.LEASE_WITHOUT_ACTIVE else "duplicate")
-            self._add(v, kind)
+            candidates.append(self._candidate(v, kind, self._active_lease_recheck(v)))
+        self._submit(candidates)
+
+    def _active_lease_recheck(self, v: Violation) -> Recheck:
+        """The id's places in active (all of them) and its lease entry, read again."""
+        task_id = str(v.task_id)
+        calls: list[tuple[Any, ...]] = [("LPOS", keys.active(self.queue), task_id, "COUNT", 0),
+                                        ("ZSCORE", keys.lease(self.queue), task_id)]
+
+        def holds(fresh: list[Any]) -> bool:
+            places, score = fresh
+            in_active = len(places) if isinstance(places, list) else 0
+            if v.kind is Kind.DUPLICATE_IN_ACTIVE:
+                return in_active > 1
+            if v.kind is Kind.ACTIVE_WITHOUT_LEASE:
+                return in_active > 0 and score is None
+            return in_active == 0 and score is not None
+
+        return Recheck(calls, holds)
 
     def _groups(self) -> None:
         groups_key, sets_key = keys.groups(self.queue), keys.aggregation_sets(self.queue)
-        listed_raw, index_raw = self._pipe([("smembers", groups_key), ("zrange", sets_key, 0, -1)],
-                                           atomic=True)
+        listed_raw, index_raw = self._pipe([("smembers", groups_key), ("zrange", sets_key, 0, -1)])
         listed = {text(m) for m in listed_raw} if isinstance(listed_raw, set) else set()
         indexed = {text(m) for m in index_raw} if isinstance(index_raw, list) else set()
         present = {k: classify(self.queue, k) for k, f in self.index_types.items() if f is Family.GROUP}
         names = {info.name: k for k, info in present.items() if info}
         sets = {k for k, f in self.index_types.items() if f is Family.GROUP_SET}
-        for name in sorted(listed - set(names)):
-            self._group_candidate(name, stale=True)
-        for name in sorted(set(names) - listed):
-            self._group_candidate(name, stale=False)
-        for key in sorted(sets - indexed):
-            self._set_candidate(key, unindexed=True)
-        for key in sorted(indexed - sets):
-            self._set_candidate(key, unindexed=False)
+        candidates = [self._group_candidate(name, stale=True) for name in sorted(listed - set(names))]
+        candidates += [self._group_candidate(name, stale=False) for name in sorted(set(names) - listed)]
+        candidates += [self._set_candidate(key, unindexed=True) for key in sorted(sets - indexed)]
+        candidates += [self._set_candidate(key, unindexed=False) for key in sorted(indexed - sets)]
+        self._submit(candidates)
 
-    def _group_candidate(self, name: str, stale: bool) -> None:
+    def _group_candidate(self, name: str, stale: bool) -> Candidate:
         group_key, groups_key = keys.group(self.queue, name), keys.groups(self.queue)
-        member, size = self._pipe([("sismember", groups_key, name), ("zcard", group_key)], atomic=True)
-        if stale and member and not size:
-            self._add(Violation("I7", groups_key, None, f"stale group: groups lists {name!r} but "
-                                                        f"{self.short(group_key)} is empty"), "stale group")
-        elif not stale and size and not member:
-            self._add(Violation("I7", group_key, None, f"orphan group: g:{name} holds {size} task(s) "
-                                                       f"but {name!r} is not in groups"), "orphan group")
+        if stale:
+            v = Violation("I7", groups_key, None, f"stale group: groups lists {name!r} but "
+                                                  f"{self.short(group_key)} is empty")
+        else:
+            size = int(self.client.zcard(group_key))
+            v = Violation("I7", group_key, None, f"orphan group: g:{name} holds {size} task(s) "
+                                                 f"but {name!r} is not in groups")
 
-    def _set_candidate(self, key: str, unindexed: bool) -> None:
+        def holds(fresh: list[Any]) -> bool:
+            member, size = fresh
+            return bool(member and not size) if stale else bool(size and not member)
+
+        return self._candidate(v, "stale group" if stale else "orphan group",
+                               Recheck([("SISMEMBER", groups_key, name), ("ZCARD", group_key)], holds))
+
+    def _set_candidate(self, key: str, unindexed: bool) -> Candidate:
         sets_key = keys.aggregation_sets(self.queue)
-        score, exists = self._pipe([("zscore", sets_key, key), ("exists", key)], atomic=True)
-        if unindexed and exists and score is None:
-            self._add(Violation("I8", key, None, f"aggregation set {self.short(key)} is not in "
-                                                 "aggregation_sets"), "unindexed aggregation set")
-        elif not unindexed and score is not None and not exists:
+        if unindexed:
+            v = Violation("I8", key, None, f"aggregation set {self.short(key)} is not in aggregation_sets")
+        else:
             info = classify(self.queue, key) if keys.queue_of(key) == self.queue else None
             why = ("but that set does not exist" if info is not None and info.family is Family.GROUP_SET
                    else f"which is not an aggregation-set key of queue {self.queue!r}")
-            self._add(Violation("I8", sets_key, None, f"aggregation_sets lists {self.short(key)} {why}"),
-                      "dangling aggregation set")
+            v = Violation("I8", sets_key, None, f"aggregation_sets lists {self.short(key)} {why}")
+
+        def holds(fresh: list[Any]) -> bool:
+            score, exists = fresh
+            return bool(exists and score is None) if unindexed else bool(score is not None and not exists)
+
+        return self._candidate(v, "unindexed aggregation set" if unindexed else "dangling aggregation set",
+                               Recheck([("ZSCORE", sets_key, key), ("EXISTS", key)], holds))
 
     def _archive_size(self) -> None:
         archived = keys.archived(self.queue)

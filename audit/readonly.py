@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 
@@ -126,16 +126,41 @@ def masked(text: str, password: str | None) -> str:
     return text.replace(password, "***") if password else text
 
 
+def url_db(url: str) -> int:
+    """The database ``url`` selects: its path (redis://, rediss://) or its ``db`` query
+    parameter, 0 when it names none. redis-py would read ``/abc`` as database 0; here anything
+    but a non-negative integer is an error.
+
+    >>> url_db("redis://h:6379/3"), url_db("redis://h"), url_db("unix:///tmp/r.sock?db=2")
+    (3, 0, 2)
+    >>> url_db("redis://:secret@h/abc")
+    Traceback (most recent call last):
+    ...
+    ValueError: the database in redis://:***@h/abc must be a non-negative integer, got 'abc'
+    """
+    parts = urlsplit(url)
+    named = list(parse_qs(parts.query).get("db", []))
+    if parts.scheme != "unix" and parts.path.strip("/"):
+        named.insert(0, unquote(parts.path.strip("/")))
+    for value in named:
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"the database in {mask_url(url)} must be a non-negative integer, "
+                             f"got {value!r}")
+    return int(named[0]) if named else 0
+
+
 def connect(url: str, *, env: dict[str, str] | None = None, timeout: float = 5.0) -> redis.Redis:
     """A read-only client for ``url`` (redis://, rediss:// for TLS, unix://), checked by PING.
 
     ``redis://user:pass@host:port/db`` selects an ACL user; without a password in the URL the
     password comes from ``KEYSIM_REDIS_PASSWORD`` or ``REDISCLI_AUTH``. Errors never show it.
-    Raises ValueError for a malformed URL and :class:`AuditUnavailable` when Redis refuses.
+    Raises ValueError for a malformed URL (a database that is not an integer included) and
+    :class:`AuditUnavailable` when Redis refuses.
     """
     if not isinstance(url, str) or urlsplit(url).scheme not in SCHEMES:
         shown = mask_url(url) if isinstance(url, str) else repr(url)
         raise ValueError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {shown!r}")
+    url_db(url)
     url_password = urlsplit(url).password
     password = url_password or password_from_env(env)
     options: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout * 6}

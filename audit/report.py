@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from audit.engine import AuditResult, Finding, QueueReport
+from audit.unverified import as_json, finding_text, header_lines, text_lines, unverified_count
 
 
 def _when(stamp: int) -> str:
@@ -17,16 +18,16 @@ def render_text(result: AuditResult, target: str) -> str:
     """The report printed by ``keysim audit`` (``target`` is the masked URL)."""
     lines = [f"keysim audit of {target}: {len(result.queues)} queue(s), "
              f"{len(result.findings)} finding(s), {result.seconds:.1f} s"]
-    if result.used_memory is not None:
-        lines.append(f"server: redis {result.redis_version}, used_memory {result.used_memory} B")
+    lines += header_lines(result)
     for report in result.queues:
         lines += _queue_text(report)
     return "\n".join(lines) + "\n"
 
 
 def _queue_text(r: QueueReport) -> list[str]:
+    unknown = f", size of {r.bytes_unknown} key(s) unknown (MEMORY USAGE refused)" if r.bytes_unknown else ""
     lines = [f"\nqueue {r.queue!r} ({'registered' if r.registered else 'NOT in asynq:queues'}): "
-             f"{r.keys} keys, {r.bytes} B exact (MEMORY USAGE)"]
+             f"{r.keys} keys, {r.bytes} B exact (MEMORY USAGE){unknown}"]
     for state in sorted(r.tasks_by_state):
         oldest = r.oldest.get(state)
         age = f", oldest {oldest[0]} at {_when(oldest[1])}" if oldest else ""
@@ -39,9 +40,8 @@ def _queue_text(r: QueueReport) -> list[str]:
         shown = f"{asynq.bytes} B" if asynq.bytes is not None else f"script fails: {asynq.crash}"
         lines.append(f"  Asynq's sampled MemoryUsage would say: {shown} (exact: {r.bytes} B, "
                      f"leaked: {r.leaked_bytes} B)")
-    for f in r.findings:
-        lines.append(f"  {'LEAK ' if f.leaked else ''}{f.invariant} {f.kind}: {f.message}")
-    return lines
+    lines += ["  " + finding_text(f) for f in r.findings]
+    return lines + text_lines(r.unverified)
 
 
 def _finding_json(f: Finding) -> dict[str, Any]:
@@ -54,6 +54,9 @@ def to_json(result: AuditResult, target: str) -> str:
     doc = {
         "target": target, "seconds": round(result.seconds, 3), "redis_version": result.redis_version,
         "used_memory": result.used_memory, "findings": len(result.findings),
+        "server": result.server, "unverified": unverified_count(result),
+        "deadlines": result.capabilities.expiry.name, "deadlines_note": result.capabilities.expiry.note,
+        "consistency": result.capabilities.consistency,
         "queues": [{
             "queue": r.queue, "registered": r.registered, "keys": r.keys, "bytes": r.bytes,
             "leaked_bytes": r.leaked_bytes, "tasks_by_state": dict(r.tasks_by_state),
@@ -62,6 +65,7 @@ def to_json(result: AuditResult, target: str) -> str:
             "asynq_memory_usage": None if r.asynq is None else
             {"bytes": r.asynq.bytes, "crash": r.asynq.crash},
             "findings": [_finding_json(f) for f in r.findings],
+            "unverified": [as_json(u) for u in r.unverified], "bytes_unknown": r.bytes_unknown,
         } for r in result.queues],
     }
     return json.dumps(doc, indent=2, sort_keys=True)

@@ -1,8 +1,9 @@
 """Reading what the audit needs of many task hashes: one round trip per batch, few Python objects.
 
-For every task key the audit needs the lifecycle fields (HMGET), the expiry (PEXPIRETIME), the
-exact size (MEMORY USAGE … SAMPLES 0) and, only when the key is not a hash, its TYPE. Two ways
-give exactly the same :class:`TaskReplies`:
+For every task key the audit needs the lifecycle fields (HMGET), the expiry (PEXPIRETIME, or
+PTTL where the server or ACL lacks it: :mod:`audit.capabilities`), the exact size (MEMORY
+USAGE … SAMPLES 0) and, only when the key is not a hash, its TYPE. Two ways give
+exactly the same :class:`TaskReplies`:
 
 * **script** (default when permitted): one ``EVAL_RO`` per :data:`SCRIPT_BATCH` keys runs
   :data:`READ_TASKS_LUA`, which issues those reads server-side and returns one flat array.
@@ -11,8 +12,10 @@ give exactly the same :class:`TaskReplies`:
   sent in one write on one connection (no redis-py ``Pipeline`` objects).
 
 The script is tried first; when the server refuses it (a read-only ACL user without
-``+eval_ro``, scripting disabled, a server without EVAL_RO) the reader switches to the
-pipeline for the rest of the audit.
+``+eval_ro``, scripting disabled, a server without EVAL_RO, a read inside it refused) the
+reader switches to the pipeline for the rest of the audit. Where deadlines come from PTTL the
+script is not tried (it reads PEXPIRETIME). In the pipeline an optional read that is refused
+(PEXPIRETIME/PTTL, MEMORY USAGE) leaves its error reply in its place for the caller to judge.
 
 >>> TASK_FIELDS
 ('msg', 'state', 'group', 'unique_key', 'pending_since')
@@ -20,6 +23,7 @@ pipeline for the rest of the audit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +42,14 @@ READ_MODES = ("auto", "script", "pipeline")
 
 # KEYS: task keys; ARGV: the field names. Per key, appended to `out`: the fields' values (false for
 # an absent field), PEXPIRETIME and MEMORY USAGE (false when the key is gone). A key whose HMGET
-# fails (not a hash) adds its 0-based position and TYPE to `wrong`. Returns {out, wrong}.
+# fails because it is not a hash adds its 0-based position and TYPE to `wrong`; any other error
+# fails the script. Returns {out, wrong}.
 READ_TASKS_LUA = """\
 local out, wrong, n, nf = {}, {}, 0, #ARGV
 for i, key in ipairs(KEYS) do
   local values = redis.pcall('HMGET', key, unpack(ARGV))
   if values.err then
+    if string.sub(values.err, 1, 9) ~= 'WRONGTYPE' then return redis.error_reply(values.err) end
     wrong[#wrong + 1] = i - 1
     wrong[#wrong + 1] = redis.call('TYPE', key).ok
     values = {}
@@ -62,12 +68,15 @@ _STRIDE = len(TASK_FIELDS) + 2  # fields, PEXPIRETIME, MEMORY USAGE
 
 @dataclass(frozen=True, slots=True)
 class TaskReplies:
-    """Replies for ``n`` keys: ``flat[k*STRIDE:(k+1)*STRIDE]`` is key k's field values, PEXPIRETIME
-    and MEMORY USAGE (None when the key is gone); ``wrong`` maps the position of each key that
-    is not a hash to its TYPE (its field values are then all None)."""
+    """Replies for ``n`` keys: ``flat[k*STRIDE:(k+1)*STRIDE]`` is key k's field values, the
+    deadline read (``ttl_command``'s reply) and MEMORY USAGE (None when the key is gone; either
+    of the last two may be an error reply); ``wrong`` maps the position of each key that is not a
+    hash to its TYPE (its field values are then all None). ``sent_ms``: when the reads were sent."""
 
     flat: list[Any]
     wrong: dict[int, str]
+    ttl_command: bytes = b"PEXPIRETIME"
+    sent_ms: int = 0
 
     STRIDE = _STRIDE
 
@@ -127,12 +136,14 @@ class TaskReader:
     ``"auto"`` (script, falling back to pipeline when refused before any script succeeded),
     ``"script"`` or ``"pipeline"``; afterwards :attr:`mode` says which one is in use."""
 
-    def __init__(self, client: redis.Redis, mode: str = "auto") -> None:
+    def __init__(self, client: redis.Redis, mode: str = "auto", ttl_command: bytes = b"PEXPIRETIME") -> None:
         if mode not in READ_MODES:
             raise ValueError(f"mode must be one of {READ_MODES}, got {mode!r}")
         self.client = client
         self.asked = mode
-        self.mode = mode
+        self.ttl_command = ttl_command
+        # The script reads PEXPIRETIME: with deadlines from PTTL only the pipeline gives them.
+        self.mode = "pipeline" if mode == "auto" and ttl_command != b"PEXPIRETIME" else mode
 
     def read(self, task_keys: Sequence[bytes]) -> TaskReplies:
         """The replies for ``task_keys`` (raw key names, as SCAN returns them)."""
@@ -155,22 +166,25 @@ class PendingTasks:
 
     def __init__(self, reader: TaskReader, task_keys: Sequence[bytes], script: bool) -> None:
         self._reader, self._keys, self._script = reader, task_keys, script
+        self._sent_ms = now_ms()
         self._flight = Inflight(reader.client, _script_calls(task_keys) if script
-                                else _pipeline_calls(task_keys))
+                                else _pipeline_calls(task_keys, reader.ttl_command))
 
     def result(self) -> TaskReplies:
         """Wait for the replies (falling back to a pipeline read if the script was refused)."""
         replies = self._flight.collect()
+        reader = self._reader
         if not self._script:
-            return _from_pipeline(self._reader.client, self._keys, replies)
+            return _from_pipeline(reader, self._keys, replies, self._sent_ms)
         refused = next((r for r in replies if isinstance(r, Exception)), None)
         if refused is None:
-            self._reader.mode = "script"
-            return _from_script(replies)
-        if not self._reader._script_refused():
+            reader.mode = "script"
+            return _from_script(replies, self._sent_ms)
+        if not reader._script_refused():
             raise refused
-        return _from_pipeline(self._reader.client, self._keys,
-                              execute(self._reader.client, _pipeline_calls(self._keys)))
+        sent_ms = now_ms()
+        calls = _pipeline_calls(self._keys, reader.ttl_command)
+        return _from_pipeline(reader, self._keys, execute(reader.client, calls), sent_ms)
 
     def abandon(self) -> None:
         """Give up on the replies (idempotent)."""
@@ -182,7 +196,7 @@ def _script_calls(task_keys: Sequence[bytes]) -> list[tuple[Any, ...]]:
             for batch in (task_keys[i:i + SCRIPT_BATCH] for i in range(0, len(task_keys), SCRIPT_BATCH))]
 
 
-def _from_script(replies: list[Any]) -> TaskReplies:
+def _from_script(replies: list[Any], sent_ms: int) -> TaskReplies:
     flat: list[Any] = []
     wrong: dict[int, str] = {}
     for n, (values, types) in enumerate(replies):
@@ -190,30 +204,42 @@ def _from_script(replies: list[Any]) -> TaskReplies:
         flat += values
         for i in range(0, len(types), 2):
             wrong[base + int(types[i])] = _text(types[i + 1])
-    return TaskReplies(flat, wrong)
+    return TaskReplies(flat, wrong, b"PEXPIRETIME", sent_ms)
 
 
-def _pipeline_calls(task_keys: Sequence[bytes]) -> list[tuple[Any, ...]]:
+def _pipeline_calls(task_keys: Sequence[bytes], ttl_command: bytes) -> list[tuple[Any, ...]]:
     calls: list[tuple[Any, ...]] = []
     for key in task_keys:
-        calls += [(b"HMGET", key, *_FIELDS_B), (b"PEXPIRETIME", key),
+        calls += [(b"HMGET", key, *_FIELDS_B), (ttl_command, key),
                   (b"MEMORY", b"USAGE", key, b"SAMPLES", b"0")]
     return calls
 
 
-def _from_pipeline(client: redis.Redis, task_keys: Sequence[bytes], replies: list[Any]) -> TaskReplies:
+def _from_pipeline(reader: TaskReader, task_keys: Sequence[bytes], replies: list[Any],
+                   sent_ms: int) -> TaskReplies:
     flat: list[Any] = []
     none = (None,) * len(TASK_FIELDS)
     bad: list[int] = []
     for n in range(len(task_keys)):
         values = replies[3 * n]
         if isinstance(values, Exception):
-            bad.append(n)  # WRONGTYPE: ask what it is
+            if not str(values).startswith("WRONGTYPE"):
+                raise values  # HMGET itself refused: the audit cannot read task hashes at all
+            bad.append(n)  # not a hash: ask what it is
             values = none
         flat += values
         flat += replies[3 * n + 1: 3 * n + 3]
-    types = execute(client, [(b"TYPE", task_keys[n]) for n in bad]) if bad else []
-    return TaskReplies(flat, {n: _text(t) for n, t in zip(bad, types, strict=True)})
+    types = execute(reader.client, [(b"TYPE", task_keys[n]) for n in bad]) if bad else []
+    refused = next((t for t in types if isinstance(t, Exception)), None)
+    if refused is not None:
+        raise refused
+    return TaskReplies(flat, {n: _text(t) for n, t in zip(bad, types, strict=True)},
+                       reader.ttl_command, sent_ms)
+
+
+def now_ms() -> int:
+    """The client's wall clock in ms: when a batch of reads is sent (a PTTL reply counts from it)."""
+    return int(time.time() * 1000)
 
 
 def _text(value: Any) -> str:

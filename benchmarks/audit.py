@@ -1,12 +1,15 @@
 """Benchmark of ``keysim audit``: 1,000,000 task keys on a private real Redis.
 
-``python -m benchmarks.audit [--tasks N] [--reads auto|script|pipeline]`` starts a Redis
-(broker.servers), seeds N task hashes with pipelines (98% pending and indexed, 1% archived and
-indexed, 1% zombies: archived hashes in no index), then audits in a fresh child process and
-prints the audit's wall time, keys per second, the child's peak RSS (so seeding memory is not
-counted), its CPU time and the server's, and how task hashes were read (``reads``: one EVAL_RO
-per batch, or the pipeline a read-only ACL user without ``+eval_ro`` gets). Not part of the
-test run.
+``python -m benchmarks.audit [--tasks N] [--reads auto|script|pipeline] [--user default|readonly]``
+starts a Redis (broker.servers), seeds N task hashes with pipelines (98% pending and indexed, 1%
+archived and indexed, 1% zombies: archived hashes in no index), then audits in a fresh child
+process and prints the audit's wall time, keys per second, the child's peak RSS (so seeding
+memory is not counted), its CPU time and the server's, and how task hashes were read
+(``reads``: one EVAL_RO per batch, or the pipeline a read-only ACL user without ``+eval_ro``
+gets). ``--user readonly`` audits as a user made with the audit's minimal ACL recipe
+(``+@read`` and connection basics: no MULTI/EXEC, no EVAL_RO), so task hashes come from the
+pipeline and every candidate is confirmed by two plain re-reads with a pause between. Not part
+of the test run.
 """
 
 from __future__ import annotations
@@ -63,6 +66,17 @@ def _server_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
 
 
+def readonly_user(url: str) -> str:
+    """Create the audit's minimal ACL user (audit.acl) on ``url``'s server; its URL."""
+    from audit.acl import rules
+
+    r = redis.Redis.from_url(url)
+    r.execute_command("ACL", "SETUSER", "bench-audit", "reset", "on", ">bench",  # type: ignore[no-untyped-call]
+                      *rules().split())
+    r.close()
+    return url.replace("redis://", "redis://bench-audit:bench@", 1)
+
+
 def measure(url: str, reads: str) -> None:
     """Child process: audit ``url`` and print JSON figures."""
     from audit import AuditOptions, audit, connect
@@ -81,6 +95,7 @@ def measure(url: str, reads: str) -> None:
                       "client_cpu_s": round(client_cpu, 2),
                       "server_cpu_s": round(_server_cpu(plain) - server_before, 2),
                       "reads": result.reads, "keys": report.keys, "findings": len(result.findings),
+                      "consistency": result.capabilities.consistency,
                       "leaked_bytes": report.leaked_bytes, "exact_bytes": report.bytes,
                       "asynq_estimate": report.asynq.bytes if report.asynq else None}))
 
@@ -90,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--reads", choices=("auto", "script", "pipeline"), default="auto",
                         help="how the audit reads task hashes (default: auto)")
+    parser.add_argument("--user", choices=("default", "readonly"), default="default",
+                        help="audit as the default user or as the minimal +@read user (default: default)")
     parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
@@ -101,13 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         zombies = seed(server.url, args.tasks)
         print(f"seeded {args.tasks} task hashes ({zombies} zombies) in {time.monotonic() - started:.1f} s")
-        out = subprocess.run([sys.executable, "-m", "benchmarks.audit", "--measure", server.url,
+        url = readonly_user(server.url) if args.user == "readonly" else server.url
+        out = subprocess.run([sys.executable, "-m", "benchmarks.audit", "--measure", url,
                               "--reads", args.reads], check=True, capture_output=True, text=True).stdout
         figures = json.loads(out)
         print(f"audit: {figures['seconds']} s wall ({figures['keys_per_s']} keys/s), peak client RSS "
               f"{figures['peak_rss_mb']} MB, {figures['keys']} keys, {figures['findings']} findings")
         print(f"cpu: client {figures['client_cpu_s']} s, server {figures['server_cpu_s']} s; "
-              f"task hashes read by {figures['reads']}")
+              f"task hashes read by {figures['reads']}; user {args.user}, candidates confirmed by "
+              f"{figures['consistency']}")
         print(f"bytes: exact {figures['exact_bytes']}, leaked {figures['leaked_bytes']}, "
               f"Asynq's sampled figure {figures['asynq_estimate']}")
     return 0

