@@ -754,8 +754,13 @@ class QueueAudit:
             return []
 
     def _member_call(self, key: str, member: str, whole: bool = False) -> tuple[Any, ...]:
-        """ZSCORE, or LPOS … COUNT 0 bounded by ``lpos_maxlen`` unless ``whole`` (raw commands)."""
-        if self.index_types.get(key) in _LISTS:
+        """ZSCORE, or LPOS … COUNT 0 bounded by ``lpos_maxlen`` unless ``whole`` (raw commands).
+
+        By the key's family, not by what the first pass saw: an index that was missing then (an
+        empty pending list) may exist by the re-read, and ZSCORE on a list would be WRONGTYPE."""
+        info = classify(self.queue, key)
+        family = self.index_types.get(key) or (info.family if info is not None else None)
+        if family in _LISTS:
             maxlen = 0 if whole else self.opts.lpos_maxlen
             return ("LPOS", key, member, "COUNT", 0, "MAXLEN", maxlen)
         return ("ZSCORE", key, member)

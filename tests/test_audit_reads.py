@@ -474,3 +474,26 @@ def test_no_message_repeats_its_kind(real_server: RedisServer, raw: redis.Redis)
     for line in lines:
         words = line.split(": ")
         assert len(words) < 3 or words[1] != words[0].split(maxsplit=2)[-1], line
+
+
+@pytest.mark.parametrize("user", ["default", "readonly"])
+def test_a_task_enqueued_into_an_empty_queue_during_the_audit_is_no_zombie(
+        real_server: RedisServer, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch, user: str) -> None:
+    """The first pass sees no pending list; a task is enqueued before the key pass. Its re-read
+    must ask the pending *list* (LPOS), not take the key for a zset (ZSCORE: WRONGTYPE)."""
+    from audit import engine
+
+    raw.sadd(keys.ALL_QUEUES, Q)
+    raw.hset(t("x1"), mapping={"msg": raw_msg("x1"), "state": "archived"})
+    raw.zadd(keys.archived(Q), {"x1": int(time.time())})
+    read_indexes = engine.QueueAudit._read_indexes
+
+    def then_enqueue(self: Any) -> None:
+        read_indexes(self)
+        raw.hset(t("p1"), mapping={"msg": raw_msg("p1"), "state": "pending"})
+        raw.lpush(keys.pending(Q), "p1")
+
+    monkeypatch.setattr(engine.QueueAudit, "_read_indexes", then_enqueue)
+    url = add_user(raw, real_server, user, str(USERS[user])) if USERS[user] else real_server.url
+    result = run(url)
+    assert found(result) == set() and planned(result) == set() and result.exit_code == 0
