@@ -182,10 +182,19 @@ class AuditResult:
     #: How task hashes were read: "script" or "pipeline" ("auto": there was none to read).
     #: Not part of the report.
     reads: str = ""
-    #: Keys no single queue owns (:mod:`audit.ownership`): never a finding.
+    #: Keys no single queue owns (:mod:`audit.ownership`) and global keys of no known kind
+    #: (:mod:`audit.registry`): listed, never a finding.
     unattributed: list[Unattributed] = field(default_factory=list)
     #: The global keys (:mod:`audit.registry`); None when the audit was limited to ``--queue``.
     registries: RegistryReport | None = None
+
+    @property
+    def ambiguous(self) -> list[Unattributed]:
+        return [u for u in self.unattributed if u.ambiguous]
+
+    @property
+    def unrecognised(self) -> list[Unattributed]:
+        return [u for u in self.unattributed if not u.ambiguous]
 
     @property
     def findings(self) -> list[Finding]:
@@ -217,6 +226,7 @@ def audit(client: redis.Redis, options: AuditOptions | None = None) -> AuditResu
         now_ms = opts.now_ms if opts.now_ms is not None else int(time.time() * 1000)
         result.registries = account_registries(client, found.global_keys, now_ms,
                                                opts.registry_grace_s)
+        result.unattributed += result.registries.unrecognised
     result.seconds = time.monotonic() - started
     _server_facts(client, result)
     return result

@@ -72,6 +72,7 @@ class RegistryReport:
     members: Counter[str] = field(default_factory=Counter)
     #: status -> history keys (named, expiring, recent, unverified, orphaned).
     history: Counter[str] = field(default_factory=Counter)
+    #: Global keys of no known kind (the audit lists them with the other unattributed keys).
     unrecognised: list[Unattributed] = field(default_factory=list)
     #: (key, why) of each key that is neither healthy nor proven a leak.
     unverified: list[tuple[str, str]] = field(default_factory=list)
