@@ -244,7 +244,7 @@ def survey(client: redis.Redis, pages: Iterable[list[bytes]],
             tag = single_tag(raw)
             if tag is None:
                 (several if raw.startswith(_OPEN_RAW) else global_keys).append(text(raw))
-            elif not text(tag).strip():
+            elif tag not in simple and not text(tag).strip():
                 global_keys.append(text(raw))  # asynq:{}:… or a blank name: no Asynq queue
             else:
                 simple.add(tag)
