@@ -47,6 +47,7 @@ from audit import engine
 from audit.ownership import Unattributed
 from broker.base import text
 from model import keys
+from model.invariants import Kind
 
 if TYPE_CHECKING:
     from audit.engine import Finding
@@ -241,7 +242,7 @@ class _Accounting:
             if k.pttl is None:
                 self.report.unverified.append((name, "its TTL could not be read"))
             elif k.pttl == -1 and not self._registered_recently(name):
-                self._finding("I14", "registry key without ttl", name,
+                self._finding("I14", Kind.REGISTRY_MEMBER_WITHOUT_TTL.value, name,
                               f"{name} has no TTL and no registration in {registry} younger than "
                               f"{self.grace} s: no live process will rewrite it", leaked=True,
                               nbytes=k.bytes)

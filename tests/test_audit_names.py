@@ -29,8 +29,10 @@ from broker.scripting import TTL_SHIFT_MS
 from broker.servers import RedisServer
 from model import keys
 from model.clock import VirtualClock
+from model.invariants import Family
 from model.message import TaskMessage
 from model.policy import ASYNQ_POLICY
+from model.states import INDEXED_STATES
 
 
 @contextmanager
@@ -208,6 +210,31 @@ PAIRS = st.one_of(
     st.tuples(NAMES, SUFFIXES).map(lambda p: (p[0], f"{p[0]}}}:{p[1]}")),
 )
 LEAKS = ("zombie", "dangling id", "orphan lock")
+
+
+def family_keys(q: str) -> dict[str, Family]:
+    """One key of every family of queue ``q``, made by model.keys."""
+    made = {keys.task(q, "t1"): Family.TASK, keys.unique(q, "email", b"x"): Family.UNIQUE,
+            keys.group(q, "grp"): Family.GROUP, keys.group_set(q, "grp", "s1"): Family.GROUP_SET,
+            keys.processed_daily(q, "2026-01-02"): Family.PROCESSED_DAILY,
+            keys.failed_daily(q, "2026-01-02"): Family.FAILED_DAILY,
+            keys.lease(q): Family.LEASE, keys.groups(q): Family.GROUPS,
+            keys.aggregation_sets(q): Family.AGGREGATION_SETS, keys.paused(q): Family.PAUSED,
+            keys.processed_total(q): Family.PROCESSED_TOTAL, keys.failed_total(q): Family.FAILED_TOTAL}
+    made |= {keys.state_index(q, s): Family(s.value) for s in INDEXED_STATES}
+    return made
+
+
+@settings(max_examples=300, deadline=None)
+@given(pair=PAIRS)
+def test_every_key_reads_as_its_own_queue_and_family(pair: tuple[str, str]) -> None:
+    """The parser (no Redis): a key a queue's key functions make always has that reading, and
+    any other reading it has is of a queue whose prefix it starts with."""
+    for q in pair:
+        for key, family in family_keys(q).items():
+            found = readings(key)
+            assert (q, family) in {(r.queue, r.info.family) for r in found}
+            assert all(key.startswith(keys.queue_prefix(r.queue)) for r in found)
 
 
 def seed_leak(r: redis.Redis, q: str, leak: str, now_ms: int) -> tuple[str, bool]:

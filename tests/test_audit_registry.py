@@ -146,7 +146,7 @@ def test_a_member_key_without_ttl_is_a_leak_only_when_no_process_will_rewrite_it
     assert found(run(real_server)) == set()
     r.set(keys.server_info("host:9:gone"), b"info")  # no registration at all
     assert found(run(real_server)) == {
-        ("I14", "registry key without ttl", keys.server_info("host:9:gone"), True)}
+        ("I14", "registry member without ttl", keys.server_info("host:9:gone"), True)}
 
 
 def test_unrecognised_asynq_keys_are_listed_with_their_bytes(real_server: RedisServer,
