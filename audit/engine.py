@@ -1,5 +1,10 @@
 """The audit itself: stream one queue's keys, judge them with ``model.invariants``, re-confirm.
 
+First one SCAN of ``asynq:*`` (:func:`audit.ownership.survey`) finds the queues and decides who
+owns the keys that several queue names could name; a queue judges only its own keys (ambiguous
+and unrecognised ones are listed once, never judged). Last, :mod:`audit.registry` accounts for
+the keys outside every queue (without ``--queue``).
+
 Per queue, three passes (all reads, SCAN with a bounded COUNT, optional pauses):
 
 A. **Indexes.** The members of pending, active, lease, scheduled, retry, archived, completed and
