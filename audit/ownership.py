@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from audit.taskread import peek_message
+from audit.taskread import execute, peek_message
 from broker.base import text
 from model import keys
 from model.invariants import EXPECTED_TYPE, Family, KeyInfo, classify
@@ -114,12 +114,11 @@ class _Facts:
 
 
 def _facts(client: redis.Redis, names: list[str]) -> dict[str, _Facts]:
-    pipe = client.pipeline(transaction=False)
+    commands: list[tuple[bytes, ...]] = []
     for name in names:
-        pipe.type(name)
-        pipe.hget(name, "msg")
-        pipe.memory_usage(name, samples=0)
-    replies = pipe.execute(raise_on_error=False)
+        raw = name.encode("utf-8", "surrogateescape")
+        commands += [(b"TYPE", raw), (b"HGET", raw, b"msg"), (b"MEMORY", b"USAGE", raw, b"SAMPLES", b"0")]
+    replies = execute(client, commands)
     out = {}
     for n, name in enumerate(names):
         kind, msg, size = replies[3 * n: 3 * n + 3]
