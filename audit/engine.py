@@ -362,9 +362,10 @@ class QueueAudit:
 
     # --- pass A: indexes ---------------------------------------------------------------------
     def _read_indexes(self) -> None:
-        candidates = {keys.lease(self.queue): Family.LEASE}
+        exact = {keys.lease(self.queue): Family.LEASE}
         for state in INDEXED_STATES:
-            candidates[keys.state_index(self.queue, state)] = Family(state.value)
+            exact[keys.state_index(self.queue, state)] = Family(state.value)
+        candidates = {k: exact[k] for k in self._mine(list(exact), shared=True)}
         pages = ([self.group_keys] if self.group_keys is not None
                  else scan(self.client, keys.glob_escape(keys.group_prefix(self.queue)) + "*", self.opts))
         for page in pages:

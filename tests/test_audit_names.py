@@ -168,6 +168,23 @@ def test_a_restricted_audit_leaves_other_queues_keys_alone(real_server: RedisSer
     assert (report.keys, report.findings) == (0, [])
 
 
+def test_a_restricted_audit_does_not_take_another_queues_key_for_its_index(
+        real_server: RedisServer, real_client: redis.Redis) -> None:
+    """Queue ``a``'s aggregation set ``g:x}:archived`` is, by name, the archived index of queue
+    ``a}:g:x``; audited alone (unknown: unregistered, no key), ``a}:g:x`` must not read it."""
+    clock = VirtualClock()
+    with asynq_names():
+        b = Broker(real_client, "asynq-v0.26.0", ASYNQ_POLICY, clock)
+        b.add_to_group(msg("g1", "a"), "x}")
+        clock.advance(b.policy.aggregation_grace)
+        b.aggregation_check("a", "x}", "archived")
+    assert real_client.exists(keys.archived("a}:g:x"))
+    result = run(real_server.url, clock, queues=("a}:g:x",))
+    (report,) = result.queues
+    assert (report.keys, report.findings) == (0, [])
+    assert by_queue(run(real_server.url, clock)) == set()
+
+
 # --- glob characters ---------------------------------------------------------------------------
 GLOB_NAMES = st.text(st.sampled_from("ab*?[]\\^-!{}: é"), min_size=1, max_size=6)
 
