@@ -136,6 +136,25 @@ def test_a_zombie_of_either_queue_is_found_in_that_queue(real_server: RedisServe
     assert by_queue(result) == {(q, "zombie", keys.task(q, "zz"), True) for q in (first, second)}
 
 
+def test_a_stub_is_its_queues_unless_another_known_queue_could_own_it(
+        real_server: RedisServer, real_client: redis.Redis) -> None:
+    """A result-only hash (BZ-18) has no msg to tell its queue: ``asynq:{a}:t:b{}:t:late`` is
+    ``a}:t:b{``'s while ``a`` is no queue, and ambiguous once ``a`` is one."""
+    clock = VirtualClock()
+    second = "a}:t:b{"
+    with asynq_names():
+        b = Broker(real_client, "asynq-v0.26.0", ASYNQ_POLICY, clock)
+        healthy_queue(b, second)
+        b.write_result(second, "late", b"42")
+    stub = keys.task(second, "late")
+    assert by_queue(run(real_server.url, clock)) == {(second, "result-only hash", stub, True)}
+    with asynq_names():
+        healthy_queue(Broker(real_client, "asynq-v0.26.0", ASYNQ_POLICY, clock), "a")
+    result = run(real_server.url, clock)
+    assert by_queue(result) == set()
+    assert {u.key: u.candidates for u in result.ambiguous} == {stub: ("a", second)}
+
+
 def test_a_key_two_queues_can_own_is_listed_never_judged(real_server: RedisServer,
                                                          real_client: redis.Redis) -> None:
     """``asynq:{a}:g:x}:archived`` is queue ``a}:g:x``'s archived index and, by name and type,
