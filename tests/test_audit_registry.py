@@ -111,6 +111,7 @@ def test_orphaned_scheduler_history_is_a_leak_and_a_recent_one_is_unverified(
     history(r, "entry-1", NOW_S - 10)
     old = history(r, "unregistered", NOW_S - 3600, events=5)
     young = history(r, "first-run", NOW_S - 5)  # its scheduler has not had a heartbeat yet
+    r.expire(history(r, "expiring", NOW_S - 3600), 3600)  # goes away by itself
     result = run(real_server)
     assert found(result) == {("BZ-19", "orphaned scheduler history", old, True)}
     (finding,) = result.findings
@@ -118,6 +119,7 @@ def test_orphaned_scheduler_history_is_a_leak_and_a_recent_one_is_unverified(
     assert "5 event(s)" in finding.message
     assert result.registries is not None
     assert [k for k, _ in result.registries.unverified] == [young]
+    assert result.registries.history == {"named": 1, "orphaned": 1, "unverified": 1, "expiring": 1}
     assert f'UNLINK "{old}"' in fix_plan(result, "redis://x")
 
 
