@@ -121,6 +121,9 @@ def test_orphaned_scheduler_history_is_a_leak_and_a_recent_one_is_unverified(
     assert [k for k, _ in result.registries.unverified] == [young]
     assert result.registries.history == {"named": 1, "orphaned": 1, "unverified": 1, "expiring": 1}
     assert f'UNLINK "{old}"' in fix_plan(result, "redis://x")
+    doc = json.loads(to_json(result, "redis://x"))["global"]
+    assert doc["scheduler_history"] == result.registries.history
+    assert [f["key"] for f in doc["findings"]] == [old] and doc["unverified"][0]["key"] == young
 
 
 def test_history_stays_unverified_while_a_recently_registered_scheduler_cannot_be_read(
