@@ -1,5 +1,10 @@
 """The audit itself: stream one queue's keys, judge them with ``model.invariants``, re-confirm.
 
+First one SCAN of ``asynq:*`` (:func:`audit.ownership.survey`) finds the queues and decides who
+owns the keys that several queue names could name; a queue judges only its own keys (ambiguous
+and unrecognised ones are listed once, never judged). Last, :mod:`audit.registry` accounts for
+the keys outside every queue (without ``--queue``).
+
 Per queue, three passes (all reads, SCAN with a bounded COUNT, optional pauses):
 
 A. **Indexes.** The members of pending, active, lease, scheduled, retry, archived, completed and
@@ -44,6 +49,8 @@ import redis
 from audit.asynq_estimate import AsynqEstimate, asynq_estimate
 from audit.capabilities import Capabilities, Expiry, Unread, probe
 from audit.idindex import IdIndex
+from audit.ownership import Ownership, Unattributed, survey
+from audit.registry import RegistryReport, account_registries
 from audit.taskread import (
     READ_MODES,
     TASK_FIELDS,
@@ -128,11 +135,15 @@ class AuditOptions:
     lpos_maxlen: int = 10_000
     reads: str = "auto"
     verify_pause_ms: int = DEFAULT_PAUSE_MS
+    #: How long past its deadline a registry member or scheduler history must be before it is
+    #: called stale or orphaned (:mod:`audit.registry`).
+    registry_grace_s: int = 600
 
     def __post_init__(self) -> None:
         for name, low, high in (("scan_count", 1, 100_000), ("pause_ms", 0, 60_000),
                                 ("verify_pause_ms", 0, 60_000),
-                                ("chunk", 1, 100_000), ("lpos_maxlen", 0, 10**9)):
+                                ("chunk", 1, 100_000), ("lpos_maxlen", 0, 10**9),
+                                ("registry_grace_s", 0, 10**7)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ValueError(f"{name} must be an int in {low}..{high}, got {value!r}")
@@ -143,7 +154,7 @@ class AuditOptions:
         if self.now_ms is not None and (not isinstance(self.now_ms, int) or self.now_ms < 0):
             raise ValueError(f"now_ms must be a non-negative int, got {self.now_ms!r}")
         for queue in self.queues:
-            keys.validate_name("queue", queue)
+            keys.validate_asynq_queue(queue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +210,24 @@ class AuditResult:
     server: str = ""
     #: How deadlines were read and candidates confirmed.
     capabilities: Capabilities = field(default_factory=Capabilities)
+    #: Keys no single queue owns (:mod:`audit.ownership`) and global keys of no known kind
+    #: (:mod:`audit.registry`): listed, never a finding.
+    unattributed: list[Unattributed] = field(default_factory=list)
+    #: The global keys (:mod:`audit.registry`); None when the audit was limited to ``--queue``.
+    registries: RegistryReport | None = None
+
+    @property
+    def ambiguous(self) -> list[Unattributed]:
+        return [u for u in self.unattributed if u.ambiguous]
+
+    @property
+    def unrecognised(self) -> list[Unattributed]:
+        return [u for u in self.unattributed if not u.ambiguous]
 
     @property
     def findings(self) -> list[Finding]:
-        return [f for q in self.queues for f in q.findings]
+        extra = self.registries.findings if self.registries is not None else []
+        return [f for q in self.queues for f in q.findings] + extra
 
     @property
     def unverified(self) -> list[Unverified]:
@@ -226,24 +251,32 @@ def audit(client: redis.Redis, options: AuditOptions | None = None) -> AuditResu
         raise ValueError("client must not decode responses (decode_responses=False, as connect() "
                          "makes it): the audit reads key names as raw bytes")
     started = time.monotonic()
+    found = survey(client, scan_raw(client, keys.NAMESPACE + "*", opts))
     for queue in opts.queues:
-        _require_queue(client, queue, opts)
-    queues, groups = (list(opts.queues), {}) if opts.queues else _discover(client, opts)
+        _require_queue(client, queue, found.queues)
+    queues = list(opts.queues) or found.queues
     caps = probe(client)
     reader = TaskReader(client, opts.reads, caps.expiry.command)
-    reports = [QueueAudit(client, q, opts, reader, groups.get(q), caps).run() for q in queues]
-    result = AuditResult(reports, seconds=time.monotonic() - started, reads=reader.mode,
-                         capabilities=caps)
+    reports = [QueueAudit(client, q, opts, reader, found.groups.get(q), caps=caps,
+                          ownership=found.ownership).run() for q in queues]
+    result = AuditResult(reports, reads=reader.mode, capabilities=caps)
+    result.unattributed = [u for u in found.ownership.ambiguous() + found.ownership.unrecognised()
+                           if not opts.queues or set(u.candidates) & set(opts.queues)]
+    if not opts.queues:
+        now_ms = opts.now_ms if opts.now_ms is not None else int(time.time() * 1000)
+        result.registries = account_registries(client, found.global_keys, now_ms,
+                                               opts.registry_grace_s)
+        result.unattributed += result.registries.unrecognised
+    result.seconds = time.monotonic() - started
     _server_facts(client, result)
     return result
 
 
-def _require_queue(client: redis.Redis, queue: str, opts: AuditOptions) -> None:
-    """Raise :class:`UnknownQueue` unless ``queue`` is registered or has a key."""
-    if client.sismember(keys.ALL_QUEUES, queue):
+def _require_queue(client: redis.Redis, queue: str, known_queues: list[str]) -> None:
+    """Raise :class:`UnknownQueue` unless ``queue`` is registered or owns a key
+    (``known_queues``, from :func:`audit.ownership.survey`)."""
+    if queue in known_queues:
         return
-    for _ in scan_raw(client, keys.queue_pattern(queue), opts):
-        return  # scan_raw abandons the rest of the SCAN
     known = ", ".join(repr(text(q)) for q in sorted(client.smembers(keys.ALL_QUEUES))) or "none"
     raise UnknownQueue(f"no queue {queue!r}: it is not in {keys.ALL_QUEUES} and has no key "
                        f"(registered queues: {known})")
@@ -308,34 +341,9 @@ def _send_scan(client: redis.Redis, cursor: bytes, match: str, opts: AuditOption
 
 
 def discover_queues(client: redis.Redis, opts: AuditOptions) -> list[str]:
-    """Members of ``asynq:queues`` plus every queue named in a key's hash tag, sorted."""
-    return _discover(client, opts)[0]
-
-
-def _discover(client: redis.Redis, opts: AuditOptions) -> tuple[list[str], dict[str, list[str]]]:
-    """:func:`discover_queues`, plus, per queue, the keys under its ``g:`` prefix in SCAN order:
-    pass A's group candidates, so that it needs no SCAN of its own. (A queue whose name holds
-    ``}:`` cannot be told by its hash tag; it gets no entry and scans for itself.)"""
-    found = {text(q) for q in client.smembers(keys.ALL_QUEUES)}
-    tags: set[bytes] = set()
-    under_g: dict[bytes, list[bytes]] = {}
-    for page in scan_raw(client, "asynq:{*", opts):
-        for raw in page:
-            tag = _hash_tag(raw)  # on bytes: the same as keys.queue_of on the text
-            tags.add(tag)
-            if tag and raw.startswith(b"g:", len(tag) + 9):  # asynq:{<tag>}:g:
-                under_g.setdefault(tag, []).append(raw)
-    found.update(text(tag) for tag in tags if tag)
-    groups = {q: [text(k) for k in under_g.get(q.encode("utf-8", "surrogateescape"), [])]
-              for q in found if "}:" not in q}
-    return sorted(found), groups
-
-
-def _hash_tag(key: bytes) -> bytes:
-    """What :func:`keys.queue_of` finds in a key that starts with ``asynq:{`` (b"" for None).
-    ``}:`` is ASCII, so its first position in the bytes and in the decoded text agree."""
-    end = key.find(b"}:", 7)
-    return key[7:end] if end >= 0 else b""
+    """Members of ``asynq:queues`` plus every queue that owns a key (:mod:`audit.ownership`),
+    sorted."""
+    return survey(client, scan_raw(client, keys.NAMESPACE + "*", opts)).queues
 
 
 class QueueAudit:
@@ -343,9 +351,11 @@ class QueueAudit:
 
     def __init__(self, client: redis.Redis, queue: str, opts: AuditOptions,
                  reader: TaskReader | None = None, group_keys: list[str] | None = None,
-                 caps: Capabilities | None = None) -> None:
-        """``group_keys``: the keys under the queue's ``g:`` prefix if already known (else pass A
-        SCANs for them); ``caps``: what the server permits (else probed here)."""
+                 caps: Capabilities | None = None, ownership: Ownership | None = None) -> None:
+        """``group_keys``: the queue's group and aggregation-set keys if already known (else
+        pass A SCANs for them); ``caps``: what the server permits (else probed here);
+        ``ownership``: who owns keys that several queue names could name (else it is decided
+        here, against this queue and ``asynq:queues``)."""
         self.client, self.queue, self.opts = client, queue, opts
         self.group_keys = group_keys
         self.caps = caps or probe(client)
@@ -353,6 +363,10 @@ class QueueAudit:
         self.verifier = Verifier(client, self.caps.atomic, opts.verify_pause_ms)
         self.reader = reader or TaskReader(client, opts.reads, self.expiry.command)
         self._sent_ms = 0  # when the last _pipe was sent
+        self.ownership = ownership or Ownership(
+            {queue} | {text(q) for q in client.smembers(keys.ALL_QUEUES)})
+        #: Only a name without ``}:`` makes every key with one ``}:`` after the prefix its own.
+        self._simple_name = "}:" not in queue
         self._task_prefix = keys.task_prefix(queue)
         self._task_prefix_raw = self._task_prefix.encode("utf-8", "surrogateescape")
         #: state as stored (bytes) -> (state, slot of its index); filled once the indexes are read.
@@ -384,6 +398,8 @@ class QueueAudit:
         return self.report
 
     def _add(self, violation: Violation, kind: str, leaked: bool = False, nbytes: int = 0) -> None:
+        if self.ownership.is_shared(violation.key):
+            return  # ambiguous: listed once by the audit, reported by no queue
         mark = (violation.key, violation.task_id, violation.message)
         if mark not in self.seen:  # SCAN may return a key twice
             self.seen.add(mark)
@@ -426,13 +442,14 @@ class QueueAudit:
 
     # --- pass A: indexes ---------------------------------------------------------------------
     def _read_indexes(self) -> None:
-        candidates = {keys.lease(self.queue): Family.LEASE}
+        exact = {keys.lease(self.queue): Family.LEASE}
         for state in INDEXED_STATES:
-            candidates[keys.state_index(self.queue, state)] = Family(state.value)
+            exact[keys.state_index(self.queue, state)] = Family(state.value)
+        candidates = {k: exact[k] for k in self._mine(list(exact), shared=True)}
         pages = ([self.group_keys] if self.group_keys is not None
                  else scan(self.client, keys.glob_escape(keys.group_prefix(self.queue)) + "*", self.opts))
         for page in pages:
-            for key in page:
+            for key in self._mine(page, shared=True):
                 info = classify(self.queue, key)
                 if info is not None and info.family in (Family.GROUP, Family.GROUP_SET):
                     candidates[key] = info.family
@@ -449,6 +466,20 @@ class QueueAudit:
             home = keys.state_index(self.queue, state)
             if home in self.index_types:
                 self._home[state.value.encode()] = (state.value, self.index.slot(home))
+
+    def _mine(self, names: list[str], shared: bool = False) -> list[str]:
+        """The keys of ``names`` this queue owns (and, if ``shared``, the ambiguous ones it
+        could own); see :mod:`audit.ownership`."""
+        cut = len(keys.queue_prefix(self.queue))
+        several = [n for n in names if not self._simple_name or n.find("}:", cut) >= 0]
+        if not several:
+            return names
+        fresh = self.ownership.undecided(several)
+        if fresh:
+            self.ownership.decide(self.client, fresh)
+        shared_here = self.ownership.shared.get(self.queue, {}) if shared else {}
+        drop = {n for n in several if not self.ownership.owns(self.queue, n) and n not in shared_here}
+        return [n for n in names if n not in drop]
 
     def _member_pages(self, key: str, family: Family) -> Iterator[list[bytes]]:
         """Members of an index in pages of ``chunk`` (by position; new pending ids go to the head,
@@ -513,7 +544,7 @@ class QueueAudit:
         prefix = self._task_prefix_raw
         try:
             for page in scan_raw(self.client, keys.queue_pattern(self.queue), self.opts):
-                for raw in page:
+                for raw in self._mine_raw(page):
                     if raw.startswith(prefix) and len(raw) > len(prefix):  # what classify calls a task
                         tasks.append(raw)
                         if len(tasks) >= self.opts.chunk:
@@ -537,6 +568,14 @@ class QueueAudit:
             for pending in in_flight:
                 pending.abandon()  # no-op for the ones already read
 
+    def _mine_raw(self, page: list[bytes]) -> list[bytes]:
+        """:meth:`_mine` on raw names, deciding without decoding when a key has one tag."""
+        cut = len(self._task_prefix_raw) - 2  # the end of asynq:{<queue>}:
+        if self._simple_name and all(raw.find(b"}:", cut) < 0 for raw in page):
+            return page
+        mine = set(self._mine([text(raw) for raw in page]))
+        return [raw for raw in page if text(raw) in mine]
+
     def _count_key(self, key: str, family: str, nbytes: int) -> None:
         self.report.keys += 1
         self.report.bytes += nbytes
@@ -559,6 +598,8 @@ class QueueAudit:
         entries: dict[str, KeyEntry] = {}
         sizes: dict[str, int] = {}
         members: dict[str, list[str]] = {}  # index key -> the chunk's ids it holds
+        shared = self.ownership.shared.get(self.queue, {})
+        maybe_placed: set[str] = set()  # tasks in an index that may be another queue's
         stubs = []
         plain = self._plain_task
         for n, raw_id in enumerate(raw_ids):
@@ -584,7 +625,10 @@ class QueueAudit:
                 stubs.append(key)
             self._account(key, entry, sizes[key])
             for index_key in self.index.keys_of(self.index.slots_at(starts[n], counts[n])):
-                members.setdefault(index_key, []).append(task_id)
+                if index_key in shared:
+                    maybe_placed.add(key)  # judged without it; placed, if it is ours
+                else:
+                    members.setdefault(index_key, []).append(task_id)
         if not entries:
             return  # every task was plain: nothing for the checks
         for index_key, ids_in in members.items():
@@ -592,7 +636,7 @@ class QueueAudit:
             value = tuple((m, 0.0) for m in ids_in) if kind is KeyType.ZSET else tuple(ids_in)
             entries[index_key] = KeyEntry(index_key, kind, value)
         self._stub_fields(stubs, entries)
-        self._judge_tasks(entries, sizes)
+        self._judge_tasks(entries, sizes, maybe_placed)
 
     def _plain_task(self, raw_id: bytes, msg_raw: Any, state_raw: Any, pending_since: Any,
                     pexp: Any, nbytes: int, first_slot: int) -> bool:
@@ -675,10 +719,15 @@ class QueueAudit:
         if stamp > 0 and (best is None or stamp < best[1]):
             self.report.oldest[state] = (task_id, stamp)
 
-    def _judge_tasks(self, entries: dict[str, KeyEntry], sizes: dict[str, int]) -> None:
+    def _judge_tasks(self, entries: dict[str, KeyEntry], sizes: dict[str, int],
+                     maybe_placed: set[str] | None = None) -> None:
+        """``maybe_placed``: tasks also held by an ambiguous index, left out of the snapshot
+        (no second membership) and spared a placement finding (it may be their index)."""
         snap = KeyspaceSnapshot(self.queue, self.now_ms, entries, registered=True)
         candidates = []
         for v in check_i1(snap) + check_i4(snap):
+            if maybe_placed and v.key in maybe_placed and v.kind in (Kind.ZOMBIE, Kind.MISPLACED):
+                continue  # an ambiguous index may be where this task belongs
             stub = v.kind is Kind.STUB
             zombie = v.kind is Kind.ZOMBIE
             entry = entries.get(v.key)  # I4's pending duplicates name the list, not a hash
@@ -965,7 +1014,7 @@ class QueueAudit:
         if unindexed:
             v = Violation("I8", key, None, f"aggregation set {self.short(key)} is not in aggregation_sets")
         else:
-            info = classify(self.queue, key) if keys.queue_of(key) == self.queue else None
+            info = classify(self.queue, key)
             why = ("but that set does not exist" if info is not None and info.family is Family.GROUP_SET
                    else f"which is not an aggregation-set key of queue {self.queue!r}")
             v = Violation("I8", sets_key, None, f"aggregation_sets lists {self.short(key)} {why}")

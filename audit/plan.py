@@ -200,6 +200,8 @@ def build_plan(result: AuditResult, identity: ServerIdentity, target: str = "",
                 continue
             target_of = (f.key, f.task_id or "") if guard.name == "dangling" else (f.key, "")
             actions.setdefault(target_of, _action(report.queue, f))
+    if result.registries is not None:  # global keys: reported for the operator, no guard yet
+        others += [("", f.invariant, f.kind, f.key, f.message) for f in result.registries.findings]
     when = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return Plan(identity, when, target, tuple(actions.values()), tuple(others))
 

@@ -7,7 +7,12 @@ import json
 from typing import Any
 
 from audit.engine import AuditResult, Finding, QueueReport
+from audit.ownership import Unattributed
+from audit.registry import RegistryReport
 from audit.unverified import as_json, finding_text, header_lines, text_lines, unverified_count
+
+#: Unattributed keys the text report names one by one (the JSON lists every one).
+SHOWN_KEYS = 20
 
 
 def _when(stamp: int) -> str:
@@ -21,7 +26,41 @@ def render_text(result: AuditResult, target: str) -> str:
     lines += header_lines(result)
     for report in result.queues:
         lines += _queue_text(report)
+    if result.registries is not None:
+        lines += _registries_text(result.registries)
+    lines += _unattributed_text("ambiguous", result.ambiguous,
+                                "several queues could own each; never a finding")
+    lines += _unattributed_text("unrecognised", result.unrecognised,
+                                "no Asynq key layout makes them; never a finding")
     return "\n".join(lines) + "\n"
+
+
+def _registries_text(r: RegistryReport) -> list[str]:
+    lines = [f"\nglobal keys (asynq:queues, registries, scheduler history): {r.keys} keys, "
+             f"{r.bytes} B exact (MEMORY USAGE)"]
+    for family in sorted(r.bytes_by_family):
+        lines.append(f"  family {family:<17} {r.bytes_by_family[family]:>12} B")
+    for registry_status in sorted(r.members):
+        lines.append(f"  members {registry_status:<30} {r.members[registry_status]:>6}")
+    for status in sorted(r.history):
+        lines.append(f"  scheduler history {status:<12} {r.history[status]:>6}")
+    for f in r.findings:
+        lines.append(f"  {'LEAK ' if f.leaked else ''}{f.invariant} {f.kind}: {f.message}")
+    for key, why in r.unverified:
+        lines.append(f"  unverified {key}: {why}")
+    return lines
+
+
+def _unattributed_text(what: str, found: list[Unattributed], why: str) -> list[str]:
+    if not found:
+        return []
+    lines = [f"\n{what}: {len(found)} key(s), {sum(u.bytes for u in found)} B ({why})"]
+    for u in found[:SHOWN_KEYS]:
+        owners = f": {' | '.join(repr(q) for q in u.candidates)}" if u.candidates else ""
+        lines.append(f"  {u.key} ({u.type}, {u.bytes} B){owners}")
+    if len(found) > SHOWN_KEYS:
+        lines.append(f"  … and {len(found) - SHOWN_KEYS} more (--json lists every one)")
+    return lines
 
 
 def _queue_text(r: QueueReport) -> list[str]:
@@ -67,6 +106,20 @@ def to_json(result: AuditResult, target: str) -> str:
             "findings": [_finding_json(f) for f in r.findings],
             "unverified": [as_json(u) for u in r.unverified], "bytes_unknown": r.bytes_unknown,
         } for r in result.queues],
+        "global": None if result.registries is None else _registries_json(result.registries),
+        "ambiguous": [_unattributed_json(u) for u in result.ambiguous],
+        "unrecognised": [_unattributed_json(u) for u in result.unrecognised],
     }
     return json.dumps(doc, indent=2, sort_keys=True)
+
+
+def _registries_json(r: RegistryReport) -> dict[str, Any]:
+    return {"keys": r.keys, "bytes": r.bytes, "bytes_by_family": dict(r.bytes_by_family),
+            "members": dict(r.members), "scheduler_history": dict(r.history),
+            "unverified": [{"key": k, "why": why} for k, why in r.unverified],
+            "findings": [_finding_json(f) for f in r.findings]}
+
+
+def _unattributed_json(u: Unattributed) -> dict[str, Any]:
+    return {"key": u.key, "type": u.type, "bytes": u.bytes, "candidates": list(u.candidates)}
 

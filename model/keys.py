@@ -24,6 +24,43 @@ ALL_QUEUES = "asynq:queues"
 SERVERS = "asynq:servers"
 WORKERS = "asynq:workers"
 SCHEDULERS = "asynq:schedulers"
+#: Every key Asynq writes starts with this.
+NAMESPACE = "asynq:"
+
+
+def server_info(process: str) -> str:
+    """STRING ServerInfo of one server process ``<host>:<pid>:<serverID>`` (TTL 10 s); the
+    members of :data:`SERVERS` are these names.
+
+    >>> server_info("h:7:abc")
+    'asynq:servers:{h:7:abc}'
+    """
+    return f"{SERVERS}:{{{process}}}"
+
+
+def workers_of(process: str) -> str:
+    """HASH worker id → WorkerInfo of one server process (TTL 10 s, absent without workers);
+    the members of :data:`WORKERS` are these names."""
+    return f"{WORKERS}:{{{process}}}"
+
+
+def scheduler_entries(scheduler_id: str) -> str:
+    """LIST of SchedulerEntry protobufs of one scheduler (TTL 2 × its heartbeat); the members of
+    :data:`SCHEDULERS` are these names."""
+    return f"{SCHEDULERS}:{{{scheduler_id}}}"
+
+
+def scheduler_history(entry_id: str) -> str:
+    """ZSET of enqueue events of one scheduler entry, scored by enqueue time (no TTL; BZ-19).
+
+    >>> scheduler_history("5f0c")
+    'asynq:scheduler_history:5f0c'
+    """
+    return f"{NAMESPACE}scheduler_history:{entry_id}"
+
+
+#: Each registry and the function naming its members' keys.
+REGISTRY_MEMBERS = {SERVERS: server_info, WORKERS: workers_of, SCHEDULERS: scheduler_entries}
 
 
 def queue_prefix(queue: str) -> str:
@@ -167,6 +204,19 @@ def state_index(queue: str, state: TaskState) -> str:
     if state not in INDEXED_STATES:
         raise ValueError(f"state {state.value!r} has no single index key")
     return queue_prefix(queue) + state.value
+
+
+def validate_asynq_queue(value: object) -> str:
+    """Return ``value`` if Asynq accepts it as a queue name (any string that is not blank: braces,
+    colons and glob characters included), else raise ValueError. Names a live Redis may hold;
+    the broker's own rule, :func:`validate_name`, is stricter.
+
+    >>> validate_asynq_queue("a}:t:b{")
+    'a}:t:b{'
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"queue must be a non-blank string, got {value!r}")
+    return value
 
 
 def queue_of(key: str) -> str | None:

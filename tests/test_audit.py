@@ -312,6 +312,7 @@ def test_options_name_the_bad_parameter() -> None:
     with pytest.raises(ValueError, match="pause_ms"):
         AuditOptions(pause_ms=-1)
     with pytest.raises(ValueError, match="queue"):
-        AuditOptions(queues=("a{b",))
+        AuditOptions(queues=(" ",))  # blank: Asynq refuses it too
+    assert AuditOptions(queues=("a{b}:*",)).queues == ("a{b}:*",)  # any other name is Asynq's
     with pytest.raises(ValueError, match="clock"):
         AuditOptions(clock="virtual")
