@@ -21,7 +21,8 @@ broker's scripts use PEXPIRETIME (Valkey reports a Redis-compatible version ≥ 
 ...     redis.Redis.from_url(server.url).ping()
 True
 
-``python -m broker.servers`` starts one and prints its URL until Ctrl-C.
+``python -m broker.servers`` starts one and prints its URL until Ctrl-C; ``--cluster N`` starts
+a local Redis Cluster of N masters instead (``broker.cluster``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -146,15 +147,17 @@ def connect_url(url: str) -> RedisServer:
     return RedisServer(url, "REDIS_URL", version)
 
 
-def launch(binary: Path, kind: str, timeout: float = START_TIMEOUT_S) -> RedisServer:
-    """Start ``binary`` on a free 127.0.0.1 port in a fresh temporary directory and wait for PING.
+def launch(binary: Path, kind: str, timeout: float = START_TIMEOUT_S,
+           extra_args: Sequence[str] = ()) -> RedisServer:
+    """Start ``binary`` on a free 127.0.0.1 port in a fresh temporary directory and wait for PING;
+    ``extra_args`` are more options for it (a cluster node's, see ``broker.cluster``).
 
     Retries on another port when the chosen one was taken in the meantime.
     """
     last: ServerUnavailable | None = None
     for _ in range(_PORT_ATTEMPTS):
         try:
-            return _launch_once(binary, kind, free_port(), timeout)
+            return _launch_once(binary, kind, free_port(), timeout, extra_args)
         except _PortTaken as err:
             last = ServerUnavailable(f"{kind} ({binary}): {err}")
     assert last is not None
@@ -165,11 +168,12 @@ class _PortTaken(Exception):
     """The server could not bind the port we picked (another process took it first)."""
 
 
-def _launch_once(binary: Path, kind: str, port: int, timeout: float) -> RedisServer:
+def _launch_once(binary: Path, kind: str, port: int, timeout: float,
+                 extra_args: Sequence[str] = ()) -> RedisServer:
     workdir = tempfile.TemporaryDirectory(prefix="keysim-redis-")
     log = Path(workdir.name) / "server.log"
     args = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", workdir.name, "--daemonize", "no"]
+            "--appendonly", "no", "--dir", workdir.name, "--daemonize", "no", *extra_args]
     try:
         with log.open("wb") as out:
             process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
@@ -398,14 +402,19 @@ def _tail(log: Path, limit: int = 600) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Start a server, print its URL, and keep it running until Ctrl-C; with ``--list``, show
-    which servers this machine can start instead."""
+    which servers this machine can start instead; with ``--cluster N``, start a local cluster
+    of N masters (``broker.cluster``)."""
     args = sys.argv[1:] if argv is None else argv
     if args == ["--list"]:
         for kind, binary, what in available():
             print(f"{kind:13} {what:40} {binary or ''}")
         return 0
+    if args[:1] == ["--cluster"]:
+        from broker.cluster import main as cluster_main
+
+        return cluster_main(args[1:])
     if args:
-        print("usage: python -m broker.servers [--list]", file=sys.stderr)
+        print("usage: python -m broker.servers [--list | --cluster N]", file=sys.stderr)
         return 2
     server = start_server_or_report()
     if server is None:
