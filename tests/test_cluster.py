@@ -20,6 +20,7 @@ import fakeredis
 import pytest
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 from support import VARIANTS, inspector_workload, message, server_workload
 
 from broker import Broker, calls
@@ -27,6 +28,7 @@ from broker.cluster import LocalCluster, cluster_info, slot_ranges
 from broker.cluster import main as cluster_main
 from broker.cluster_wire import ClusterRoutingError, ClusterWire
 from harness.check import default_check_config, run_check
+from harness.observe import Observer
 from keysim.cli import main as keysim_main
 from model import keys
 from model.errors import KeysimError
@@ -49,12 +51,18 @@ def port_of(url: str) -> int:
     return port
 
 
+def node_of(client: RedisCluster, key: str | bytes) -> str:
+    """Name (host:port) of the primary that serves ``key``'s slot."""
+    raw = key if isinstance(key, bytes) else key.encode()
+    return str(client.nodes_manager.get_node_from_slot(key_slot(raw)).name)
+
+
 def queues_on_distinct_nodes(client: RedisCluster, count: int) -> list[str]:
     """``count`` queue names whose keys live on ``count`` different nodes."""
     found: dict[str, str] = {}
     for i in range(1000):
         queue = f"q{i}"
-        found.setdefault(client.get_node_from_key(keys.queue_prefix(queue)).name, queue)
+        found.setdefault(node_of(client, keys.queue_prefix(queue)), queue)
         if len(found) == count:
             return list(found.values())
     raise AssertionError(f"no {count} queues on distinct nodes")
@@ -91,7 +99,7 @@ def test_command_line_starts_a_cluster_and_stops_it_on_ctrl_c() -> None:
         client = RedisCluster.from_url(urls[-1])  # any node is a seed
         for queue in ("a", "b", "c", "d"):
             client.set(keys.paused(queue), queue)
-        assert len({client.get_node_from_key(keys.paused(q)).name for q in "abcd"}) > 1
+        assert len({node_of(client, keys.paused(q)) for q in "abcd"}) > 1
         assert client.get(keys.paused("c")) == b"c"
         client.close()
         proc.send_signal(signal.SIGINT)
@@ -116,6 +124,7 @@ def test_command_line_refuses_a_bad_count(args: list[str], capsys: pytest.Captur
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_broker_on_a_cluster_writes_what_it_writes_on_one_server(
         cluster_client: RedisCluster, variant: str) -> None:
+    """Three queues, one per node (``asynq:queues`` lives in a slot of its own)."""
     queues = queues_on_distinct_nodes(cluster_client, 3)
     for queue in queues:
         on_cluster = Broker(cluster_client, variant)
@@ -128,10 +137,19 @@ def test_broker_on_a_cluster_writes_what_it_writes_on_one_server(
             assert on_cluster.snapshot(queue) == alone.snapshot(queue)
         assert on_cluster.queues() == alone.queues()
         on_cluster.release_connection()
-    # Every key of a queue on the node of the queue's slot, the registry on its own.
-    for node in cluster_client.get_primaries():
-        for key in cluster_client.scan_iter(target_nodes=node):
-            assert cluster_client.get_node_from_key(key).name == node.name, key
+
+
+def test_the_machine_reads_the_keyspace_in_the_round_trip_of_each_call(
+        cluster_client: RedisCluster) -> None:
+    broker = Broker(cluster_client)
+    observer = Observer(broker, "default")
+    broker.enqueue(message("t1", "default"))  # asynq:queues and the queue: two nodes
+    assert node_of(cluster_client, keys.ALL_QUEUES) != node_of(cluster_client, keys.pending("default"))
+    observed = observer.snapshot("default")
+    assert observer.served == 1
+    assert observed == broker.snapshot("default") and observed.registered
+    assert observed.members(keys.pending("default")) == ("t1",)
+    broker.release_connection()
 
 
 def test_a_call_whose_keys_span_slots_raises_and_sends_nothing(cluster_client: RedisCluster
@@ -171,9 +189,10 @@ def test_a_script_without_keys_is_refused_not_sent_anywhere(cluster_client: Redi
 
 def test_a_moved_slot_is_raised(real_cluster: LocalCluster) -> None:
     client = real_cluster.client()  # its own slot map, made stale below
-    slot = client.keyslot(keys.paused("a"))
+    slot = key_slot(keys.paused("a").encode())
     owner = client.nodes_manager.get_node_from_slot(slot)
-    stranger = next(node for node in client.get_primaries() if node.name != owner.name)
+    stranger = next(node for node in client.nodes_manager.nodes_cache.values()
+                    if node.name != owner.name)
     client.nodes_manager.slots_cache[slot] = [stranger]
     wire = ClusterWire(client)
     wire.sismember(keys.ALL_QUEUES, "a")
