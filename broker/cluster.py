@@ -48,6 +48,11 @@ READY_TIMEOUT_S = 20.0
 _BUS_PORT_ATTEMPTS = 3
 
 
+class ClusterUnsupported(ServerUnavailable):
+    """The servers found run, but are too old to form a cluster (see
+    :data:`CLUSTER_MIN_VERSION`): a test run on such a server skips the cluster's tests."""
+
+
 class LocalCluster:
     """Running cluster nodes: ``urls`` (any one is a seed), ``kind`` and ``version`` of the
     binary they run. Stopped by :meth:`stop` or on leaving the ``with`` block."""
@@ -89,11 +94,13 @@ class LocalCluster:
 
 def start_cluster(masters: int = 3, env: Mapping[str, str] | None = None) -> LocalCluster:
     """A ready cluster of ``masters`` nodes from the first launcher that can run one (only
-    ``KEYSIM_SERVER``'s when set); :class:`ServerUnavailable` says why each could not."""
+    ``KEYSIM_SERVER``'s when set); :class:`ServerUnavailable` says why each could not
+    (:class:`ClusterUnsupported` when every server found is too old for a cluster)."""
     if masters < 1:
         raise ValueError(f"a cluster needs at least 1 master, got {masters}")
     environ = os.environ if env is None else env
     reasons: list[str] = []
+    too_old = 0  # candidates that ran but cannot form a cluster
     for kind, find in chosen_launchers(environ.get("KEYSIM_SERVER", "")):
         binary = find()
         if binary is None:
@@ -101,9 +108,15 @@ def start_cluster(masters: int = 3, env: Mapping[str, str] | None = None) -> Loc
             continue
         try:
             return launch_cluster(binary, kind, masters)
+        except ClusterUnsupported as err:
+            too_old += 1
+            reasons.append(str(err))
         except ServerUnavailable as err:
             reasons.append(str(err))
-    raise ServerUnavailable("no server can run a local cluster; " + "; ".join(reasons))
+    message = "no server can run a local cluster; " + "; ".join(reasons)
+    if too_old and too_old == sum(not r.endswith(": not installed") for r in reasons):
+        raise ClusterUnsupported(message)
+    raise ServerUnavailable(message)
 
 
 def launch_cluster(binary: Path, kind: str, masters: int,
@@ -155,8 +168,8 @@ def _require_cluster_version(node: RedisServer) -> None:
         client.close()
     if parse_version(version) < CLUSTER_MIN_VERSION:
         need = ".".join(map(str, CLUSTER_MIN_VERSION))
-        raise ServerUnavailable(f"Redis {version} cannot form the cluster: need >= {need} for "
-                                "CLUSTER ADDSLOTSRANGE")
+        raise ClusterUnsupported(f"{node.kind} (Redis {version}) cannot form the cluster: "
+                                 f"need >= {need} for CLUSTER ADDSLOTSRANGE")
 
 
 def slot_ranges(masters: int) -> list[tuple[int, int]]:

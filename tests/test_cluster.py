@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 from urllib.parse import urlsplit
 
 import fakeredis
@@ -23,10 +24,11 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from support import VARIANTS, inspector_workload, message, server_workload
 
-from broker import Broker, calls
-from broker.cluster import LocalCluster, cluster_info, slot_ranges
+from broker import Broker, calls, cluster
+from broker.cluster import ClusterUnsupported, LocalCluster, cluster_info, slot_ranges
 from broker.cluster import main as cluster_main
 from broker.cluster_wire import ClusterRoutingError, ClusterWire
+from broker.servers import RedisServer, launch
 from harness.check import default_check_config, run_check
 from harness.observe import Observer
 from keysim.cli import main as keysim_main
@@ -118,6 +120,23 @@ def test_command_line_refuses_a_bad_count(args: list[str], capsys: pytest.Captur
                                           ) -> None:
     assert cluster_main(args) == 2
     assert "usage: python -m broker.servers --cluster N" in capsys.readouterr().err
+
+
+def test_a_server_too_old_for_a_cluster_is_refused_and_stopped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[RedisServer] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> RedisServer:
+        started.append(launch(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(cluster, "launch", recorded)
+    monkeypatch.setattr(cluster, "CLUSTER_MIN_VERSION", (99, 0))
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    with pytest.raises(ClusterUnsupported, match=r"cannot form the cluster: need >= 99\.0 for "
+                                                 r"CLUSTER ADDSLOTSRANGE"):
+        cluster.start_cluster(2, env)
+    assert started and all(node.pid is None for node in started)  # stopped, not left running
 
 
 # --- the broker on the cluster -----------------------------------------------------------------
