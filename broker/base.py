@@ -10,10 +10,10 @@ from typing import Any
 import redis
 
 from broker import calls
+from broker.cluster_wire import wire_for
 from broker.codec import decode_message, encode_message
-from broker.scripting import TTL_SHIFT_MS, Arg, ScriptRunner
+from broker.scripting import TTL_SHIFT_MS, Arg, Client, ScriptRunner
 from broker.variants import Quirk, Variant, variant
-from broker.wire import Wire
 from model import keys, validation
 from model.clock import VirtualClock
 from model.errors import ERROR_FOR, ScriptError
@@ -33,7 +33,7 @@ class BrokerBase:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         variant: str | Variant = "reference",
         policy: Policy | None = None,
         clock: VirtualClock | None = None,
@@ -44,13 +44,22 @@ class BrokerBase:
         self.clock = clock if clock is not None else VirtualClock()
         self._run = ScriptRunner.shared(client, self.variant)
         #: The pipeline every write (script call or command) and every snapshot goes out on,
-        #: on a connection of its own for the broker's lifetime. Whatever stands here is used:
-        #: a wrapper with the same methods may add commands to each batch (harness.observe does).
-        self.wire: Any = Wire(client, hold=True)
+        #: on a connection of its own (one per node on a cluster client: ``ClusterWire``) for
+        #: the broker's lifetime. Whatever stands here is used: a wrapper with the same methods
+        #: may add commands to each batch (harness.observe does).
+        self.wire: Any = wire_for(client, hold=True)
 
     @property
-    def client(self) -> redis.Redis:
-        """The Redis client the broker runs on."""
+    def client(self) -> Client:
+        """The Redis client the broker runs on (one server's, or a cluster's)."""
+        return self._client
+
+    @property
+    def server_client(self) -> redis.Redis:
+        """The client, for code that works on one server only (the simulator's pipelines and
+        memory figures); TypeError on a cluster client, whose commands go to several nodes."""
+        if not isinstance(self._client, redis.Redis):
+            raise TypeError(f"this needs one server's client, not a {type(self._client).__name__}")
         return self._client
 
     def release_connection(self) -> None:

@@ -364,12 +364,15 @@ def remove_queue(queue: str, force: bool, found: Iterable[str] = ()) -> Call:
                 [int(force), k.task_prefix, k.group_prefix, k.queue_prefix])
 
 
-# --- the harness's view: keyspace and clock (no KEYS: they SCAN the queue's prefix) -------------
+# --- the harness's view: keyspace and clock (they SCAN the queue's prefix) ----------------------
+# Their one KEY is the queue's prefix, not a key they touch: it routes the call to the queue's
+# Cluster slot (a script without KEYS could run on any node).
 def snapshot(queue: str) -> Call:
     """Every key of ``queue``, whatever its TTL."""
-    return Call("snapshot", [], [keys.queue_pattern(queue), SCAN_COUNT])
+    return Call("snapshot", [_of(queue).queue_prefix], [keys.queue_pattern(queue), SCAN_COUNT])
 
 
 def sweep_expired(queue: str, now_ns: int) -> Call:
     """Delete the queue's keys whose virtual deadline passed."""
-    return Call("sweep_expired", [], [keys.queue_pattern(queue), now_ns // _MS, SCAN_COUNT])
+    return Call("sweep_expired", [_of(queue).queue_prefix],
+                [keys.queue_pattern(queue), now_ns // _MS, SCAN_COUNT])

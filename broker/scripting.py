@@ -16,18 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from broker.variants import Quirk, Variant
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 PRELUDE = "_prelude"
-#: Scripts that find their keys by SCAN over one queue's prefix instead of taking KEYS: the
-#: harness's view of the keyspace and its clock, not Asynq operations.
+#: Scripts that find their keys by SCAN over one queue's prefix (their one KEY, the prefix, only
+#: names the queue's Cluster slot): the harness's view of the keyspace and its clock, not Asynq
+#: operations.
 SCAN_SCRIPTS = frozenset({"snapshot", "sweep_expired"})
 #: Virtual TTL deadlines are stored shifted by this many ms (see docs/reference-design.md).
 TTL_SHIFT_MS = 2_000_000_000_000
 
 Arg = str | bytes | int | float
+#: A client the broker runs on: one server, or a Redis Cluster.
+Client = redis.Redis | RedisCluster
 
 
 @cache
@@ -117,7 +121,7 @@ def _prelude_needed_by(text: str) -> list[str]:
 
 
 #: Scripts sent (name -> SHA1) by client, then by the quirk set that selects their text.
-_SENT: weakref.WeakKeyDictionary[redis.Redis, dict[frozenset[Quirk], dict[str, str]]] = \
+_SENT: weakref.WeakKeyDictionary[Client, dict[frozenset[Quirk], dict[str, str]]] = \
     weakref.WeakKeyDictionary()
 
 
@@ -126,14 +130,14 @@ class ScriptRunner:
     text is loaded once (SCRIPT LOAD), then only its SHA1 is sent (EVALSHA) — so a fresh
     database never pays for a NOSCRIPT answer and a reload."""
 
-    def __init__(self, client: redis.Redis, variant: Variant,
+    def __init__(self, client: Client, variant: Variant,
                  sent: dict[str, str] | None = None) -> None:
         self._client = client
         self._variant = variant
         self._sha: dict[str, str] = {} if sent is None else sent  # scripts sent: name -> SHA1
 
     @classmethod
-    def shared(cls, client: redis.Redis, variant: Variant) -> ScriptRunner:
+    def shared(cls, client: Client, variant: Variant) -> ScriptRunner:
         """A runner that knows which of ``variant``'s scripts ``client`` has sent already:
         brokers built one after another on one client (one per example of the stateful
         machine) send each script's text once, not once per broker.

@@ -23,7 +23,8 @@ The audit reads any Redis ≥ 6.2, so its tests pass ``min_version=AUDIT_MIN_VER
 ...     redis.Redis.from_url(server.url).ping()
 True
 
-``python -m broker.servers`` starts one and prints its URL until Ctrl-C.
+``python -m broker.servers`` starts one and prints its URL until Ctrl-C; ``--cluster N`` starts
+a local Redis Cluster of N masters instead (``broker.cluster``).
 """
 
 from __future__ import annotations
@@ -436,14 +437,19 @@ def _tail(log: Path, limit: int = 600) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Start a server, print its URL, and keep it running until Ctrl-C; with ``--list``, show
-    which servers this machine can start instead."""
+    which servers this machine can start instead; with ``--cluster N``, start a local cluster
+    of N masters (``broker.cluster``)."""
     args = sys.argv[1:] if argv is None else argv
     if args == ["--list"]:
         for kind, binary, what in available():
             print(f"{kind:13} {what:40} {binary or ''}")
         return 0
+    if args[:1] == ["--cluster"]:
+        from broker.cluster import main as cluster_main
+
+        return cluster_main(args[1:])
     if args:
-        print("usage: python -m broker.servers [--list]", file=sys.stderr)
+        print("usage: python -m broker.servers [--list | --cluster N]", file=sys.stderr)
         return 2
     server = start_server_or_report()
     if server is None:

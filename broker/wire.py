@@ -193,6 +193,12 @@ class Wire:
         if self._unsent >= self._send_every:
             self._send()
 
+    def flush(self) -> None:
+        """Send what is queued now, without reading replies (:meth:`execute` reads them): a
+        caller with batches for several servers sends them all before it waits for one."""
+        if self._packed:
+            self._send()
+
     def _send(self) -> None:
         items = list(self._packed)
         self._packed.clear()
@@ -233,8 +239,7 @@ class Wire:
         count, self._count = self._count, 0
         if not count:
             return
-        if self._packed:
-            self._send()
+        self.flush()
         conn, read_all = self._conn, False
         try:
             if self._raw:

@@ -1,5 +1,5 @@
 """Where the system under test runs: pooled fakeredis servers, a private real Redis, a Redis
-URL, or Asynq's own Go code (see ``MachineConfig.backend``).
+URL, a private local Redis Cluster, or Asynq's own Go code (see ``MachineConfig.backend``).
 
 >>> client = make_client("fakeredis")
 >>> client.dbsize()
@@ -13,8 +13,10 @@ from typing import Any
 
 import fakeredis
 import redis
+from redis.cluster import RedisCluster
 
 from broker import Broker
+from broker.scripting import Client
 from harness.config import MachineConfig
 from harness.fakeserver import new_client
 from harness.late_writes import LateWritesBroker
@@ -22,8 +24,8 @@ from model.clock import VirtualClock
 from model.policy import Policy
 
 
-def make_client(backend: str) -> redis.Redis:
-    """An empty Redis database for one run of the machine.
+def make_client(backend: str) -> Client:
+    """An empty Redis database for one run of the machine (on ``cluster``, a cluster client).
 
     Clients are reused across runs (a fakeredis server once its machine is torn down, see
     :func:`release_client`; one client per real server URL) and emptied with FLUSHALL/FLUSHDB:
@@ -35,11 +37,16 @@ def make_client(backend: str) -> redis.Redis:
         fake = _FAKE_POOL.pop() if _FAKE_POOL else new_client()
         fake.flushall()
         return fake
-    url = backend if backend.startswith(("redis://", "rediss://", "unix://")) else _server_url()
-    if url not in _REAL_CLIENTS:
-        _REAL_CLIENTS[url] = redis.Redis.from_url(url)
-    client = _REAL_CLIENTS[url]
-    client.flushdb()
+    if backend == CLUSTER_BACKEND:
+        if backend not in _REAL_CLIENTS:
+            _REAL_CLIENTS[backend] = RedisCluster.from_url(_cluster_url())
+        client: Client = _REAL_CLIENTS[backend]
+    else:
+        url = backend if backend.startswith(("redis://", "rediss://", "unix://")) else _server_url()
+        if url not in _REAL_CLIENTS:
+            _REAL_CLIENTS[url] = redis.Redis.from_url(url)
+        client = _REAL_CLIENTS[url]
+    client.flushdb()  # on a cluster, on every primary
     return client
 
 
@@ -53,13 +60,18 @@ def release_client(client: Any) -> None:
 
 _FAKE_POOL: list[fakeredis.FakeRedis] = []
 _FAKE_POOL_SIZE = 4  # servers kept for reuse; machines run one at a time, a few nest
-_REAL_CLIENTS: dict[str, redis.Redis] = {}
+_REAL_CLIENTS: dict[str, Client] = {}
 
 
 #: The backend that runs Asynq's own code (see ``MachineConfig.backend``).
 ASYNQ_BACKEND = "asynq"
+#: The backend that runs the broker on a private local Redis Cluster (``broker.cluster``).
+CLUSTER_BACKEND = "cluster"
+#: Masters of that cluster.
+CLUSTER_MASTERS = 3
 
 _SERVER: list[Any] = []
+_CLUSTER: list[Any] = []
 _GO_BROKERS: dict[str, Any] = {}  # Asynq version -> AsynqGoBroker, one driver per process
 
 
@@ -93,3 +105,19 @@ def _server_url() -> str:
 
         _SERVER.append(start_server())
     return str(_SERVER[0].url)
+
+
+def private_cluster() -> Any:
+    """The ``cluster`` backend's local cluster (a ``broker.cluster.LocalCluster`` of
+    :data:`CLUSTER_MASTERS` masters), started at the first call in this process and kept until
+    it exits (``KEYSIM_SERVER`` picks the binary; ``REDIS_URL`` does not apply). Raises
+    ``ServerUnavailable`` when no binary can run one."""
+    if not _CLUSTER:
+        from broker.cluster import start_cluster
+
+        _CLUSTER.append(start_cluster(CLUSTER_MASTERS))
+    return _CLUSTER[0]
+
+
+def _cluster_url() -> str:
+    return str(private_cluster().url)

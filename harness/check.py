@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, Phase, settings, target
 from hypothesis.stateful import get_state_machine_test
 
 from broker.variants import variant as variant_named
+from harness.backends import CLUSTER_BACKEND
 from harness.config import MACHINE_POLICY, MachineConfig
 from harness.leaks import LeakFound
 from harness.machine import ASYNQ_BACKEND, COVERAGE, KeyMachine, make_machine, overriding
@@ -40,8 +41,10 @@ MIN_HITS = 3
 #: ... and the coverage-driven check runs at least this many examples.
 MIN_EXAMPLES = 100
 #: Default budget of the coverage-driven check in seconds, by backend: a real Redis answers
-#: each script over a socket, Asynq's own code through its Go driver on top.
-BUDGETS: Mapping[str, float] = {"fakeredis": 60.0, "server": 180.0, ASYNQ_BACKEND: 600.0}
+#: each script over a socket (a cluster's nodes too, a step's batch split between two of
+#: them), Asynq's own code through its Go driver on top.
+BUDGETS: Mapping[str, float] = {"fakeredis": 60.0, "server": 180.0, CLUSTER_BACKEND: 180.0,
+                                ASYNQ_BACKEND: 600.0}
 #: Examples per Hypothesis run of the coverage-driven check, and steps per example: many short
 #: runs with fresh seeds reach more of the table than one long run (each run's examples
 #: mutate its own early ones).

@@ -48,9 +48,11 @@ class MachineConfig:
     """What to test: the broker variant, the backend, the policy, whether to drain at the end."""
 
     variant: str = "reference"
-    #: "fakeredis", "server" (a private real Redis), a redis:// URL, or "asynq": Asynq's own Go
-    #: code (the conformance driver for an ``asynq-vX.Y.Z`` variant) on a private real Redis;
-    #: then the policy's fields Asynq hard-codes take Asynq's values (see :func:`make_machine`).
+    #: "fakeredis", "server" (a private real Redis), a redis:// URL, "cluster" (a private local
+    #: Redis Cluster of three masters, the broker on ``redis.cluster.RedisCluster``), or
+    #: "asynq": Asynq's own Go code (the conformance driver for an ``asynq-vX.Y.Z`` variant) on
+    #: a private real Redis; then the policy's fields Asynq hard-codes take Asynq's values (see
+    #: :func:`make_machine`).
     backend: str = "fakeredis"
     policy: Policy = MACHINE_POLICY
     drain: bool = True

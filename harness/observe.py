@@ -26,9 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import redis
-
 from broker import Broker
+from broker.scripting import Client
 from model import keys
 from model.snapshot import KeyspaceSnapshot
 
@@ -67,7 +66,7 @@ class Observer:
         self._seen = None
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Client:
         """The broker's client. Whoever takes it may change the keyspace behind the broker's
         back, so taking it forgets what was observed."""
         self._seen = None

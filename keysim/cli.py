@@ -280,7 +280,7 @@ def _add_check(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help=_MACHINE_BACKEND_HELP)
     parser.add_argument("--budget", type=_duration, default=None, metavar="T",
                         help="time for the coverage-driven run, e.g. 60s, 5m (default: 60s on "
-                             "fakeredis, 3m on a real Redis, 10m on asynq)")
+                             "fakeredis, 3m on a real Redis or cluster, 10m on asynq)")
     parser.add_argument("--min-hits", type=_positive(1), default=MIN_HITS, metavar="K",
                         help=f"each reachable pair must run K times (default: {MIN_HITS})")
     parser.add_argument("--max-examples", type=_positive(1), default=None, metavar="N",
@@ -317,20 +317,22 @@ def _backend(text: str) -> str:
 
 
 def _machine_backend(text: str) -> str:
-    """A backend of the stateful machine: those of :func:`_backend`, or ``asynq``."""
+    """A backend of the stateful machine: those of :func:`_backend`, ``cluster`` or ``asynq``."""
+    from harness.backends import CLUSTER_BACKEND
     from harness.machine import ASYNQ_BACKEND
 
-    if text == ASYNQ_BACKEND:
+    if text in (ASYNQ_BACKEND, CLUSTER_BACKEND):
         return text
     try:
         return _backend(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"backend must be fakeredis, server, asynq or a redis:// URL, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"backend must be fakeredis, server, cluster, asynq or a "
+                                         f"redis:// URL, got {text!r}") from None
 
 
-_MACHINE_BACKEND_HELP = ("fakeredis (default), server (a private real Redis), a redis:// URL, or "
-                         "asynq: Asynq's own Go code (asynq-v* variants; needs Go)")
+_MACHINE_BACKEND_HELP = ("fakeredis (default), server (a private real Redis), a redis:// URL, "
+                         "cluster (a private local Redis Cluster of 3 masters), or asynq: Asynq's "
+                         "own Go code (asynq-v* variants; needs Go)")
 
 
 def _run_check(args: argparse.Namespace) -> int:

@@ -145,7 +145,7 @@ class _Deferred(Broker):
     def __init__(self, parent: Broker, wire: bool) -> None:
         super().__init__(parent.client, parent.variant, parent.policy, parent.clock)
         self._run = parent._run  # share the registered scripts
-        self.pipe: Any = Wire(parent.client) if wire else parent.client.pipeline(transaction=False)
+        self.pipe: Any = Wire(parent.server_client) if wire else parent.client.pipeline(transaction=False)
         self.queued = 0  # commands on the pipeline (scripts and SADDs)
         self.scripts = 0  # script calls among them
         self.last_call = -1  # index of the latest script call
@@ -191,7 +191,7 @@ class Batch:
     def __init__(self, broker: Broker, wire: bool | None = None) -> None:
         self.broker = broker
         if wire is None:
-            wire = wire_capable(broker.client)
+            wire = wire_capable(broker.server_client)
         self.wire = wire
         self._deferred = _Deferred(broker, wire)
         self._ops: list[tuple[object, int]] = []

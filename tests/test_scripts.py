@@ -22,7 +22,6 @@ from benchmarks import lifecycles as bench
 from broker import Broker
 from broker.scripting import (
     PRELUDE,
-    SCAN_SCRIPTS,
     ScriptRunner,
     full_source,
     header,
@@ -30,6 +29,7 @@ from broker.scripting import (
     script_text,
 )
 from broker.servers import RedisServer
+from model.keys import queue_pattern
 from model.message import TaskMessage
 
 SLOTS = 16384
@@ -144,10 +144,11 @@ NOW = 1_767_225_600
 
 
 class Spy:
-    """Records (script, keys) of every script the brokers queue (every call goes on a pipeline)."""
+    """Records (script, keys, args) of every script the brokers queue (every call goes on a
+    pipeline)."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, list[str]]] = []
+        self.calls: list[tuple[str, list[str], list[Any]]] = []
 
 
 @pytest.fixture
@@ -157,7 +158,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spy]:
 
     def recording_queued(self: ScriptRunner, pipe: Any, name: str, keys: Sequence[str],
                          args: Sequence[Any] = ()) -> None:
-        recorder.calls.append((name, list(keys)))
+        recorder.calls.append((name, list(keys), list(args)))
         queue_original(self, pipe, name, keys, args)
 
     monkeypatch.setattr(ScriptRunner, "queue_on", recording_queued)
@@ -176,13 +177,20 @@ def test_every_call_keeps_its_keys_in_one_slot(spy: Spy) -> None:
             b = Broker(client, variant)
             server_workload(b, q)
             inspector_workload(b, q)
+            b.expire_due(q)
+            b.snapshot(q)
             slot = key_slot("{" + q + "}")
-            for name, keys in spy.calls:
+            for name, keys, args in spy.calls:
                 assert keys, f"{name} was called without KEYS: a cluster could not route it"
                 slots = {key_slot(k) for k in keys}
                 assert slots == {slot}, f"{variant} {name} on {q!r}: keys {keys} span slots {slots}"
-            called |= {name for name, _ in spy.calls}
-    missing = set(SCRIPTS) - SCAN_SCRIPTS - called
+                # Keys a script computes from ARGV (prefixes .. id) must share the slot too: a
+                # server only refuses them when they live on another node.
+                named = [a for a in args if isinstance(a, str) and a.startswith("asynq:")
+                         and a != queue_pattern(q)]
+                assert {key_slot(a) for a in named} <= {slot}, f"{name} on {q!r}: ARGV {named}"
+            called |= {name for name, _, _ in spy.calls}
+    missing = set(SCRIPTS) - called
     assert not missing, f"the workload never ran: {sorted(missing)}"
 
 

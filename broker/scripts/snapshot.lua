@@ -1,6 +1,7 @@
 -- snapshot: read every key of one queue (read-only), with its expiry; the caller judges the
 -- (virtual) TTLs, so a snapshot taken before the clock moves stays usable after.
--- KEYS: none (the keys are found by SCAN over the queue's hash-tagged prefix)
+-- KEYS[1] queue prefix  asynq:{q}: (no key has that name: it names the queue's Cluster slot,
+--         so the call runs where the queue's keys are; they are found by SCAN over it)
 -- ARGV[1] MATCH pattern for the queue's keys (glob-escaped prefix followed by *)
 -- ARGV[2] SCAN COUNT hint
 -- Reply: flat list of {key, type, pexpiretime, value...} entries, one table per key, where

@@ -1,6 +1,7 @@
 -- sweep_expired: delete every key of one queue whose virtual deadline has passed, as Redis's own
 -- expiry would have by now. Not an Asynq operation: the environment's clock, one round trip.
--- KEYS: none (the keys are found by SCAN over the queue's hash-tagged prefix)
+-- KEYS[1] queue prefix  asynq:{q}: (no key has that name: it names the queue's Cluster slot,
+--         so the call runs where the queue's keys are; they are found by SCAN over it)
 -- ARGV[1] MATCH pattern for the queue's keys (glob-escaped prefix followed by *)
 -- ARGV[2] now_ms (virtual)
 -- ARGV[3] SCAN COUNT hint
