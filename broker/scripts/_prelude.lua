@@ -110,6 +110,9 @@ local function ok(...)
 end
 
 local function refuse(status)
+    if type(status) == "table" then
+        return status  -- already an error reply (redis.error_reply)
+    end
     return {status}
 end
 
@@ -123,10 +126,28 @@ local function index_ids(index_key, state)
     return redis.call("ZRANGE", index_key, 0, -1)
 end
 
+-- A hash that names no index holding `id` (no state, a group task without its group, a zombie,
+-- a task staged in an aggregation set): NOT_FOUND. Asynq (inspector_errors_on_inconsistent_task)
+-- fails instead, before any write: a Lua error when the state (or a group task's group) is
+-- missing, else an error reply.
+local function inconsistent_task(id, state, group, source)
+    if not Q.inspector_errors_on_inconsistent_task then
+        return "NOT_FOUND"
+    end
+    if not state then
+        error("task " .. id .. ": its hash has no state field")
+    end
+    if state == "aggregating" and not group then
+        error("task " .. id .. ": its hash has no group field")
+    end
+    return redis.error_reply("task " .. id .. " in state " .. state .. " is not in its index ("
+        .. (source or "none") .. ")")
+end
+
 -- Locate task `id` for a per-task inspector op, writing nothing. `indexes` maps a state to its
 -- index key; the group zset is group_prefix .. <hash's group>; `already` is the op's target
--- state (nil for delete). Returns state, source key, group; or nil and the refusal status.
--- An id missing from its index (staged in an aggregation set, or a zombie) is NOT_FOUND.
+-- state (nil for delete). Returns state, source key, group; or nil and the refusal (a status,
+-- or an error reply: see inconsistent_task).
 local function find_task(task_key, id, indexes, group_prefix, already)
     if redis.call("EXISTS", task_key) == 0 then
         return nil, "NOT_FOUND"
@@ -144,7 +165,7 @@ local function find_task(task_key, id, indexes, group_prefix, already)
         source = group_prefix .. group
     end
     if not source then
-        return nil, "NOT_FOUND"
+        return nil, inconsistent_task(id, state, group, source)
     end
     local found
     if state == "pending" then
@@ -153,7 +174,7 @@ local function find_task(task_key, id, indexes, group_prefix, already)
         found = redis.call("ZSCORE", source, id)
     end
     if not found then
-        return nil, "NOT_FOUND"
+        return nil, inconsistent_task(id, state, group, source)
     end
     return state, source, group
 end
