@@ -7,7 +7,8 @@ database of the same server, sharing one :class:`~model.clock.VirtualClock`. Aft
 two answers must be equal (results and counts, the same refusal, or a script failing the same
 way: see :func:`script_failure`), and so must the two normalised
 keyspaces (:meth:`~broker.base.BrokerBase.snapshot`: msg decoded field by field, TTLs as virtual
-deadlines). A divergence raises :class:`Divergence` with the diff, both keyspaces and the steps
+deadlines). Besides operations, a step may advance the clock or evict a task hash from both
+databases. A divergence raises :class:`Divergence` with the diff, both keyspaces and the steps
 so far; Hypothesis then shrinks the sequence and prints it.
 
 >>> Op("tick", (61,))
@@ -26,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.base import BrokerBase
+from model import keys
 from model.clock import EPOCH_NS, VirtualClock
 from model.errors import KeysimError, ScriptError
 from model.message import TaskMessage
@@ -172,16 +174,24 @@ _WEIGHTS = {"enqueue": 4, "enqueue_unique": 2, "schedule": 2, "add_to_group": 3,
 _TICK_WEIGHT = 4
 
 
+#: Steps that are not operations: a clock step, and the eviction of a task hash (as Redis under
+#: ``maxmemory`` with an ``allkeys-*`` policy does), the same on both databases; an eviction
+#: leaves ids without a hash, where answers depend on how each script treats them.
+_EVENT_WEIGHTS = {"tick": _TICK_WEIGHT, "evict": 1}
+
+
 def _draw(name: str) -> st.SearchStrategy[Op]:
     if name == "tick":
         return st.sampled_from(TICKS).map(lambda seconds: Op("tick", (seconds,)))
+    if name == "evict":
+        return ids.map(lambda task_id: Op("evict", (task_id,)))
     return _STRATEGIES[name].map(lambda args: Op(name, args))
 
 
-#: One step: an operation (or a clock step), drawn by weight, with its arguments.
+#: One step: an operation (or a clock step or an eviction), drawn by weight, with its arguments.
 step = st.sampled_from(
-    [name for name in (*OPERATIONS, "tick")
-     for _ in range(_TICK_WEIGHT if name == "tick" else _WEIGHTS.get(name, 1))]
+    [name for name in (*OPERATIONS, *_EVENT_WEIGHTS)
+     for _ in range(_EVENT_WEIGHTS.get(name) or _WEIGHTS.get(name, 1))]
 ).flatmap(_draw)
 sequences = st.lists(step, min_size=8, max_size=40)
 
@@ -266,6 +276,24 @@ SCENARIOS: dict[str, list[Op]] = {
         Op("add_to_group", (_msg("t1"), "g0")), Op("tick", (31,)),
         Op("aggregation_check", ("g0", _set_id(4))), Op("delete_task", ("t1",)),
         Op("archive_task", ("t1",)), Op("run_task", ("t1",)),
+    ],
+    # Evicted hashes: bulk deletes of indexes holding ids without a hash, in every state;
+    # per-task ops on such ids.
+    "evictions": [
+        Op("enqueue", (_msg("t0"),)), Op("enqueue", (_msg("t1"),)), Op("evict", ("t0",)),
+        Op("delete_task", ("t0",)), Op("archive_task", ("t0",)), Op("run_task", ("t0",)),
+        Op("delete_all_tasks", ((TaskState.PENDING, None),)),
+        Op("schedule", (_msg("t0"), 60)), Op("add_to_group", (_msg("t1"), "g0")),
+        Op("add_to_group", (_msg("t2"), "g0")), Op("evict", ("t0",)), Op("evict", ("t1",)),
+        Op("delete_all_tasks", ((TaskState.SCHEDULED, None),)),
+        Op("delete_all_tasks", ((TaskState.AGGREGATING, "g0"),)),
+        Op("enqueue", (_msg("t0", retry=1),)), Op("dequeue"), Op("retry", (-1, 60, True)),
+        Op("enqueue", (_msg("t1"),)), Op("archive_task", ("t1",)),
+        Op("enqueue", (_msg("t2", retention=60),)), Op("dequeue"), Op("mark_as_complete", (-1,)),
+        Op("evict", ("t0",)), Op("evict", ("t1",)), Op("evict", ("t2",)),
+        Op("delete_all_tasks", ((TaskState.RETRY, None),)),
+        Op("delete_all_tasks", ((TaskState.ARCHIVED, None),)),
+        Op("delete_all_tasks", ((TaskState.COMPLETED, None),)),
     ],
 }
 
@@ -366,6 +394,9 @@ class Differential:
             run.steps.append(repr(op))
             if op.name == "tick":
                 self.clock.advance(op.args[0])
+            elif op.name == "evict":
+                for broker in (self.ours, self.theirs):
+                    broker.client.delete(keys.task(QUEUE, op.args[0]))
             else:
                 self._step(op, run)
             self._compare_keyspaces(run)
