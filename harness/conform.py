@@ -178,6 +178,8 @@ _TICK_WEIGHT = 4
 #: ``maxmemory`` with an ``allkeys-*`` policy does), the same on both databases; an eviction
 #: leaves ids without a hash, where answers depend on how each script treats them.
 _EVENT_WEIGHTS = {"tick": _TICK_WEIGHT, "evict": 1}
+#: The steps that are not operations.
+EVENTS = tuple(_EVENT_WEIGHTS)
 
 
 def _draw(name: str) -> st.SearchStrategy[Op]:
