@@ -174,11 +174,11 @@ _WEIGHTS = {"enqueue": 4, "enqueue_unique": 2, "schedule": 2, "add_to_group": 3,
 _TICK_WEIGHT = 4
 
 
-#: Steps that are not operations: a clock step, and the eviction of a task hash (as Redis under
+#: Steps that are not operations, by weight: a clock step, and the eviction of a task hash (as Redis under
 #: ``maxmemory`` with an ``allkeys-*`` policy does), the same on both databases; an eviction
 #: leaves ids without a hash, where answers depend on how each script treats them.
 _EVENT_WEIGHTS = {"tick": _TICK_WEIGHT, "evict": 1}
-#: The steps that are not operations.
+#: Their names.
 EVENTS = tuple(_EVENT_WEIGHTS)
 
 
