@@ -36,7 +36,8 @@ class InspectorOps(BrokerBase):
         """T28: delete a task that is not active, releasing its unique lock.
 
         Raises TaskNotFoundError (no hash, or not in its index — e.g. staged in an aggregation
-        set), TaskActiveError.
+        set; Asynq's variants raise ScriptError for the latter, as every per-task op does),
+        TaskActiveError.
         """
         self._check_task(queue, task_id)
         self.call(*calls.delete_task(queue, task_id, self.clock.now_ns))
@@ -59,7 +60,8 @@ class InspectorOps(BrokerBase):
 
     # --- bulk (T31–T38) -----------------------------------------------------------------------
     def delete_all_tasks(self, queue: str, state: TaskState, group: str | None = None) -> int:
-        """T36–T38: delete every task in ``state`` (of ``group`` for AGGREGATING); return how many.
+        """T36–T38: delete every task in ``state`` (of ``group`` for AGGREGATING); return how many
+        (Asynq's variants: how many ids the index held, hashes present or not).
 
         >>> import fakeredis
         >>> from broker import Broker

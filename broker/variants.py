@@ -69,6 +69,12 @@ class Quirk(StrEnum):
     #: inspector ops (per-task, bulk, remove_queue) refuse a queue not in asynq:queues
     #: (QueueNotFoundError), as Asynq's checkQueueExists does
     INSPECTOR_REQUIRES_QUEUE = "inspector_requires_queue"
+    #: delete_all counts every id of the index, hash or not (spec T36–T38)
+    BULK_DELETE_COUNTS_EVERY_ID = "bulk_delete_counts_every_id"
+    #: delete_task/archive_task/run_task on a hash its state's index does not hold fail with a
+    #: script error (a Lua error without state or group, else an error reply), not NOT_FOUND
+    #: (spec T28–T30)
+    INSPECTOR_ERRORS_ON_INCONSISTENT_TASK = "inspector_errors_on_inconsistent_task"
 
 
 #: The bug-zoo id (spec §4) of each quirk that is a zoo defect, as docs, the CLI and saved
@@ -112,6 +118,8 @@ _V026 = frozenset({
     Quirk.LATE_GUARDS,
     Quirk.PAUSE_UNREGISTERED,
     Quirk.INSPECTOR_REQUIRES_QUEUE,
+    Quirk.BULK_DELETE_COUNTS_EVERY_ID,
+    Quirk.INSPECTOR_ERRORS_ON_INCONSISTENT_TASK,
 })
 #: v0.24.0: the server archive trim leaked hashes (BZ-1) and had no unpack overflow (BZ-15).
 _V024 = (_V026 | {Quirk.ARCHIVE_TRIM_KEEPS_HASHES}) - {Quirk.ARCHIVE_CUTOFF_UNPACK_OVERFLOW}

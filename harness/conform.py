@@ -4,9 +4,11 @@ Hypothesis generates operation sequences; each sequence is applied, step by step
 :class:`broker.Broker` (our Lua scripts, variant ``asynq-v0.26.0`` or ``asynq-v0.24.0``) on one
 Redis database and to :class:`broker.asynq_go.AsynqGoBroker` (Asynq's own Go code) on another
 database of the same server, sharing one :class:`~model.clock.VirtualClock`. After every step the
-two answers must be equal (results, or the same refusal), and so must the two normalised
+two answers must be equal (results and counts, the same refusal, or a script failing the same
+way: see :func:`script_failure`), and so must the two normalised
 keyspaces (:meth:`~broker.base.BrokerBase.snapshot`: msg decoded field by field, TTLs as virtual
-deadlines). A divergence raises :class:`Divergence` with the diff, both keyspaces and the steps
+deadlines). Besides operations, a step may advance the clock or evict a task hash from both
+databases. A divergence raises :class:`Divergence` with the diff, both keyspaces and the steps
 so far; Hypothesis then shrinks the sequence and prints it.
 
 >>> Op("tick", (61,))
@@ -25,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.base import BrokerBase
+from model import keys
 from model.clock import EPOCH_NS, VirtualClock
 from model.errors import KeysimError, ScriptError
 from model.message import TaskMessage
@@ -171,16 +174,26 @@ _WEIGHTS = {"enqueue": 4, "enqueue_unique": 2, "schedule": 2, "add_to_group": 3,
 _TICK_WEIGHT = 4
 
 
+#: Steps that are not operations, by weight: a clock step, and the eviction of a task hash (as Redis under
+#: ``maxmemory`` with an ``allkeys-*`` policy does), the same on both databases; an eviction
+#: leaves ids without a hash, where answers depend on how each script treats them.
+_EVENT_WEIGHTS = {"tick": _TICK_WEIGHT, "evict": 1}
+#: Their names.
+EVENTS = tuple(_EVENT_WEIGHTS)
+
+
 def _draw(name: str) -> st.SearchStrategy[Op]:
     if name == "tick":
         return st.sampled_from(TICKS).map(lambda seconds: Op("tick", (seconds,)))
+    if name == "evict":
+        return ids.map(lambda task_id: Op("evict", (task_id,)))
     return _STRATEGIES[name].map(lambda args: Op(name, args))
 
 
-#: One step: an operation (or a clock step), drawn by weight, with its arguments.
+#: One step: an operation (or a clock step or an eviction), drawn by weight, with its arguments.
 step = st.sampled_from(
-    [name for name in (*OPERATIONS, "tick")
-     for _ in range(_TICK_WEIGHT if name == "tick" else _WEIGHTS.get(name, 1))]
+    [name for name in (*OPERATIONS, *_EVENT_WEIGHTS)
+     for _ in range(_EVENT_WEIGHTS.get(name) or _WEIGHTS.get(name, 1))]
 ).flatmap(_draw)
 sequences = st.lists(step, min_size=8, max_size=40)
 
@@ -254,23 +267,72 @@ SCENARIOS: dict[str, list[Op]] = {
         Op("dequeue"), Op("done", (-1,)), Op("write_result", ("t1", b"")),
         Op("extend_lease", (("t1",),)), Op("tick", (DAY,)),
     ],
+    # Per-task ops on tasks their state's index does not hold: a zombie an inspector archive
+    # trim left (BZ-2), a write_result stub (BZ-18), a task staged in an aggregation set.
+    "inconsistent_tasks": [
+        Op("schedule", (_msg("t0"), 60)), Op("archive_task", ("t0",)), Op("tick", (91 * DAY,)),
+        Op("enqueue", (_msg("t1"),)), Op("archive_task", ("t1",)), Op("delete_task", ("t0",)),
+        Op("run_task", ("t0",)), Op("archive_task", ("t0",)), Op("write_result", ("t2", b"r")),
+        Op("delete_task", ("t2",)), Op("archive_task", ("t2",)), Op("run_task", ("t2",)),
+        Op("delete_all_tasks", ((TaskState.ARCHIVED, None),)),
+        Op("add_to_group", (_msg("t1"), "g0")), Op("tick", (31,)),
+        Op("aggregation_check", ("g0", _set_id(4))), Op("delete_task", ("t1",)),
+        Op("archive_task", ("t1",)), Op("run_task", ("t1",)),
+    ],
+    # Evicted hashes: bulk deletes of indexes holding ids without a hash, in every state;
+    # per-task ops on such ids.
+    "evictions": [
+        Op("enqueue", (_msg("t0"),)), Op("enqueue", (_msg("t1"),)), Op("evict", ("t0",)),
+        Op("delete_task", ("t0",)), Op("archive_task", ("t0",)), Op("run_task", ("t0",)),
+        Op("delete_all_tasks", ((TaskState.PENDING, None),)),
+        Op("schedule", (_msg("t0"), 60)), Op("add_to_group", (_msg("t1"), "g0")),
+        Op("add_to_group", (_msg("t2"), "g0")), Op("evict", ("t0",)), Op("evict", ("t1",)),
+        Op("delete_all_tasks", ((TaskState.SCHEDULED, None),)),
+        Op("delete_all_tasks", ((TaskState.AGGREGATING, "g0"),)),
+        Op("enqueue", (_msg("t0", retry=1),)), Op("dequeue"), Op("retry", (-1, 60, True)),
+        Op("enqueue", (_msg("t1"),)), Op("archive_task", ("t1",)),
+        Op("enqueue", (_msg("t2", retention=60),)), Op("dequeue"), Op("mark_as_complete", (-1,)),
+        Op("evict", ("t0",)), Op("evict", ("t1",)), Op("evict", ("t2",)),
+        Op("delete_all_tasks", ((TaskState.RETRY, None),)),
+        Op("delete_all_tasks", ((TaskState.ARCHIVED, None),)),
+        Op("delete_all_tasks", ((TaskState.COMPLETED, None),)),
+    ],
 }
 
 
 # --- applying one step --------------------------------------------------------------------------
 def call(broker: BrokerBase, op: Op, run: Run, clock: VirtualClock) -> tuple[str, Any] | None:
-    """Apply ``op`` to ``broker``; ("ok", value) or (outcome, None); None when not applicable
-    (no dequeued message or staged set to pick from)."""
+    """Apply ``op`` to ``broker``; ("ok", value), (outcome, None), or ("script_error", how it
+    failed); None when not applicable (no dequeued message or staged set to pick from)."""
     invoke = _invocation(op, run, clock)
     if invoke is None:
         return None
     method, args = invoke
+    return answer(getattr(broker, method), *args)
+
+
+def answer(method: Callable[..., Any], *args: Any) -> tuple[str, Any]:
+    """``method(*args)`` as the differential test compares it: ("ok", value), (outcome, None)
+    for a refusal, or ("script_error", :func:`script_failure`)."""
     try:
-        return ("ok", getattr(broker, method)(*args))
-    except ScriptError:
-        return ("script_error", None)
+        return ("ok", method(*args))
+    except ScriptError as err:
+        return ("script_error", script_failure(err))
     except KeysimError as err:
         return (err.outcome.value, None)
+
+
+def script_failure(err: ScriptError) -> str:
+    """How a script failed, in words both implementations share (their messages differ):
+    ``"lua_error"`` when it died of a Lua runtime error (Redis names the script's line,
+    ``user_script:N``), else ``"error_reply"`` (the script returned an error).
+
+    >>> script_failure(ScriptError("run_task: ERR user_script:11: attempt to concatenate"))
+    'lua_error'
+    >>> script_failure(ScriptError("run_task: task id not found in zset asynq:{q}:retry"))
+    'error_reply'
+    """
+    return "lua_error" if "user_script" in str(err) else "error_reply"
 
 
 def _invocation(op: Op, run: Run, clock: VirtualClock) -> tuple[str, tuple[Any, ...]] | None:
@@ -334,6 +396,9 @@ class Differential:
             run.steps.append(repr(op))
             if op.name == "tick":
                 self.clock.advance(op.args[0])
+            elif op.name == "evict":
+                for broker in (self.ours, self.theirs):
+                    broker.client.delete(keys.task(QUEUE, op.args[0]))
             else:
                 self._step(op, run)
             self._compare_keyspaces(run)

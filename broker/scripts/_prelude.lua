@@ -123,28 +123,46 @@ local function index_ids(index_key, state)
     return redis.call("ZRANGE", index_key, 0, -1)
 end
 
+-- The reply to a per-task op on a hash that names no index holding `id` (no state, a group task
+-- without its group, a zombie, a task staged in an aggregation set): NOT_FOUND. Asynq
+-- (inspector_errors_on_inconsistent_task) fails instead, before any write: a Lua error when the
+-- state (or a group task's group) is missing, else an error reply.
+local function inconsistent_task(id, state, group, source)
+    if not Q.inspector_errors_on_inconsistent_task then
+        return refuse("NOT_FOUND")
+    end
+    if not state then
+        error("task " .. id .. ": its hash has no state field")
+    end
+    if state == "aggregating" and not group then
+        error("task " .. id .. ": its hash has no group field")
+    end
+    return redis.error_reply("task " .. id .. " in state " .. state .. " is not in its index ("
+        .. (source or "none") .. ")")
+end
+
 -- Locate task `id` for a per-task inspector op, writing nothing. `indexes` maps a state to its
 -- index key; the group zset is group_prefix .. <hash's group>; `already` is the op's target
--- state (nil for delete). Returns state, source key, group; or nil and the refusal status.
--- An id missing from its index (staged in an aggregation set, or a zombie) is NOT_FOUND.
+-- state (nil for delete). Returns state, source key, group; or nil and the reply the op returns
+-- instead (a refusal, or an error reply: see inconsistent_task).
 local function find_task(task_key, id, indexes, group_prefix, already)
     if redis.call("EXISTS", task_key) == 0 then
-        return nil, "NOT_FOUND"
+        return nil, refuse("NOT_FOUND")
     end
     local fields = redis.call("HMGET", task_key, "state", "group")
     local state, group = fields[1], fields[2]
     if state == "active" then
-        return nil, "TASK_ACTIVE"
+        return nil, refuse("TASK_ACTIVE")
     end
     if already ~= nil and state == already then
-        return nil, "ALREADY"
+        return nil, refuse("ALREADY")
     end
     local source = indexes[state]
     if state == "aggregating" and group and group ~= "" then
         source = group_prefix .. group
     end
     if not source then
-        return nil, "NOT_FOUND"
+        return nil, inconsistent_task(id, state, group, source)
     end
     local found
     if state == "pending" then
@@ -153,7 +171,7 @@ local function find_task(task_key, id, indexes, group_prefix, already)
         found = redis.call("ZSCORE", source, id)
     end
     if not found then
-        return nil, "NOT_FOUND"
+        return nil, inconsistent_task(id, state, group, source)
     end
     return state, source, group
 end

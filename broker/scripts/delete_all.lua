@@ -9,7 +9,7 @@
 -- As Asynq does, the task hashes (ARGV[2] .. id) and their locks (unique_key) are computed
 -- inside; they carry the same {q} tag. Ids without a hash are dropped and not counted.
 -- Quirks: inspector_delete_keeps_lock (locks never released), locks_kept_until_ttl (not released
--- for pending and aggregating).
+-- for pending and aggregating), bulk_delete_counts_every_id (ids without a hash are counted).
 -- Reply: {"OK", number of tasks deleted}
 local state = ARGV[1]
 local keep_locks = Q.inspector_delete_keeps_lock
@@ -17,7 +17,7 @@ local keep_locks = Q.inspector_delete_keeps_lock
 local deleted = 0
 for _, id in ipairs(index_ids(KEYS[1], state)) do
     local task_key = ARGV[2] .. id
-    if redis.call("EXISTS", task_key) == 1 then
+    if Q.bulk_delete_counts_every_id or redis.call("EXISTS", task_key) == 1 then
         deleted = deleted + 1
         if keep_locks then
             redis.call("DEL", task_key)

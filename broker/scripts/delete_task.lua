@@ -18,7 +18,7 @@ local indexes = {pending = KEYS[2], scheduled = KEYS[3], retry = KEYS[4], archiv
                  completed = KEYS[6]}
 local state, source, group = find_task(KEYS[1], ARGV[1], indexes, ARGV[2], nil)
 if not state then
-    return refuse(source)
+    return source  -- find_task's refusal (or Asynq's error) in its place
 end
 leave_source(state, source, ARGV[1], KEYS[7], group)
 if Q.inspector_delete_keeps_lock then

@@ -14,7 +14,7 @@
 local indexes = {scheduled = KEYS[3], retry = KEYS[4], archived = KEYS[5], completed = KEYS[6]}
 local state, source, group = find_task(KEYS[1], ARGV[1], indexes, ARGV[2], "pending")
 if not state then
-    return refuse(source)
+    return source  -- find_task's refusal (or Asynq's error) in its place
 end
 leave_source(state, source, ARGV[1], KEYS[7], group)
 redis.call("LPUSH", KEYS[2], ARGV[1])
