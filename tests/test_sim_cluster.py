@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from benchmarks.simulator import bench_spec
+from broker.base import text
 from broker.cluster import LocalCluster
 from keysim.cli import main as keysim_main
 from model import keys
@@ -51,7 +52,7 @@ def test_each_shard_runs_on_its_master_as_it_runs_alone(real_cluster: LocalClust
     run = run_shards(real_cluster.url, spec, 2)
     masters = masters_of(cluster_client)
     assert [s.master for s in run.shards] == masters[:2]
-    registered = {q.decode() for q in cluster_client.smembers(keys.ALL_QUEUES)}
+    registered = {text(q) for q in cluster_client.smembers(keys.ALL_QUEUES)}
     assert registered == {q for s in run.shards for q in s.queues}
     for shard in run.shards:
         for queue in shard.queues:  # every key of the queue on the shard's master
