@@ -86,7 +86,11 @@ def cluster_masters(client: redis.Redis, url: str) -> list[Master]:
     if str(enabled) != "1":
         return []
     ranges: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    slots: list[Any] = cast(Any, client).execute_command("CLUSTER", "SLOTS")  # raw: untyped
+    try:
+        slots: list[Any] = cast(Any, client).execute_command("CLUSTER", "SLOTS")  # raw: untyped
+    except redis.exceptions.NoPermissionError as err:
+        raise redis.exceptions.NoPermissionError(
+            f"{err}; a cluster's audit also needs +cluster|slots") from None
     for first, last, owner, *_replicas in slots:
         host, port, node_id = text(owner[0]), int(owner[1]), text(owner[2])
         ranges.setdefault((f"{host}:{port}", node_id), []).append((int(first), int(last)))

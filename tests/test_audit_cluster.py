@@ -12,13 +12,15 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from audit import AuditOptions
+from audit.acl import rules
 from audit.apply import run_apply
 from audit.command import run_audit
 from broker import Broker
@@ -193,3 +195,27 @@ def test_fix_plans_are_refused_on_a_cluster(real_cluster: LocalCluster,
     assert run_apply(real_cluster.url, plan, execute=True, out=out, err=err) == 2
     assert "fix plans are not made or applied on a cluster" in err.getvalue()
     assert sorted(cluster_client.scan_iter()) == before
+
+
+def test_a_read_only_acl_user_audits_a_cluster_with_cluster_slots(
+        real_cluster: LocalCluster, cluster_client: RedisCluster) -> None:
+    clock = VirtualClock()
+    queue = one_queue_per_master(cluster_client)[1]
+    expected = seed_leaks(cluster_client, queue, clock)
+    nodes = [redis.Redis.from_url(url) for url in real_cluster.urls]
+    try:
+        for node in nodes:  # ACL users are per node
+            cast(Any, node).execute_command("ACL", "SETUSER", "auditor", "reset", "on", ">audit-pw",
+                                 *rules().split())
+        url = real_cluster.url.replace("redis://", "redis://auditor:audit-pw@", 1)
+        code, _, err = audit_json(url, clock)
+        assert code == 2 and "a cluster's audit also needs +cluster|slots" in err, err
+        assert "audit-pw" not in err
+        for node in nodes:
+            cast(Any, node).execute_command("ACL", "SETUSER", "auditor", "+cluster|slots")
+        code, doc, err = audit_json(url, clock)
+        assert (code, findings(doc)) == (1, expected), err
+    finally:
+        for node in nodes:
+            node.acl_deluser("auditor")
+            node.close()
