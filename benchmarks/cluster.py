@@ -7,7 +7,9 @@ shards, empties it and runs the simulator's benchmark workload (``benchmarks.sim
 reference variant, enqueue → dequeue → done, three script calls per task; ``--tasks``
 arrivals per shard at ``--rate`` per virtual second) once per shard at the same time, one
 process per shard on its own master (:mod:`simulations.cluster`), and prints the cluster's
-script calls/s, the figure per shard, and each shard's.
+script calls/s, the figure per shard, each shard's, and the CPU each script call cost (the
+shards' simulators plus every master's ``INFO cpu``) with the calls/s the machine's cores
+could serve at that cost.
 
 Each shard needs two busy processes (its simulator and its Redis master): the scaling is
 bounded by the machine's cores, which are printed with the figures. Not part of the test
@@ -18,23 +20,51 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 
-from benchmarks.simulator import bench_spec
-from broker.cluster import start_cluster
+import redis
+
+from benchmarks.simulator import bench_spec, server_usage
+from broker.cluster import LocalCluster, start_cluster
 from broker.servers import ServerUnavailable
 from simulations.cluster import ClusterRun, cores, report_lines, run_shards
 
 
-def measure(url: str, tasks: int, rate: float, masters: int,
-            flush: Callable[[], object]) -> list[ClusterRun]:
-    """One :class:`ClusterRun` per shard count 1..``masters``; ``flush`` empties the cluster
-    before each."""
-    runs = []
-    for shards in range(1, masters + 1):
-        flush()
-        runs.append(run_shards(url, bench_spec(tasks, rate), shards))
-    return runs
+@dataclass(frozen=True)
+class Measured:
+    """One run and the CPU it cost: the shards' simulators and every master (``INFO cpu``)."""
+
+    run: ClusterRun
+    server_cpu_s: float
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        """Client + server CPU µs per script call."""
+        client = sum(s.cpu_s for s in self.run.shards)
+        return 1e6 * (client + self.server_cpu_s) / self.run.script_calls
+
+    def ceiling(self, cpus: int) -> float:
+        """Script calls/s ``cpus`` cores could serve at this CPU cost per call."""
+        return cpus * 1e6 / self.cpu_us_per_call
+
+
+def measure(cluster: LocalCluster, tasks: int, rate: float) -> list[Measured]:
+    """One run per shard count 1..masters of ``cluster``, emptied before each."""
+    nodes = [redis.Redis.from_url(url) for url in cluster.urls]
+    try:
+        out = []
+        for shards in range(1, len(cluster.nodes) + 1):
+            for node in nodes:
+                node.flushall()
+            before = sum(server_usage(node).cpu_s for node in nodes)
+            run = run_shards(cluster.url, bench_spec(tasks, rate), shards)
+            out.append(Measured(run, sum(server_usage(node).cpu_s for node in nodes) - before))
+            for node in nodes:
+                node.flushall()
+        return out
+    finally:
+        for node in nodes:
+            node.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,23 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     except ServerUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    cpus = cores()
     with cluster:
-        client = cluster.client()
-        try:
-            print(f"Redis Cluster of {args.masters} masters ({cluster.kind} {cluster.version}); "
-                  f"{args.tasks:,} tasks per shard at {args.rate:g}/s; {cores()} CPU core(s)")
-            runs = measure(cluster.url, args.tasks, args.rate, args.masters, client.flushdb)
-        finally:
-            client.flushdb()
-            client.close()
-    for run in runs:
-        print("\n".join(report_lines(run)))
-    base = runs[0].calls_per_s
-    print("scaling: " + ", ".join(f"{len(r.shards)} shard(s) {r.calls_per_s / base:.2f}×"
-                                  for r in runs))
+        print(f"Redis Cluster of {args.masters} masters ({cluster.kind} {cluster.version}); "
+              f"{args.tasks:,} tasks per shard at {args.rate:g}/s; {cpus} CPU core(s)")
+        measured = measure(cluster, args.tasks, args.rate)
+    for m in measured:
+        print("\n".join(report_lines(m.run)))
+        print(f"  CPU: {m.cpu_us_per_call:.1f} µs per script call (the shards' simulators + "
+              f"every master, INFO cpu); {cpus} core(s) at that cost: "
+              f"{m.ceiling(cpus):,.0f} calls/s")
+    base = measured[0].run.calls_per_s
+    print("scaling: " + ", ".join(f"{len(m.run.shards)} shard(s) {m.run.calls_per_s / base:.2f}×"
+                                  for m in measured))
     print(f"each shard keeps two processes busy (its simulator and its master) and this machine "
-          f"has {cores()} core(s): past {max(1, cores() // 2)} shard(s) they share cores, so the "
-          "total stops growing with the shards and the figure per shard falls")
+          f"has {cpus} core(s): past {max(1, cpus // 2)} shard(s) they share cores, so the "
+          "total cannot grow with the shards and the figure per shard falls")
     return 0
 
 

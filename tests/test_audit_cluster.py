@@ -205,8 +205,8 @@ def test_a_read_only_acl_user_audits_a_cluster_with_cluster_slots(
     nodes = [redis.Redis.from_url(url) for url in real_cluster.urls]
     try:
         for node in nodes:  # ACL users are per node
-            cast(Any, node).execute_command("ACL", "SETUSER", "auditor", "reset", "on", ">audit-pw",
-                                 *rules().split())
+            cast(Any, node).execute_command("ACL", "SETUSER", "auditor", "reset", "on",
+                                            ">audit-pw", *rules().split())
         url = real_cluster.url.replace("redis://", "redis://auditor:audit-pw@", 1)
         code, _, err = audit_json(url, clock)
         assert code == 2 and "a cluster's audit also needs +cluster|slots" in err, err
