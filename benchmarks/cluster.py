@@ -98,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     base = measured[0].run.calls_per_s
     print("scaling: " + ", ".join(f"{len(m.run.shards)} shard(s) {m.run.calls_per_s / base:.2f}×"
                                   for m in measured))
-    print(f"each shard keeps two processes busy (its simulator and its master) and this machine "
-          f"has {cpus} core(s): past {max(1, cpus // 2)} shard(s) they share cores, so the "
-          "total cannot grow with the shards and the figure per shard falls")
+    bound = max(m.ceiling(cpus) for m in measured)
+    costs = sorted(m.cpu_us_per_call for m in measured)
+    print(f"bounded by cores: each shard keeps two processes busy (its simulator and its "
+          f"master) and this machine has {cpus} core(s), so past {max(1, cpus // 2)} shard(s) "
+          f"they share cores; at the CPU measured per call ({costs[0]:.0f}–{costs[-1]:.0f} µs) no "
+          f"shard count can pass about "
+          f"{bound:,.0f} calls/s here (other load on the machine lowers every figure)")
     return 0
 
 
