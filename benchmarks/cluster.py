@@ -9,7 +9,8 @@ arrivals per shard at ``--rate`` per virtual second) once per shard at the same 
 process per shard on its own master (:mod:`simulations.cluster`), and prints the cluster's
 script calls/s, the figure per shard, each shard's, and the CPU each script call cost (the
 shards' simulators plus every master's ``INFO cpu``) with the calls/s the machine's cores
-could serve at that cost.
+could serve at that cost; first it runs the same workload on one server (no cluster, the
+engine's fast path, ``real=False`` like the shards) for comparison.
 
 Each shard needs two busy processes (its simulator and its Redis master): the scaling is
 bounded by the machine's cores, which are printed with the figures. Not part of the test
@@ -24,9 +25,9 @@ from dataclasses import dataclass
 
 import redis
 
-from benchmarks.simulator import bench_spec, server_usage
+from benchmarks.simulator import BenchResult, bench_spec, run_bench, server_usage
 from broker.cluster import LocalCluster, start_cluster
-from broker.servers import ServerUnavailable
+from broker.servers import ServerUnavailable, start_server
 from simulations.cluster import ClusterRun, cores, report_lines, run_shards
 
 
@@ -67,6 +68,24 @@ def measure(cluster: LocalCluster, tasks: int, rate: float) -> list[Measured]:
             node.close()
 
 
+def single_server(tasks: int, rate: float) -> tuple[str, BenchResult] | None:
+    """The same workload on one private server (the launcher's), without a cluster: its
+    label and result; None when no server can start."""
+    try:
+        server = start_server()
+    except ServerUnavailable as err:
+        print(f"one server: skipped ({err})", file=sys.stderr)
+        return None
+    with server:
+        client = redis.Redis.from_url(server.url)
+        client.flushdb()
+        try:
+            return f"{server.kind} {server.version}", run_bench(client, False, tasks, rate)
+        finally:
+            client.flushdb()
+            client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cluster",
                                      description=__doc__.split("\n")[0])
@@ -86,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     cpus = cores()
+    baseline = single_server(args.tasks, args.rate)
     with cluster:
         print(f"Redis Cluster of {args.masters} masters ({cluster.kind} {cluster.version}); "
               f"{args.tasks:,} tasks per shard at {args.rate:g}/s; {cpus} CPU core(s)")
@@ -95,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  CPU: {m.cpu_us_per_call:.1f} µs per script call (the shards' simulators + "
               f"every master, INFO cpu); {cpus} core(s) at that cost: "
               f"{m.ceiling(cpus):,.0f} calls/s")
+    if baseline is not None:
+        print(f"one server ({baseline[0]}), the same workload, not a cluster: "
+              f"{baseline[1].scripts_per_s:,.0f} script calls/s")
     base = measured[0].run.calls_per_s
     print("scaling: " + ", ".join(f"{len(m.run.shards)} shard(s) {m.run.calls_per_s / base:.2f}×"
                                   for m in measured))
