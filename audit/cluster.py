@@ -150,7 +150,9 @@ class RoutedReads:
     def client_for(self, key: str | bytes) -> redis.Redis:
         raw = key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
         slot = key_slot(raw)
-        master = next(m for m in self._masters if m.serves(slot))
+        master = next((m for m in self._masters if m.serves(slot)), None)
+        if master is None:  # a cluster whose slots are not all served
+            raise redis.exceptions.ClusterError(f"no master serves slot {slot} (of {raw!r})")
         return self._clients[master.name]
 
     def pipeline(self, transaction: bool = False) -> _RoutedPipeline:
