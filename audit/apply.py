@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 
+from audit.cluster import NO_CLUSTER_PLAN
 from audit.plan import Action, Plan, PlanError, read_plan
 from audit.readonly import SCHEMES, masked, password_from_env
 from broker.base import text
@@ -86,7 +87,10 @@ def connect(url: str, *, env: dict[str, str] | None = None, timeout: float = 5.0
 
 
 def check_server(client: redis.Redis, plan: Plan) -> None:
-    """Raise :class:`PlanRefused` unless ``client`` talks to the plan's server and db."""
+    """Raise :class:`PlanRefused` unless ``client`` talks to the plan's server and db, and that
+    server is no Redis Cluster node (see :data:`audit.cluster.NO_CLUSTER_PLAN`)."""
+    if str(client.info("cluster").get("cluster_enabled")) == "1":
+        raise PlanRefused(f"{NO_CLUSTER_PLAN}; nothing was changed")
     run_id = str(client.info("server").get("run_id", ""))
     db = int(client.connection_pool.connection_kwargs.get("db") or 0)
     made = plan.server

@@ -87,9 +87,10 @@ class Capabilities:
             f"plain re-reads, twice ({self.atomic_note})")
 
 
-def probe(client: redis.Redis) -> Capabilities:
-    """Ask the server once which deadline command and whether MULTI/EXEC may be used."""
-    pexp, pttl = _try(client, [(PEXPIRETIME, _PROBE_KEY)]), _try(client, [(PTTL, _PROBE_KEY)])
+def probe(client: redis.Redis, key: bytes = _PROBE_KEY) -> Capabilities:
+    """Ask the server once which deadline command and whether MULTI/EXEC may be used; the
+    probes read ``key`` (on a cluster node, pass a key of a slot it serves)."""
+    pexp, pttl = _try(client, [(PEXPIRETIME, key)]), _try(client, [(PTTL, key)])
     expiry = Expiry()
     if pexp is not None:
         expiry = (Expiry(PTTL, f"PEXPIRETIME: {pexp}; deadlines from PTTL") if pttl is None

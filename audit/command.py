@@ -15,6 +15,7 @@ from typing import TextIO
 import redis
 
 from audit.acl import recipe
+from audit.cluster import NO_CLUSTER_PLAN, audit_cluster, cluster_masters, cluster_target
 from audit.engine import AuditOptions, UnknownQueue, audit
 from audit.plan import PlanError, ServerIdentity, build_plan, how_to_run, server_identity, write_plan
 from audit.readonly import AuditUnavailable, WriteRefused, connect, masked, password_from_env
@@ -42,14 +43,19 @@ def run_audit(url: str, options: AuditOptions, *, as_json: bool = False,
         return fail(str(e))
     identity: ServerIdentity | None = None
     try:
-        result = audit(client, options)
+        masters = cluster_masters(client, url)  # [] for a single server
+        if masters and fix_plan_path is not None:
+            raise PlanError(f"Redis Cluster: {NO_CLUSTER_PLAN}")
+        if masters:
+            target = cluster_target(target, masters)
+        result = audit_cluster(client, masters, options, err) if masters else audit(client, options)
         if fix_plan_path is not None:  # a plan names its server: INFO's run_id
             identity = server_identity(client, url)
     except UnknownQueue as e:
         return fail(f"{target}: {e}")
     except redis.exceptions.NoPermissionError as e:
         return fail(f"not permitted on {target}: {e} (the audit needs a user made with: {recipe()})")
-    except (redis.RedisError, OSError, WriteRefused, PlanError) as e:
+    except (redis.RedisError, OSError, WriteRefused, PlanError, AuditUnavailable) as e:
         return fail(f"{target}: {e}")
     finally:
         client.close()

@@ -9,7 +9,8 @@ Traceback (most recent call last):
 audit.readonly.WriteRefused: refused DEL: the audit sends only read commands
 
 Allowed are exactly the read commands the audit uses, the connection handshake (AUTH, HELLO,
-SELECT, PING, CLIENT SETINFO|MAINT_NOTIFICATIONS), MULTI/EXEC, which make a group of reads atomic,
+SELECT, PING, CLIENT SETINFO|MAINT_NOTIFICATIONS), CLUSTER SLOTS (which master serves which
+slots, for the audit of a cluster), MULTI/EXEC, which make a group of reads atomic,
 and EVAL_RO, whose script Redis itself runs read-only (a write inside it is refused by the server;
 plain EVAL, EVALSHA and FCALL stay refused):
 
@@ -37,7 +38,8 @@ READ_COMMANDS = frozenset({
     "EVAL_RO",  # taskread.READ_TASKS_LUA; read-only by the server's rule, not by our trust
 })
 # CLIENT SETINFO and MAINT_NOTIFICATIONS are redis-py's connection handshake (no data written).
-SUBCOMMANDS = {"MEMORY": frozenset({"USAGE"}), "CLIENT": frozenset({"SETINFO", "MAINT_NOTIFICATIONS"})}
+SUBCOMMANDS = {"MEMORY": frozenset({"USAGE"}), "CLIENT": frozenset({"SETINFO", "MAINT_NOTIFICATIONS"}),
+               "CLUSTER": frozenset({"SLOTS"})}
 #: Environment variables consulted, in order, when the URL carries no password.
 PASSWORD_ENV = ("KEYSIM_REDIS_PASSWORD", "REDISCLI_AUTH")
 SCHEMES = ("redis", "rediss", "unix")

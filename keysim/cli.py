@@ -173,7 +173,9 @@ def _add_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                     "refused read is UNVERIFIED (listed, never in the fix plan). Exit codes: 0 "
                     "clean, 1 findings, 2 usage or connection error (bad URL or --queue, refused "
                     "connection or credentials, a required read not permitted), 3 incomplete (no "
-                    "finding, but some key could not be verified). " + help_text() + " Password: "
+                    "finding, but some key could not be verified). A Redis Cluster node's URL audits "
+                    "every master into one report (the user also needs +cluster|slots; no fix "
+                    "plan on a cluster). " + help_text() + " Password: "
                     "URL, KEYSIM_REDIS_PASSWORD or REDISCLI_AUTH.",
         epilog="Fix plan (--fix-plan FILE, JSON): {format: keysim-audit-plan, version: 1, server: "
                "{run_id, db, address, server}, target, written_at, actions: [{queue, key, kind, "

@@ -36,9 +36,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from broker import calls
 from broker.base import text
+from broker.cluster_wire import wire_for
 from broker.codec import encode_message
 from broker.core import Broker
 from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
@@ -145,7 +147,9 @@ class _Deferred(Broker):
     def __init__(self, parent: Broker, wire: bool) -> None:
         super().__init__(parent.client, parent.variant, parent.policy, parent.clock)
         self._run = parent._run  # share the registered scripts
-        self.pipe: Any = Wire(parent.server_client) if wire else parent.client.pipeline(transaction=False)
+        # On a cluster client the wire is a ClusterWire: each command to its key's master.
+        self.pipe: Any = (wire_for(parent.client) if wire
+                          else parent.client.pipeline(transaction=False))
         self.queued = 0  # commands on the pipeline (scripts and SADDs)
         self.scripts = 0  # script calls among them
         self.last_call = -1  # index of the latest script call
@@ -178,9 +182,10 @@ class _Deferred(Broker):
 class Batch:
     """Collects broker operations and runs them in one pipeline.
 
-    ``wire``: send through :class:`Wire` (hiredis packing and parsing, no redis-py pipeline);
-    None (default) = whenever the client allows it (:func:`wire_capable`). Both give the same
-    replies, so the same keyspace.
+    ``wire``: send through :class:`Wire` (hiredis packing and parsing, no redis-py pipeline;
+    on a cluster client a :class:`~broker.cluster_wire.ClusterWire`, one Wire per master);
+    None (default) = whenever the client allows it (:func:`wire_capable`, or a cluster client).
+    Both give the same replies, so the same keyspace.
 
     Besides :meth:`submit` (any broker method), the three calls of a plain lifecycle have
     shortcuts — :meth:`enqueue_new`, :meth:`dequeue`, :meth:`done` — that queue exactly the
@@ -191,7 +196,8 @@ class Batch:
     def __init__(self, broker: Broker, wire: bool | None = None) -> None:
         self.broker = broker
         if wire is None:
-            wire = wire_capable(broker.server_client)
+            client = broker.client
+            wire = isinstance(client, RedisCluster) or wire_capable(client)
         self.wire = wire
         self._deferred = _Deferred(broker, wire)
         self._ops: list[tuple[object, int]] = []
@@ -202,7 +208,7 @@ class Batch:
         self._emit: Callable[[tuple[Arg, ...]], None] = (
             pipe.queue_command if wire else lambda command: pipe.execute_command(*command))
         self._emit_register: Callable[[str, bytes], None] = (
-            (lambda _queue, packed: pipe.queue_packed(packed)) if wire
+            (lambda _queue, packed: pipe.queue_packed(packed)) if isinstance(pipe, Wire)
             else lambda queue, _packed: pipe.sadd(keys.ALL_QUEUES, queue))
         self.script_calls = 0
 

@@ -41,6 +41,14 @@ def _variant(text: str) -> str:
     return text
 
 
+def _shard_counts(text: str) -> tuple[int, ...]:
+    words = text.split(",")
+    if not all(w.strip().isdigit() and int(w) >= 1 for w in words):
+        raise argparse.ArgumentTypeError(f"--shards takes counts >= 1 separated by commas, "
+                                         f"got {text!r}")
+    return tuple(int(w) for w in words)
+
+
 def _run_dir(text: str) -> Path:
     path = Path(text)
     if not (path / "samples.csv").is_file():
@@ -60,8 +68,13 @@ def add_simulate(subparsers: SubParsers) -> None:
     parser.add_argument("spec", metavar="PRESET|FILE", help="preset name or spec TOML file")
     parser.add_argument("--variant", type=_variant, default=None,
                         help="broker variant (default: the spec's)")
-    parser.add_argument("--backend", choices=("fakeredis", "redis"), default="fakeredis",
-                        help="fakeredis (estimated bytes) or a private real Redis (measured)")
+    parser.add_argument("--backend", choices=("fakeredis", "redis", "cluster"), default="fakeredis",
+                        help="fakeredis (estimated bytes), a private real Redis (measured), or "
+                             "a private Redis Cluster (one simulation per shard, in parallel; "
+                             "prints script calls/s per shard count)")
+    parser.add_argument("--shards", type=_shard_counts, default=(1, 2, 3), metavar="N[,N…]",
+                        help="with --backend cluster: the shard counts to run, each on its own "
+                             "masters at once (default: 1,2,3)")
     parser.add_argument("--duration", type=_duration, default=None, metavar="D",
                         help="virtual run length, e.g. 7d, 12h, 90m (default: the spec's)")
     parser.add_argument("--scale", choices=("full", "ci"), default="full",
@@ -81,6 +94,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     from simulations.run import run_simulation
     from simulations.spec import SpecError
 
+    if args.backend == "cluster":
+        return _simulate_cluster(args)
     try:
         out = run_simulation(args.spec, variant=args.variant, backend=args.backend,
                              duration=args.duration, out=args.out, seed=args.seed,
@@ -99,6 +114,33 @@ def run_simulate(args: argparse.Namespace) -> int:
           f"{summary['leaked_keys']:.0f}, dangling ids {summary['dangling_ids']:.0f}")
     if "estimate_note" in summary:
         print(f"  note: {summary['estimate_note']}")
+    return 0
+
+
+def _simulate_cluster(args: argparse.Namespace) -> int:
+    """``keysim simulate … --backend cluster``: the throughput per shard count."""
+    from broker.servers import ServerUnavailable
+    from simulations.cluster import cores, report_lines, simulate_cluster
+    from simulations.engine import BackendUnsupported
+    from simulations.spec import SpecError
+
+    try:
+        out, runs = simulate_cluster(args.spec, args.shards, variant=args.variant,
+                                     duration=args.duration, out=args.out, seed=args.seed,
+                                     scale=args.scale)
+    except BackendUnsupported as err:
+        print(f"skipped: {err}", file=sys.stderr)
+        return 0
+    except ServerUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (SpecError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (one run directory per shard: samples, summary, estimated bytes)")
+    for run in runs:
+        print("\n".join(report_lines(run)))
+    print(f"{cores()} CPU core(s): each shard keeps its simulator and its master busy")
     return 0
 
 

@@ -41,7 +41,7 @@ import redis
 
 from broker.core import Broker
 from broker.processor import finishing, success_operation
-from broker.scripting import full_source, script_names
+from broker.scripting import Client, full_source, script_names
 from broker.variants import Quirk
 from broker.variants import variant as lookup_variant
 from model import keys
@@ -151,7 +151,8 @@ def poisson(rate: float, rng: random.Random) -> int:
 
 
 class Engine:
-    """Runs one :class:`WorkloadSpec` against one Redis client.
+    """Runs one :class:`WorkloadSpec` against one Redis client (or a cluster's, with
+    ``real=False``: see :mod:`simulations.cluster`).
 
     ``real`` says the client is a real Redis (enables MEMORY USAGE/INFO and eviction settings).
     ``progress`` is called after every sample with the row just written. ``fast`` (default)
@@ -160,7 +161,7 @@ class Engine:
     methods on a redis-py pipeline) — both give the same keyspace.
     """
 
-    def __init__(self, spec: WorkloadSpec, client: redis.Redis, *, variant: str | None = None,
+    def __init__(self, spec: WorkloadSpec, client: Client, *, variant: str | None = None,
                  real: bool = False, sink: SampleSink | None = None,
                  progress: Callable[[dict[str, float]], None] | None = None,
                  fast: bool = True) -> None:
@@ -170,6 +171,9 @@ class Engine:
             raise BackendUnsupported(
                 f"spec {spec.name!r} sets redis.maxmemory (eviction): fakeredis implements "
                 "neither maxmemory nor eviction; run it with --backend redis")
+        if real and not isinstance(client, redis.Redis):
+            raise BackendUnsupported("memory figures (MEMORY USAGE, INFO) are one server's: "
+                                     "on a cluster client the simulator runs with real=False")
         self.real = real
         self.client = client
         self.clock = VirtualClock(EPOCH_NS)
@@ -206,7 +210,7 @@ class Engine:
                 self.client.script_load(full_source(name, self.broker.variant))
         self.sampler = Sampler(self.broker, [q.name for q in self.spec.queues], self.real)
         if self.real:
-            self._evicted0 = int(info_stats(self.client).get("evicted_keys", 0))
+            self._evicted0 = int(info_stats(self.broker.server_client).get("evicted_keys", 0))
             if self.spec.redis.maxmemory:
                 self.client.config_set("maxmemory-policy", self.spec.redis.maxmemory_policy)
                 self.client.config_set("maxmemory", str(self.sampler.baseline + self.spec.redis.maxmemory))
@@ -574,7 +578,8 @@ class Engine:
                                "wall_s": round(time.perf_counter() - self._wall0, 3)}
         self.counts["script_calls"] = self.batch.script_calls
         if self.real:
-            self.counts["evicted_keys"] = int(info_stats(self.client).get("evicted_keys", 0)) - self._evicted0
+            evicted = int(info_stats(self.broker.server_client).get("evicted_keys", 0))
+            self.counts["evicted_keys"] = evicted - self._evicted0
         row.update({c: self.counts.get(c, 0) for c in COUNTERS})
         row["in_flight"] = sum(len(s.running) for s in self.servers)
         row.update(sample.row)
