@@ -27,7 +27,7 @@ from model import keys
 from model.invariants import Family, Invariant, check_all, classify
 from model.snapshot import KeyEntry, KeyspaceSnapshot
 from model.states import LIVE_STATES
-from simulations.estimator import Estimator, server_family
+from simulations.estimator import Calibration, Estimator, model_for_family, server_family
 
 TASK_STATES = (*(s.value for s in LIVE_STATES), "stub")
 FAMILIES = tuple(f.value for f in Family)
@@ -71,16 +71,21 @@ class Sampler:
     """Measures a broker's keyspace: on real Redis also ``MEMORY USAGE`` and ``INFO memory``."""
 
     def __init__(self, broker: Broker, queues: list[str], real: bool,
-                 estimator: Estimator | None = None, leak_check_limit: int = 200_000) -> None:
+                 estimator: Estimator | None = None, leak_check_limit: int = 200_000,
+                 memory_model: Calibration | None = None) -> None:
         self.broker = broker
         self.queues = queues
         self.real = real
-        self.estimator = estimator if estimator is not None else Estimator()
         self.leak_check_limit = leak_check_limit
         self.baseline = self.used_memory() if real else 0
         #: The real server's family (see ``simulations.estimator.server_family``); None on
-        #: fakeredis. The estimate is calibrated for it only when it is the calibration's.
+        #: fakeredis. The estimate is calibrated for it only when it is the model's.
         self.server_family = family_of(broker.server_client) if real else None
+        if estimator is None:
+            # An explicit model wins; on a real server, the shipped model of its family.
+            model = memory_model or (model_for_family(self.server_family) if self.server_family else None)
+            estimator = Estimator(model)
+        self.estimator = estimator
 
     @property
     def estimate_calibrated(self) -> bool:
@@ -212,6 +217,15 @@ def family_of(client: redis.Redis) -> str:
     return server_family({**client.info("server"), **client.info("memory")})
 
 
+def memory_model_for(client: redis.Redis, model: Calibration | None = None) -> Calibration:
+    """The memory model a simulation on the real server ``client`` estimates with: ``model``
+    when given, else the shipped model of the server's family, else the default model."""
+    if model is not None:
+        return model
+    found = model_for_family(family_of(client))
+    return found if found is not None else Calibration.load()
+
+
 def estimate_note(client: redis.Redis, calibration_family: str) -> str | None:
     """Why the memory estimate is not bounded on the real server ``client`` (its family is not
     ``calibration_family``), or None when it is calibrated for it."""
@@ -219,7 +233,8 @@ def estimate_note(client: redis.Redis, calibration_family: str) -> str | None:
     if family == calibration_family:
         return None
     return (f"the estimate (bytes_est_*) is calibrated for {calibration_family}, not for this "
-            f"{family}; measured bytes (MEMORY USAGE) are exact")
+            f"{family} (calibrate it: python -m simulations.calibrate --server URL); measured "
+            f"bytes (MEMORY USAGE) are exact")
 
 
 def info_stats(client: redis.Redis) -> dict[str, Any]:
