@@ -53,7 +53,11 @@ from simulations.measure import family_of
 THRESHOLDS = {"hash-max-listpack-entries": "hash_listpack_max_entries",
               "zset-max-listpack-entries": "listpack_max_entries",
               "zset-max-listpack-value": "listpack_max_value",
-              "set-max-listpack-entries": "set_listpack_max_entries"}
+              "set-max-listpack-entries": "set_listpack_max_entries",
+              # Redis ≤ 6.2 names them after ziplists
+              "hash-max-ziplist-entries": "hash_listpack_max_entries",
+              "zset-max-ziplist-entries": "listpack_max_entries",
+              "zset-max-ziplist-value": "listpack_max_value"}
 
 
 def _text(rng: random.Random, n: int) -> str:
@@ -164,7 +168,9 @@ def base_model(client: redis.Redis) -> Calibration:
     layout (Valkey's or Redis's) with its allocator and its encoding thresholds."""
     family = family_of(client)
     name, version, allocator = family.split(" ")
-    base = Calibration.structural("valkey" if name == "valkey" else "redis")
+    layout = "valkey" if name == "valkey" else "redis" if parse_version(version) >= (7, 0) \
+        else "redis-ziplist"
+    base = Calibration.structural(layout)
     changes: dict[str, object] = {"family": family, "name": f"{name}-{version}",
                                   "allocator": allocator if allocator == "libc" else "jemalloc"}
     if name == "redis" and parse_version(version) >= (7, 2):  # small sets of strings became listpacks in 7.2

@@ -138,6 +138,43 @@ def lp_bytes(items: Iterable[bytes]) -> int:
     return 7 + sum(lp_entry_size(i) for i in items)
 
 
+def zl_entry_size(data: bytes, previous: int) -> int:
+    """Bytes of one ziplist entry (Redis ≤ 6.2) after an entry of ``previous`` bytes: the
+    previous entry's length (1 or 5 bytes), the encoding and the data (integers of up to 31
+    digits are stored as integers, 0–12 inside the encoding byte)."""
+    prevlen = 1 if previous < 254 else 5
+    value = as_int64(data) if len(data) < 32 else None
+    if value is None:
+        n = len(data)
+        return prevlen + (1 if n <= 63 else 2 if n <= 16383 else 5) + n
+    if 0 <= value <= 12:
+        body = 1
+    elif -(2**7) <= value < 2**7:
+        body = 2
+    elif -(2**15) <= value < 2**15:
+        body = 3
+    elif -(2**23) <= value < 2**23:
+        body = 4
+    elif -(2**31) <= value < 2**31:
+        body = 5
+    else:
+        body = 9
+    return prevlen + body
+
+
+def zl_bytes(items: Iterable[bytes]) -> int:
+    """Total bytes of a ziplist holding ``items`` (10-byte header, end byte).
+
+    >>> zl_bytes([]), zl_bytes([b"7"]), zl_bytes([b"state", b"pending"])
+    (11, 13, 27)
+    """
+    total, previous = 11, 0
+    for item in items:
+        previous = zl_entry_size(item, previous)
+        total += previous
+    return total
+
+
 def dict_slots(n: int) -> int:
     """Buckets of a dict that grew to ``n`` entries (initial 4, doubling when full)."""
     return max(4, 1 << max(0, n - 1).bit_length()) if n > 4 else 4
@@ -178,7 +215,7 @@ def expected_child_buckets(n: int, buckets: int, per_bucket: int = 7) -> float:
 
 
 #: How a server lays out a key in memory (see :class:`Calibration`).
-LAYOUTS = ("redis", "valkey")
+LAYOUTS = ("redis", "redis-ziplist", "valkey")
 
 
 @dataclass(frozen=True)
@@ -188,14 +225,17 @@ class Calibration:
 
     ``layout`` ``"redis"`` (Redis 7.0): a key is an sds plus a ``dictEntry`` in the keyspace, the
     value a 16-byte ``robj``; hashes, sets and skiplist zsets are chained dicts (8-byte buckets,
-    a ``dictEntry`` per element). ``"valkey"`` (Valkey 8.1+): the key (and its TTL) is embedded
-    in the value's object, a short string value too (``embed_max``: the largest allocation that
-    still embeds it), and those collections are open hashtables of ``bucket``-byte buckets of
-    ``bucket_entries`` pointers, hash fields and values living in one entry allocation.
+    a ``dictEntry`` per element). ``"redis-ziplist"`` (Redis 6.2): the same, but small hashes,
+    zsets and list nodes are ziplists, and ``MEMORY USAGE`` counts them, intsets and embedded
+    strings by their length, not their allocation. ``"valkey"`` (Valkey 8.1+): the key (and its
+    TTL) is embedded in the value's object, a short string value too (``embed_max``: the largest
+    allocation that still embeds it), and those collections are open hashtables of
+    ``bucket``-byte buckets of ``bucket_entries`` pointers, hash fields and values living in one
+    entry allocation.
     ``allocator`` names the ``malloc`` whose size classes round every allocation (``jemalloc``
     or ``libc``, as ``INFO memory`` reports ``mem_allocator``). The thresholds are the server's
     defaults for listpack encodings (``listpack_max_entries`` for zsets, ``hash_…`` for hashes,
-``listpack_max_value`` for both); ``set_listpack_max_entries`` (Redis 7.2+, Valkey) and
+    ``listpack_max_value`` for both); ``set_listpack_max_entries`` (Redis 7.2+, Valkey) and
     ``list_listpack_bytes`` (a list stays one plain listpack up to this many bytes) are 0 where
     the server has no such encoding.
 
@@ -234,13 +274,17 @@ class Calibration:
 
     @classmethod
     def structural(cls, layout: str) -> Calibration:
-        """The uncalibrated structural model of ``layout``: Redis 7.0's defaults, or Valkey
-        9.1's (glibc malloc, sets and short lists as listpacks, values embedded up to 128-byte
-        allocations, 16-byte skiplist nodes before their levels and member)."""
+        """The uncalibrated structural model of ``layout``: Redis 7.0's defaults, Redis 6.2's
+        (glibc malloc, ziplists, a 96-byte dict), or Valkey 9.1's (glibc malloc, sets and short
+        lists as listpacks, values embedded up to 128-byte allocations, 16-byte skiplist nodes
+        before their levels and member)."""
         if layout == "valkey":
             return cls(layout="valkey", allocator="libc", family="valkey 9.1 libc",
                        name="valkey-9.1", server="", set_listpack_max_entries=128,
                        list_listpack_bytes=8192, embed_max=128, skiplist_node=16)
+        if layout == "redis-ziplist":
+            return cls(layout=layout, allocator="libc", family="redis 6.2 libc", name="redis-6.2",
+                       server="", dict_struct=96)
         return cls(layout=layout, server="")
 
     def __post_init__(self) -> None:
@@ -288,7 +332,7 @@ def model_names() -> list[str]:
     """Names of the shipped memory models (``--memory-model NAME``).
 
     >>> model_names()
-    ['redis-7.0', 'valkey-9.1']
+    ['redis-6.2', 'redis-7.0', 'valkey-9.1']
     """
     return sorted(p.stem for p in MODELS_DIR.glob("*.json"))
 
@@ -326,7 +370,8 @@ def model_for_family(family: str) -> Calibration | None:
     return None
 
 
-def _raw(value: FieldValue | str) -> bytes:
+def raw_bytes(value: FieldValue | str) -> bytes:
+    """The bytes Redis stores for a snapshot value (a task message encoded as the broker does)."""
     if isinstance(value, TaskMessage):
         return encode_message(value)
     return value.encode("utf-8", "surrogateescape")
@@ -350,6 +395,7 @@ class Estimator:
         self.cal = calibration if calibration is not None else Calibration.load()
         self.alloc = ALLOCATORS[self.cal.allocator]
         self.valkey = self.cal.layout == "valkey"
+        self.ziplist = self.cal.layout == "redis-ziplist"
         self._node_cache: dict[int, float] = {}
         self._children: dict[tuple[int, int], float] = {}
         # Zsets and sets remember their history, as Redis does: a zset that once outgrew a
@@ -412,12 +458,12 @@ class Estimator:
 
     def _key_total(self, entry: KeyEntry) -> tuple[str, float]:
         """(encoding, uncorrected bytes) of a key: its name, its object and its value."""
-        name = _raw(entry.key)
+        name = raw_bytes(entry.key)
         if self.valkey:
             # The key (and its TTL) live in the value's own object.
             head = self.cal.robj + (8 if entry.expire_at_ms is not None else 0) + 1 + _sds_bytes(len(name))
             if entry.type is KeyType.STRING:
-                return self._valkey_string(head, _raw(entry.value))  # type: ignore[arg-type]
+                return self._valkey_string(head, raw_bytes(entry.value))  # type: ignore[arg-type]
             encoding, value = self.value_bytes(entry.type, entry.value, entry.key)
             return encoding, self.alloc(head) + value
         encoding, value = self.value_bytes(entry.type, entry.value, entry.key)
@@ -428,14 +474,14 @@ class Estimator:
         On the ``redis`` layout the value's ``robj`` is included, on ``valkey`` it holds the key
         and is counted with it."""
         if kind is KeyType.STRING:
-            return self._string(_raw(value))  # type: ignore[arg-type]
+            return self._string(raw_bytes(value))  # type: ignore[arg-type]
         if kind is KeyType.LIST:
-            return self._list([_raw(v) for v in value])  # type: ignore[attr-defined]
+            return self._list([raw_bytes(v) for v in value])  # type: ignore[attr-defined]
         if kind is KeyType.SET:
-            return self._set([_raw(v) for v in value], key)  # type: ignore[attr-defined]
+            return self._set([raw_bytes(v) for v in value], key)  # type: ignore[attr-defined]
         if kind is KeyType.ZSET:
-            return self._zset([(_raw(m), s) for m, s in value], key)  # type: ignore[attr-defined]
-        return self._hash([(_raw(f), _raw(v)) for f, v in value.items()], key)  # type: ignore[attr-defined]
+            return self._zset([(raw_bytes(m), s) for m, s in value], key)  # type: ignore[attr-defined]
+        return self._hash([(raw_bytes(f), raw_bytes(v)) for f, v in value.items()], key)  # type: ignore[attr-defined]
 
     @property
     def _obj(self) -> int:
@@ -446,6 +492,8 @@ class Estimator:
         if as_int64(data) is not None:
             return "string:int", self.cal.robj
         if len(data) <= EMBSTR_MAX:
+            if self.ziplist:  # Redis 6.2 counts an embedded string by its length
+                return "string:embstr", self.cal.robj + len(data) + 2
             return "string:embstr", self.alloc(self.cal.robj + 3 + len(data) + 1)
         return "string:raw", self.cal.robj + sds_size(len(data), self.alloc)
 
@@ -458,13 +506,17 @@ class Estimator:
             return "string:embstr", self.alloc(embedded)
         return "string:raw", self.alloc(head) + sds_size(len(data), self.alloc)
 
+    def _packed(self, items: list[bytes]) -> int:
+        """Bytes of a listpack (allocated) or, on Redis 6.2, a ziplist (as long as it is)."""
+        return zl_bytes(items) if self.ziplist else self.alloc(lp_bytes(items))
+
     def _small(self, items: list[bytes], limit: int) -> bool:
         return len(items) <= limit and all(len(i) <= self.cal.listpack_max_value for i in items)
 
     def _hash(self, pairs: list[tuple[bytes, bytes]], key: str = "") -> tuple[str, float]:
         if self._small([x for pair in pairs for x in pair], 2 * self.cal.hash_listpack_max_entries):
             items = [x for pair in pairs for x in pair]
-            return "hash:listpack", self._obj + self.alloc(lp_bytes(items))
+            return "hash:listpack", self._obj + self._packed(items)
         if self.valkey:
             elements = sum(self._hash_entry(f, v) for f, v in pairs)
         else:
@@ -485,7 +537,8 @@ class Estimator:
         if len(members) <= INTSET_MAX_ENTRIES and all(i is not None for i in ints):
             width = max((2 if -(2**15) <= i < 2**15 else 4 if -(2**31) <= i < 2**31 else 8)
                         for i in ints if i is not None) if ints else 2
-            return "set:intset", self._obj + self.alloc(8 + width * len(members))
+            intset = 8 + width * len(members)
+            return "set:intset", self._obj + (intset if self.ziplist else self.alloc(intset))
         if self.cal.set_listpack_max_entries and self._small(members, self.cal.set_listpack_max_entries) \
                 and key not in self._sticky:
             return "set:listpack", self._obj + self.alloc(lp_bytes(members))
@@ -501,7 +554,7 @@ class Estimator:
             self._sticky.add(key)
         if small and key not in self._sticky:
             items = [x for m, s in pairs for x in (m, _score_text(s))]
-            return "zset:listpack", self._obj + self.alloc(lp_bytes(items))
+            return "zset:listpack", self._obj + self._packed(items)
         cal = self.cal
         header = self.alloc(cal.skiplist_node + cal.skiplist_level * cal.skiplist_max_level)
         fixed = self._obj + cal.zset + cal.zskiplist + self._table(len(pairs), key) + header
@@ -527,6 +580,8 @@ class Estimator:
         cal = self.cal
         if cal.list_listpack_bytes and lp_bytes(items) <= cal.list_listpack_bytes:
             return "list:listpack", self._obj + self.alloc(lp_bytes(items))
+        if self.ziplist:
+            return "list:quicklist", self._ziplist_quicklist(items)
         total = self._obj + cal.quicklist
         node = 7
         for item in items:
@@ -538,6 +593,26 @@ class Estimator:
         if node > 7:
             total += cal.quicklist_node + self.alloc(node)
         return "list:quicklist", total
+
+    def _ziplist_quicklist(self, items: list[bytes]) -> float:
+        """Redis 6.2's quicklist, as MEMORY USAGE counts it: nodes of ziplists of at most 8 KiB
+        (a node takes an item while its size + the item + the item's entry header fits),
+        each counted by its length. Items are pushed at the head, as the broker does."""
+        cal = self.cal
+        total = self._obj + cal.quicklist
+        node: list[bytes] = []
+        size = 11
+        for item in reversed(items):  # LPUSH order: the last item was pushed first
+            n = len(item)
+            header = (1 if n < 254 else 5) + (1 if n < 64 else 2 if n < 16384 else 5)
+            if node and size + n + header > LIST_NODE_BYTES:
+                total += cal.quicklist_node + zl_bytes(reversed(node))
+                node, size = [], 11
+            node.append(item)
+            size = zl_bytes(reversed(node))
+        if node:
+            total += cal.quicklist_node + zl_bytes(reversed(node))
+        return total
 
 
 def _score_text(score: float) -> bytes:

@@ -8,9 +8,9 @@ by state and leaked keys. :func:`plot_heatmap` draws one metric over two axes (o
 value of a third).
 
 :func:`bytes_per_task` measures, by simulation, what one more completed (or archived) task costs
-in Redis 7.0 memory (the estimator's calibrated ``MEMORY USAGE`` plus the keyspace's bucket
-pointer), and :func:`memory_estimate` turns those figures into the answer to "how much memory
-for X tasks/s with retention R".
+in a server's memory (the estimator's ``MEMORY USAGE`` under that server family's memory model,
+plus the keyspace's bucket pointer), and :func:`memory_estimate` turns those figures into the
+answer to "how much memory for X tasks/s with retention R".
 
 >>> axis = retention_axis(["0s", "5m"])
 >>> axis.name, axis.path, axis.values
@@ -37,7 +37,7 @@ import fakeredis
 
 from simulations import presets
 from simulations.engine import Engine, ListSink
-from simulations.estimator import LISTPACK_MAX_ENTRIES
+from simulations.estimator import LISTPACK_MAX_ENTRIES, load_model
 from simulations.measure import TASK_STATES
 from simulations.output import slope_per_hour
 from simulations.spec import WorkloadSpec, load_raw, merge, parse_duration, spec_from_dict
@@ -263,10 +263,13 @@ def sweep(spec: str | Mapping[str, Any], axes: Sequence[Axis], *, scale: str = "
     return SweepResult(axes, points)
 
 
-def run_rows(spec: WorkloadSpec) -> list[dict[str, float]]:
-    """Run ``spec`` on a fresh fakeredis and return its samples."""
+def run_rows(spec: WorkloadSpec, memory_model: str | None = None) -> list[dict[str, float]]:
+    """Run ``spec`` on a fresh fakeredis and return its samples; bytes are estimated with
+    ``memory_model`` (a shipped model's name or a model file; default Redis 7.0's)."""
     sink = ListSink()
-    Engine(spec, fakeredis.FakeRedis(server=fakeredis.FakeServer()), sink=sink).run()
+    model = load_model(memory_model) if memory_model is not None else None
+    Engine(spec, fakeredis.FakeRedis(server=fakeredis.FakeServer()), sink=sink,
+           memory_model=model).run()
     return sink.rows
 
 
@@ -343,9 +346,10 @@ def plot_heatmap(result: SweepResult, rows: str, cols: str, facet: str | None = 
 
 
 def bytes_per_task(state: str = "completed", *, payload: int = 512, rate: float = 2.0,
-                   seconds: int = 300, seed: int = 1) -> float:
-    """Bytes of Redis 7.0 memory one more task in ``state`` (``completed`` or ``archived``)
-    costs, measured by simulation on fakeredis.
+                   seconds: int = 300, seed: int = 1, memory_model: str | None = None) -> float:
+    """Bytes of server memory one more task in ``state`` (``completed`` or ``archived``)
+    costs, measured by simulation on fakeredis with ``memory_model``'s estimate (a shipped
+    model's name such as ``valkey-9.1``, or a model file; default ``redis-7.0``).
 
     A queue receives ``rate`` tasks/s with a fixed ``payload`` for ``seconds``; every task
     succeeds with a retention longer than the run (``completed``) or fails with SkipRetry under
@@ -372,7 +376,7 @@ def bytes_per_task(state: str = "completed", *, payload: int = 512, rate: float 
                        "payload": payload, "duration": 0.1, "outcomes": outcome,
                        "retention": 2 * seconds if state == "completed" else 0}],
            "servers": [{"workers": 10}]}
-    rows = run_rows(spec_from_dict(raw))
+    rows = run_rows(spec_from_dict(raw), memory_model)
     points = [(r[f"tasks_{state}"], r["bytes_est_total"] + r["bytes_est_overhead"])
               for r in rows if r[f"tasks_{state}"] > LISTPACK_MAX_ENTRIES]
     return slope_per_hour(points)  # a plain least-squares slope of (count, bytes)

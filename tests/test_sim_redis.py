@@ -19,6 +19,7 @@ from simulations.calibrate import main as calibrate_main
 from simulations.engine import Engine, ListSink
 from simulations.estimator import load_model, model_for_family
 from simulations.measure import estimate_note, family_of
+from simulations.mirror import mirror_errors
 from simulations.run import load
 
 ESTIMATED = [p for p in presets.names() if not p.startswith("eviction")]
@@ -111,3 +112,21 @@ def test_calibrate_command_writes_a_model_simulate_loads(
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["memory_model"] == model.name
     assert calibrate_main(["--server", "redis://127.0.0.1:1/0"]) == 2
     assert "error: cannot calibrate on redis://127.0.0.1:1/0" in capsys.readouterr().err
+
+
+def test_redis_6_2_model_calibrates_and_holds_on_copied_preset_keyspaces(
+        redis62_server: RedisServer) -> None:
+    """Redis 6.2 (ziplists, glibc malloc; the broker does not run there): a calibration on it
+    finds the ziplist layout exact on the deterministic encodings, and the shipped model
+    estimates a preset's keyspaces, copied there sample by sample, within 2 %."""
+    fitted = calibrate(redis62_server.url, "test")
+    assert (fitted.family, fitted.layout) == ("redis 6.2 libc", "redis-ziplist")
+    for encoding in ("hash:listpack", "zset:listpack", "set:intset", "string:embstr"):
+        assert abs(fitted.corrections[encoding][0] - 1) <= 0.01, (encoding, fitted.corrections)
+    client = redis.Redis.from_url(redis62_server.url)
+    model = model_for_family(family_of(client))
+    assert model is not None and model.name == "redis-6.2"
+    pairs = mirror_errors(load("failure-storm", "ci")[0], client, model)
+    measured = sum(m for m, _ in pairs)
+    assert len(pairs) >= 10
+    assert abs(sum(e for _, e in pairs) - measured) / measured <= 0.02

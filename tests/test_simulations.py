@@ -132,8 +132,18 @@ def test_valkey_model_matches_valkey_9_1_accounting() -> None:
         Estimator().encoding(KeyEntry("s", KeyType.SET, frozenset({"g1", "g2"})))
 
 
+def test_redis_6_2_model_counts_ziplists_by_length() -> None:
+    # Values measured with MEMORY USAGE ... SAMPLES 0 on redis-server 6.2.14 (glibc malloc):
+    # key sds + dictEntry + robj, then the ziplist or the embedded string as long as it is.
+    est = Estimator(Calibration.structural("redis-ziplist"))
+    assert est.key_bytes(KeyEntry("k", KeyType.STRING, "123")) == 64
+    assert est.key_bytes(KeyEntry("k", KeyType.STRING, "x")) == 67
+    assert est.key_bytes(KeyEntry("h", KeyType.HASH, {"f0": "v" * 10})) == 91
+    assert est.key_bytes(KeyEntry("h", KeyType.HASH, {"f0": "v" * 10, "f1": "v" * 10})) == 107
+
+
 def test_memory_models_are_shipped_per_family_and_selectable(tmp: Path) -> None:
-    assert {"redis-7.0", "valkey-9.1"} <= set(model_names())
+    assert {"redis-6.2", "redis-7.0", "valkey-9.1"} <= set(model_names())
     assert load_model("valkey-9.1").layout == "valkey" and load_model("redis-7.0").layout == "redis"
     with pytest.raises(ValueError, match=r"unknown memory model 'valkey-7\.9'.*redis-7\.0"):
         load_model("valkey-7.9")
