@@ -1,17 +1,23 @@
-"""Bytes a key takes in Redis 7.0, estimated from its contents (for fakeredis, which has no
-``MEMORY USAGE``).
+"""Bytes a key takes in a server, estimated from its contents (for fakeredis, which has no
+``MEMORY USAGE``), under the memory model of one server family.
 
-The estimate follows what ``MEMORY USAGE <key> SAMPLES 0`` adds up on redis-server 7.0 (x86-64,
-jemalloc 5.3): the key's ``sds`` and its ``dictEntry`` in the keyspace, the value's ``robj``, and
-the value's structures — sds strings, dict tables and entries, listpacks, quicklist nodes,
-skiplist nodes — each rounded up to a jemalloc size class. Encodings follow the server's
-thresholds (``hash-max-listpack-entries 512``, ``-value 64``, zsets 128 and 64,
-``set-max-intset-entries 512``, 8 KiB list nodes). Two things are not deterministic in Redis and
-are estimated by their expectation: skiplist node levels (p = 1/4) and how full list nodes are.
+The estimate follows what ``MEMORY USAGE <key> SAMPLES 0`` adds up on that server. On
+redis-server 7.0 (x86-64, jemalloc 5.3): the key's ``sds`` and its ``dictEntry`` in the
+keyspace, the value's ``robj``, and the value's structures — sds strings, dict tables and
+entries, listpacks, quicklist nodes, skiplist nodes — each rounded up to a jemalloc size class.
+Encodings follow the server's thresholds (``hash-max-listpack-entries 512``, ``-value 64``,
+zsets 128 and 64, ``set-max-intset-entries 512``, 8 KiB list nodes). Redis 6.2 has ziplists
+instead of listpacks and counts them, intsets and embedded strings by their length; Valkey 8.1+
+embeds the key, its TTL and short values in the value's object and keeps hashes, sets and
+skiplist members in open hashtables of 7-entry buckets; both run on glibc's ``malloc`` in the
+builds measured here (see :class:`Calibration`). Three things are not deterministic and are
+estimated by their expectation: skiplist node levels (p = 1/4), how full list nodes are, and
+how many chained buckets a Valkey hashtable needs (hash collisions).
 
-The structure sizes and the per-encoding corrections live in :class:`Calibration`; the
-defaults are the values ``python -m simulations.calibrate`` derived on redis-server 7.0.15 (see
-``simulations/calibration.json`` and docs in that module).
+A model (:class:`Calibration`) holds the layout, the allocator, the structure sizes and the
+per-encoding corrections ``python -m simulations.calibrate`` fitted on a real server; the
+shipped ones are in ``simulations/models/`` (``redis-7.0`` is the default, ``valkey-9.1``,
+``redis-6.2``), and a simulation on a real server uses its family's (:func:`model_for_family`).
 
 >>> from model.snapshot import KeyEntry, KeyType
 >>> Estimator().key_bytes(KeyEntry("c", KeyType.STRING, "1"))   # an INCR counter: int encoding
