@@ -168,10 +168,7 @@ class Sampler:
         return _GROUP_OF.get(info.family, "other")
 
     def _keyspace_overhead(self, entries: list[KeyEntry]) -> int:
-        """Bytes outside MEMORY USAGE: the keyspace's bucket pointers (8 per key, at a load
-        factor of ~1) and an expires-dict entry + bucket for each key with a TTL."""
-        ttl = sum(1 for e in entries if e.expire_at_ms is not None)
-        return 8 * len(entries) + (24 + 8) * ttl
+        return keyspace_overhead(entries)
 
     def _measure_global(self, row: Counter[str]) -> None:
         client = self.broker.client
@@ -210,6 +207,13 @@ class Sampler:
         row["leak_orphans"] += len(orphans)
         row["leak_outside"] += len(outside)
         row["leak_bytes"] += sum(sizes.get(k, 0) for k in orphans | outside)
+
+
+def keyspace_overhead(entries: list[KeyEntry]) -> int:
+    """Bytes outside MEMORY USAGE: the keyspace's bucket pointers (8 per key, at a load
+    factor of ~1) and an expires-dict entry + bucket for each key with a TTL."""
+    ttl = sum(1 for e in entries if e.expire_at_ms is not None)
+    return 8 * len(entries) + (24 + 8) * ttl
 
 
 def family_of(client: redis.Redis) -> str:
