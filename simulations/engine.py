@@ -52,6 +52,7 @@ from model.message import TaskMessage
 from model.policy import Policy
 from model.states import TaskState
 from simulations.batch import Batch, Dequeued, Result, Template
+from simulations.estimator import Calibration
 from simulations.measure import Sampler, info_stats
 from simulations.spec import Action, Distribution, QueueSpec, ServerSpec, WorkloadSpec
 
@@ -164,8 +165,10 @@ class Engine:
     def __init__(self, spec: WorkloadSpec, client: Client, *, variant: str | None = None,
                  real: bool = False, sink: SampleSink | None = None,
                  progress: Callable[[dict[str, float]], None] | None = None,
-                 fast: bool = True) -> None:
+                 fast: bool = True, memory_model: Calibration | None = None) -> None:
         self.spec = spec
+        #: The estimator's memory model (None: the real server's family's, or the default).
+        self.memory_model = memory_model
         self.variant = variant or spec.variant
         if spec.redis.maxmemory and not real:
             raise BackendUnsupported(
@@ -208,7 +211,8 @@ class Engine:
             # Load every script first so the memory baseline already holds the script cache.
             for name in script_names():
                 self.client.script_load(full_source(name, self.broker.variant))
-        self.sampler = Sampler(self.broker, [q.name for q in self.spec.queues], self.real)
+        self.sampler = Sampler(self.broker, [q.name for q in self.spec.queues], self.real,
+                               memory_model=self.memory_model)
         if self.real:
             self._evicted0 = int(info_stats(self.broker.server_client).get("evicted_keys", 0))
             if self.spec.redis.maxmemory:

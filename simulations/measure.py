@@ -27,7 +27,7 @@ from model import keys
 from model.invariants import Family, Invariant, check_all, classify
 from model.snapshot import KeyEntry, KeyspaceSnapshot
 from model.states import LIVE_STATES
-from simulations.estimator import Estimator, server_family
+from simulations.estimator import Calibration, Estimator, model_for_family, server_family
 
 TASK_STATES = (*(s.value for s in LIVE_STATES), "stub")
 FAMILIES = tuple(f.value for f in Family)
@@ -71,16 +71,21 @@ class Sampler:
     """Measures a broker's keyspace: on real Redis also ``MEMORY USAGE`` and ``INFO memory``."""
 
     def __init__(self, broker: Broker, queues: list[str], real: bool,
-                 estimator: Estimator | None = None, leak_check_limit: int = 200_000) -> None:
+                 estimator: Estimator | None = None, leak_check_limit: int = 200_000,
+                 memory_model: Calibration | None = None) -> None:
         self.broker = broker
         self.queues = queues
         self.real = real
-        self.estimator = estimator if estimator is not None else Estimator()
         self.leak_check_limit = leak_check_limit
         self.baseline = self.used_memory() if real else 0
         #: The real server's family (see ``simulations.estimator.server_family``); None on
-        #: fakeredis. The estimate is calibrated for it only when it is the calibration's.
+        #: fakeredis. The estimate is calibrated for it only when it is the model's.
         self.server_family = family_of(broker.server_client) if real else None
+        if estimator is None:
+            # An explicit model wins; on a real server, the shipped model of its family.
+            model = memory_model or (model_for_family(self.server_family) if self.server_family else None)
+            estimator = Estimator(model)
+        self.estimator = estimator
 
     @property
     def estimate_calibrated(self) -> bool:
@@ -163,10 +168,7 @@ class Sampler:
         return _GROUP_OF.get(info.family, "other")
 
     def _keyspace_overhead(self, entries: list[KeyEntry]) -> int:
-        """Bytes outside MEMORY USAGE: the keyspace's bucket pointers (8 per key, at a load
-        factor of ~1) and an expires-dict entry + bucket for each key with a TTL."""
-        ttl = sum(1 for e in entries if e.expire_at_ms is not None)
-        return 8 * len(entries) + (24 + 8) * ttl
+        return keyspace_overhead(entries)
 
     def _measure_global(self, row: Counter[str]) -> None:
         client = self.broker.client
@@ -207,9 +209,25 @@ class Sampler:
         row["leak_bytes"] += sum(sizes.get(k, 0) for k in orphans | outside)
 
 
+def keyspace_overhead(entries: list[KeyEntry]) -> int:
+    """Bytes outside MEMORY USAGE: the keyspace's bucket pointers (8 per key, at a load
+    factor of ~1) and an expires-dict entry + bucket for each key with a TTL."""
+    ttl = sum(1 for e in entries if e.expire_at_ms is not None)
+    return 8 * len(entries) + (24 + 8) * ttl
+
+
 def family_of(client: redis.Redis) -> str:
     """The server family of a real Redis (see ``simulations.estimator.server_family``)."""
     return server_family({**client.info("server"), **client.info("memory")})
+
+
+def memory_model_for(client: redis.Redis, model: Calibration | None = None) -> Calibration:
+    """The memory model a simulation on the real server ``client`` estimates with: ``model``
+    when given, else the shipped model of the server's family, else the default model."""
+    if model is not None:
+        return model
+    found = model_for_family(family_of(client))
+    return found if found is not None else Calibration.load()
 
 
 def estimate_note(client: redis.Redis, calibration_family: str) -> str | None:
@@ -219,7 +237,8 @@ def estimate_note(client: redis.Redis, calibration_family: str) -> str | None:
     if family == calibration_family:
         return None
     return (f"the estimate (bytes_est_*) is calibrated for {calibration_family}, not for this "
-            f"{family}; measured bytes (MEMORY USAGE) are exact")
+            f"{family} (calibrate it: python -m simulations.calibrate --server URL); measured "
+            f"bytes (MEMORY USAGE) are exact")
 
 
 def info_stats(client: redis.Redis) -> dict[str, Any]:

@@ -154,7 +154,7 @@ def summarize(run: Path) -> dict[str, Any]:
     if meta_path.is_file():
         summary.update({k: v for k, v in json.loads(meta_path.read_text()).items()
                         if k in ("spec", "variant", "backend", "server", "scale", "finding",
-                                 "estimate_note")})
+                                 "estimate_note", "memory_model")})
     (run / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
@@ -181,7 +181,8 @@ def plot_run(run: Path) -> list[Path]:
     title = f"{spec.get('name', run.name)} — {meta.get('variant', spec.get('variant', ''))} " \
             f"on {meta.get('backend', '?')}"
     events = read_events(run)
-    return [_plot_memory(run, rows, title, events), _plot_keys(run, rows, title, events, spec)]
+    model = meta.get("memory_model", "redis-7.0")
+    return [_plot_memory(run, rows, title, events, model), _plot_keys(run, rows, title, events, spec)]
 
 
 def _mark_events(ax: Any, events: list[tuple[float, str, str]]) -> None:
@@ -194,7 +195,7 @@ def _mark_events(ax: Any, events: list[tuple[float, str, str]]) -> None:
 
 
 def _plot_memory(run: Path, rows: list[dict[str, float]], title: str,
-                 events: list[tuple[float, str, str]]) -> Path:
+                 events: list[tuple[float, str, str]], model: str) -> Path:
     plt = _pyplot()
     prefix = "bytes_mem_" if "bytes_mem_total" in rows[0] else "bytes_est_"
     hours = [r["hours"] for r in rows]
@@ -203,7 +204,7 @@ def _plot_memory(run: Path, rows: list[dict[str, float]], title: str,
     if groups:
         ax.stackplot(hours, *[[r[prefix + slug(g)] / 1024 for r in rows] for g in groups],
                      labels=groups, alpha=0.85)
-    source = "MEMORY USAGE" if prefix == "bytes_mem_" else "estimator (calibrated on Redis 7.0)"
+    source = "MEMORY USAGE" if prefix == "bytes_mem_" else f"estimator, memory model {model}"
     if "used_memory_delta" in rows[0]:
         ax.plot(hours, [r["used_memory_delta"] / 1024 for r in rows], color="black", linewidth=1,
                 label="INFO used_memory − baseline")

@@ -20,8 +20,8 @@ import redis
 from broker.servers import start_server
 from simulations import presets
 from simulations.engine import Engine
-from simulations.estimator import Calibration
-from simulations.measure import estimate_note
+from simulations.estimator import Calibration, load_model
+from simulations.measure import estimate_note, memory_model_for
 from simulations.output import RunDir, plot_run, summarize
 from simulations.spec import WorkloadSpec, load_raw, spec_from_dict
 
@@ -77,15 +77,24 @@ def default_out(spec: WorkloadSpec, backend: str) -> Path:
 
 def run_simulation(name_or_path: str, *, variant: str | None = None, backend: str = "fakeredis",
                    duration: int | None = None, out: Path | None = None, seed: int | None = None,
-                   scale: str = "full", progress: bool = True, plots: bool = True) -> Path:
-    """Simulate a preset or spec file; return the run directory (samples, summary, plots)."""
+                   scale: str = "full", progress: bool = True, plots: bool = True,
+                   memory_model: str | None = None) -> Path:
+    """Simulate a preset or spec file; return the run directory (samples, summary, plots).
+
+    ``memory_model`` (a shipped model's name or a model file) is the estimator's; by default
+    the real server's family's, and on fakeredis Redis 7.0's."""
     spec, source = load(name_or_path, scale, variant=variant, duration=duration, seed=seed)
+    model = load_model(memory_model) if memory_model is not None else None
     out = out if out is not None else default_out(spec, backend)
     with open_backend(backend) as (client, real, label):
-        engine = Engine(spec, client, real=real)  # validates backend support before writing
+        if real:
+            model = memory_model_for(client, model)
+        model = model if model is not None else Calibration.load()
+        # validates backend support before writing
+        engine = Engine(spec, client, real=real, memory_model=model)
         meta = {"spec": spec.name, "variant": spec.variant, "backend": backend, "server": label,
-                "scale": scale, "finding": spec.finding}
-        note = estimate_note(client, Calibration.load().family) if real else None
+                "scale": scale, "finding": spec.finding, "memory_model": model.name}
+        note = estimate_note(client, model.family) if real else None
         if note:
             meta["estimate_note"] = note
         sink = RunDir(out, spec, source, meta)

