@@ -27,7 +27,7 @@ from audit.plan import ServerIdentity, build_plan
 from broker import Broker
 from broker.asynq_go import AsynqGoBroker
 from broker.codec import encode_message
-from broker.scripting import TTL_SHIFT_MS
+from broker.scripting import encode_deadline
 from broker.servers import RedisServer
 from model import keys
 from model.clock import VirtualClock
@@ -291,7 +291,7 @@ def seed_leak(r: redis.Redis, q: str, leak: str, now_ms: int) -> tuple[str, bool
         return keys.pending(q), False
     key = keys.unique(q, "email", b"gone")  # a live lock whose owner does not exist
     r.set(key, "gone")
-    r.pexpireat(key, now_ms + 3_600_000 + TTL_SHIFT_MS)
+    r.pexpireat(key, encode_deadline(now_ms + 3_600_000))
     return key, True
 
 

@@ -25,7 +25,7 @@ from broker.asynq_go import (
     build_driver,
     require_asynq,
 )
-from broker.scripting import TTL_SHIFT_MS
+from broker.scripting import encode_deadline
 from broker.servers import RedisServer
 from harness.conform import CONFORM_POLICY, OPERATIONS, SCENARIOS, Differential, Divergence, Op, conform
 from harness.observe import Observer
@@ -94,7 +94,7 @@ def test_lock_ttl_moves_to_the_virtual_clock(go: AsynqGoBroker) -> None:
     lock = keys.unique(Q, "a", b"x")
     entry = go.snapshot(Q).get(lock)
     assert entry is not None and entry.expire_at_ms == go.now_ms + 30_000
-    assert go.client.pexpiretime(lock) == go.now_ms + 30_000 + TTL_SHIFT_MS
+    assert go.client.pexpiretime(lock) == encode_deadline(go.now_ms + 30_000)
     go.clock.advance(30)
     assert go.expire_due(Q) == 1
     assert go.client.exists(lock) == 0

