@@ -18,7 +18,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from support import driver_or_skip
+from support import driver_or_skip, go_backend_or_skip
 
 from audit import AuditOptions, AuditResult, audit, connect
 from audit.engine import UnknownQueue
@@ -113,6 +113,7 @@ def test_two_healthy_queues_whose_names_overlap_give_no_finding(
 def test_asynq_own_keyspace_with_overlapping_names_gives_no_finding(
         real_server: RedisServer, real_client: redis.Redis, first: str, second: str) -> None:
     """The same, written by Asynq's own Go code (skips without the conformance driver)."""
+    go_backend_or_skip(real_server)
     driver_or_skip("v0.26.0")
     clock = VirtualClock()
     with asynq_names(), AsynqGoBroker(real_server.url, "v0.26.0", clock=clock) as b:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from support import db_url, driver_or_skip, private_server
+from support import db_url, driver_or_skip, go_backend_or_skip, private_server
 
 from broker import Broker
 from broker.asynq_go import (
@@ -46,7 +46,7 @@ def examples() -> int:
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
     with private_server() as s:
-        yield s
+        yield go_backend_or_skip(s)
 
 
 @pytest.fixture
@@ -161,7 +161,9 @@ def test_every_operation_is_in_a_scenario() -> None:
     assert covered - {"tick"} == set(OPERATIONS)
 
 
-def test_cli_conform_runs_and_prints_coverage(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_conform_runs_and_prints_coverage(server: RedisServer,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """(``server``: skips where the Go backend cannot run; the command starts its own.)"""
     from keysim.cli import main
 
     driver_or_skip("v0.26.0")
