@@ -216,9 +216,9 @@ class AsynqGoBroker(BrokerBase):
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"url must be a redis:// URL naming the database, got {url!r}")
         self.version = _check_version(version)
-        check_version(url, PEXPIRETIME_VERSION)  # the time normalisation reads exact deadlines
         super().__init__(redis.Redis.from_url(url), self.variant_for(version), policy, clock)
         _check_policy(self.policy, version)
+        check_version(url, PEXPIRETIME_VERSION)  # the time normalisation reads exact deadlines
         self.url = url
         self._normalise = self.client.register_script(_NORMALISE_LUA)
         self._driver = DriverProcess(build_driver(version), url)
