@@ -207,6 +207,14 @@ def go_backend_or_skip(server: RedisServer) -> RedisServer:
     return server
 
 
+def needs_redis_7(server: RedisServer, what: str) -> None:
+    """Skip, saying why, a test of something Redis 6.2 does not have (``what``: EVAL_RO, an ACL
+    rule naming PEXPIRETIME): there is nothing of it to run there. The audit's own path on 6.2
+    (pipeline reads, deadlines from PTTL) is tested by test_audit_reads's ``redis62`` cases."""
+    if parse_version(server.version) < PEXPIRETIME_VERSION:
+        pytest.skip(f"Redis {server.version} has no {what}")
+
+
 def private_server() -> RedisServer:
     """A launched real Redis (REDIS_URL ignored); skip or fail when none can be started."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
