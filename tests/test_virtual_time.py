@@ -106,7 +106,7 @@ def test_read_deadlines_is_exact_on_redis_62(client62: redis.Redis, deadlines: l
     and still gives every deadline exactly. (The database is emptied for each example.)"""
     client62.flushdb()
     with pytest.raises(redis.ResponseError, match="unknown command"):
-        client62.execute_command("PEXPIRETIME", "k0")
+        client62.execute_command("PEXPIRETIME", "k0")  # type: ignore[no-untyped-call]
     names = _keys_with_deadlines(client62, deadlines)
     assert read_deadlines(client62, [*names, "no-ttl", "missing"]) == [*deadlines, None, None]
 
