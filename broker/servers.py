@@ -392,18 +392,21 @@ def binary_version(binary: Path) -> str:
 
 def available(env: dict[str, str] | None = None) -> list[tuple[str, Path | None, str]]:
     """Every launcher with its binary (None: not installed) and what it would start: its
-    version, or why it cannot be used (older than :data:`MIN_VERSION`). A binary named by path
-    in ``KEYSIM_SERVER`` comes first (``env`` defaults to ``os.environ``). A server older than
+    version, or why it cannot be used (older than :data:`MIN_VERSION`). The binaries named by
+    path in ``KEYSIM_SERVER`` and ``KEYSIM_REDIS62`` (the tests' Redis 6.2) come first, as kind
+    ``"binary"`` (``env`` defaults to ``os.environ``). A server older than
     :data:`PEXPIRETIME_VERSION` is marked as such: the broker, check, replay, simulate and audit
     run on it, ``--backend asynq`` does not."""
     environ = os.environ if env is None else env
-    named = environ.get("KEYSIM_SERVER", "")
-    launchers = (chosen_launchers(named) if "/" in named else ()) + _LAUNCHERS
+    paths = dict.fromkeys(p for p in (environ.get("KEYSIM_SERVER", ""), environ.get("KEYSIM_REDIS62", ""))
+                          if "/" in p)
+    launchers = [(path, "binary", chosen_launchers(path)[0][1]) for path in paths]
+    launchers += [("", kind, find) for kind, find in _LAUNCHERS]
     found: list[tuple[str, Path | None, str]] = []
-    for kind, find in launchers:
+    for path, kind, find in launchers:
         binary = find()
         if binary is None:
-            found.append((kind, None, "not installed" if kind != "binary" else f"{named}: not executable"))
+            found.append((kind, None, f"{path}: not executable" if path else "not installed"))
             continue
         found.append((kind, binary, _usability(binary_version(binary))))
     return found

