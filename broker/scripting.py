@@ -2,8 +2,10 @@
 
 Each script file starts with a header of ``--`` comment lines naming its KEYS and ARGV (a test
 checks every KEYS[n] used is declared and that all of a call's keys share one Cluster slot).
-The loader prepends ``local Q = {...}`` (the variant's quirk flags) and ``_prelude.lua``; the
-resulting text is registered once per client and run by EVALSHA (re-sent on NOSCRIPT).
+The loader prepends ``local Q = {...}`` (the variant's quirk flags) and the definitions the
+script uses from ``_prelude.lua`` and ``_clock.lua`` (the virtual time base, whose constants and
+Python twins live here: :func:`encode_deadline`, :func:`decode_deadline`); the resulting text is
+registered once per client and run by EVALSHA (re-sent on NOSCRIPT).
 """
 
 from __future__ import annotations
