@@ -65,7 +65,7 @@ from audit.verify import DEFAULT_PAUSE_MS, Candidate, Recheck, Verifier
 from broker.base import text
 from broker.codec import decode_message
 from broker.proto.taskmessage_pb2 import TaskMessage as TaskMessagePB
-from broker.scripting import TTL_SHIFT_MS
+from broker.scripting import decode_deadline, is_shifted
 from model import keys
 from model.invariants import (
     EXPECTED_TYPE,
@@ -111,8 +111,8 @@ _TTL_KINDS = frozenset({Kind.DAILY_COUNTER_WITHOUT_TTL, Kind.DAILY_COUNTER_TTL_T
 class AuditOptions:
     """How to audit. ``now_ms`` overrides the real clock (for broker-seeded virtual time).
 
-    ``clock="auto"`` reads a PEXPIRETIME above ``TTL_SHIFT_MS`` (year 2033) as a deadline the
-    keysim broker shifted (deadline + TTL_SHIFT_MS) and un-shifts it; ``"real"`` takes every
+    ``clock="auto"`` reads a deadline above ``TTL_SHIFT_MS`` (year 2033) as one the keysim
+    broker encoded (``broker.scripting.encode_deadline``) and decodes it; ``"real"`` takes every
     deadline as is. Real Asynq keyspaces are the same under both. ``reads`` picks how task hashes
     are read (:mod:`audit.taskread`): ``"auto"`` (EVAL_RO, or a pipeline when refused),
     ``"script"`` or ``"pipeline"``; the findings are the same. ``verify_pause_ms``: without
@@ -421,7 +421,7 @@ class QueueAudit:
         at = expiry.deadline(reply, sent_ms)
         if not isinstance(at, int):
             return at
-        return at - TTL_SHIFT_MS if self.opts.clock == "auto" and at > TTL_SHIFT_MS else at
+        return decode_deadline(at) if self.opts.clock == "auto" and is_shifted(at) else at
 
     def _size(self, reply: Any) -> int:
         """A MEMORY USAGE reply as bytes; a refused one counts 0 and is counted as unknown."""

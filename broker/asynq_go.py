@@ -7,15 +7,20 @@ JSON line to the driver process, which sets Asynq's simulated clock to the share
 :class:`~model.clock.VirtualClock` and calls the matching ``RDB`` method on a real Redis.
 
 Time normalisation (see ``conformance/README.md``): Asynq writes TTLs on the real clock, our
-brokers as ``PEXPIREAT(virtual deadline + TTL_SHIFT_MS)``. Around every call this broker runs one
-small script over the queue's STRING keys (the only keys that carry TTLs) that
+brokers as ``PEXPIREAT(encode_deadline(virtual deadline))`` (``broker.scripting``). Around every
+call this broker runs one small script over the queue's STRING keys (the only keys that carry
+TTLs) that
 
-* rewrites a real-clock TTL (a unique lock's ``SET NX EX``) as the shifted virtual deadline
-  ``now_ms + ttl`` (the TTL rounded up to whole seconds, as Asynq always sets it), and
+* rewrites a real-clock TTL (a unique lock's ``SET NX EX``) as the encoded virtual deadline
+  ``now_ms + ttl`` (the TTL rounded up to whole seconds, as Asynq always sets it),
+* encodes the daily counters' ``EXPIREAT(now + 90 days)``, which the driver shifted by
+  ``TTL_SHIFT_MS`` before it reached Redis (a real-clock timestamp in the virtual past would
+  delete the key at once), and
 * deletes every key whose virtual deadline passed (what ``BrokerBase.expire_due`` does).
 
-The daily counters' ``EXPIREAT(now + 90 days)`` is shifted inside the driver, before it reaches
-Redis (a real-clock timestamp in the virtual past would delete the key at once).
+It tells a value it wrote from one the driver shifted by reading it exactly (PEXPIRETIME), so
+it needs Redis >= 7.0 (or Valkey): on an older server the constructor raises
+``ServerUnavailable``.
 
 >>> AsynqGoBroker.variant_for("v0.24.0")
 'asynq-v0.24.0'
@@ -40,7 +45,8 @@ import redis
 
 from broker.base import BrokerBase
 from broker.processor import recover_expired
-from broker.scripting import TTL_SHIFT_MS
+from broker.scripting import with_prelude
+from broker.servers import PEXPIRETIME_VERSION, check_version
 from model import keys, validation
 from model.clock import VirtualClock
 from model.errors import ERROR_FOR, KeysimError, ScriptError
@@ -62,29 +68,38 @@ _FIXED_BY_ASYNQ = {"lease_duration": 30, "max_archive_size": 10_000, "archive_cu
                    "aggregation_timeout": 120}
 _FIXED_BATCH_BEFORE_V025 = 100
 
-# One pass over the queue's STRING keys (locks, counters, paused): a TTL on the real clock
-# (PEXPIRETIME below the shift) becomes a shifted virtual deadline; a shifted deadline that has
-# passed deletes the key. KEYS: none (the keys are found by SCAN; all share the queue's slot).
-# ARGV: [1] SCAN pattern of the queue, [2] now_ms, [3] TTL_SHIFT_MS.
-_NORMALISE_LUA = """
-local now, shift = tonumber(ARGV[2]), tonumber(ARGV[3])
+# One pass over the queue's STRING keys (locks, counters, paused), with the prelude's encoding:
+# a TTL on the real clock (below TTL_SHIFT_MS: a unique lock's SET NX EX, whole seconds) becomes
+# the virtual deadline now + TTL; a daily counter's EXPIREAT, which the driver moved to
+# TTL_SHIFT_MS + its virtual deadline (whole seconds, so never a value encode_deadline writes),
+# is encoded; a key whose virtual deadline has passed is deleted. KEYS: none (the keys are found
+# by SCAN; all share the queue's slot). ARGV: [1] SCAN pattern of the queue, [2] now_ms.
+_NORMALISE_LUA = with_prelude("""
+local now = tonumber(ARGV[2])
 local cursor, deleted = "0", 0
 repeat
     local reply = redis.call("SCAN", cursor, "MATCH", ARGV[1], "COUNT", 1000, "TYPE", "string")
     cursor = reply[1]
     for _, key in ipairs(reply[2]) do
-        local at = redis.call("PEXPIRETIME", key)
-        if at > 0 and at < shift then
-            local ttl = redis.call("PTTL", key)
-            redis.call("PEXPIREAT", key, now + math.ceil(ttl / 1000) * 1000 + shift)
-        elseif at >= shift and at - shift <= now then
-            redis.call("DEL", key)
-            deleted = deleted + 1
+        local at = expiry_at(key)
+        if at ~= nil then
+            local deadline = decode_deadline(at)
+            if at < TTL_SHIFT_MS then
+                deadline = now + math.ceil(redis.call("PTTL", key) / 1000) * 1000
+            elseif encode_deadline(deadline) ~= at then
+                deadline = at - TTL_SHIFT_MS
+            end
+            if deadline <= now then
+                redis.call("DEL", key)
+                deleted = deleted + 1
+            elseif encode_deadline(deadline) ~= at then
+                redis.call("PEXPIREAT", key, encode_deadline(deadline))
+            end
         end
     end
 until cursor == "0"
 return deleted
-"""
+""")
 
 
 class DriverUnavailable(RuntimeError):
@@ -203,6 +218,7 @@ class AsynqGoBroker(BrokerBase):
         self.version = _check_version(version)
         super().__init__(redis.Redis.from_url(url), self.variant_for(version), policy, clock)
         _check_policy(self.policy, version)
+        check_version(url, PEXPIRETIME_VERSION)  # the time normalisation reads exact deadlines
         self.url = url
         self._normalise = self.client.register_script(_NORMALISE_LUA)
         self._driver = DriverProcess(build_driver(version), url)
@@ -272,7 +288,7 @@ class AsynqGoBroker(BrokerBase):
         TTL Asynq just set onto the virtual clock); return how many keys were deleted."""
         validation.check_queue(queue)
         pattern = keys.queue_pattern(queue)
-        return int(self._normalise(args=[pattern, self.now_ms, TTL_SHIFT_MS]))
+        return int(self._normalise(args=[pattern, self.now_ms]))
 
     # --- client (T1–T6) ---------------------------------------------------------------------
     def enqueue(self, msg: TaskMessage) -> None:

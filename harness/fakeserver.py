@@ -59,7 +59,7 @@ import redis
 from fakeredis.commands_mixins import scripting_mixin
 
 from broker import Broker
-from broker.scripting import TTL_SHIFT_MS
+from broker.scripting import decode_deadline
 from broker.wire import hand_over_to, pack_command
 from model import keys
 from model.snapshot import KeyspaceSnapshot
@@ -289,9 +289,11 @@ def snapshot_from_memory(sut: Any, queue: str) -> KeyspaceSnapshot | None:
 def _reply_entry(key: bytes, value: Any, expire_at_s: float | None,
                  now_ms: int) -> list[Any] | None:
     """One key in the snapshot script's reply shape, or None when its virtual TTL passed."""
-    at = -1 if expire_at_s is None else round(expire_at_s * 1000)
-    if at > 0 and at - TTL_SHIFT_MS <= now_ms:
-        return None
+    at = -1
+    if expire_at_s is not None:
+        at = decode_deadline(round(expire_at_s * 1000))
+        if at <= now_ms:
+            return None
     if isinstance(value, bytes):
         return [key, b"string", at, [value]]
     if isinstance(value, list):

@@ -55,6 +55,7 @@ from typing import Any, cast
 import redis
 
 from broker import Broker
+from broker.scripting import encode_deadline, read_deadlines
 from broker.variants import variant as lookup_variant
 from harness.fakeserver import database, memory_image, new_client
 from harness.machine import render_args
@@ -260,8 +261,8 @@ class _Lockstep:
 
 # --- the broker's database: save, restore, has it changed? ------------------------------------------
 
-#: A saved database: every key's DUMP payload and its PEXPIRETIME (-1: none).
-Dump = dict[bytes, tuple[bytes, int]]
+#: A saved database: every key's DUMP payload and its virtual deadline (None: no TTL).
+Dump = dict[bytes, tuple[bytes, int | None]]
 
 
 def _dump(client: redis.Redis) -> Dump:
@@ -269,17 +270,19 @@ def _dump(client: redis.Redis) -> Dump:
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.dump(name)
-        pipe.pexpiretime(name)
-    raw = pipe.execute()
-    return {name: (raw[2 * i], int(raw[2 * i + 1])) for i, name in enumerate(names)}
+    payloads = pipe.execute()
+    deadlines = read_deadlines(client, names)
+    return {name: (payloads[i], deadlines[i]) for i, name in enumerate(names)}
 
 
-def _put_back(pipe: Any, name: bytes, saved: tuple[bytes, int]) -> None:
-    """RESTORE one key with its exact expiry (fakeredis lacks RESTORE ... ABSTTL)."""
-    payload, expire_at = saved
+def _put_back(pipe: Any, name: bytes, saved: tuple[bytes, int | None]) -> None:
+    """RESTORE one key with its exact expiry (fakeredis lacks RESTORE ... ABSTTL), encoded
+    afresh from the virtual deadline, so that save and restore never drift on a server whose
+    expiry reads are a millisecond off (Redis 6.2)."""
+    payload, deadline = saved
     pipe.restore(name, 0, payload, replace=True)
-    if expire_at > 0:
-        pipe.pexpireat(name, expire_at)
+    if deadline is not None:
+        pipe.pexpireat(name, encode_deadline(deadline))
 
 
 def _restore_all(client: redis.Redis, dump: Dump) -> None:

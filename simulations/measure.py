@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from broker.core import Broker
-from broker.scripting import TTL_SHIFT_MS
+from broker.scripting import read_deadlines
 from model import keys
 from model.invariants import Family, Invariant, check_all, classify
 from model.snapshot import KeyEntry, KeyspaceSnapshot
@@ -107,11 +107,9 @@ class Sampler:
             names = list(client.scan_iter(match=pattern, count=1000, _type="STRING"))
             if not names:
                 continue
-            pipe = client.pipeline(transaction=False)
-            for name in names:
-                pipe.pexpiretime(name)
-            expired = [n for n, at in zip(names, pipe.execute(), strict=True)
-                       if at > 0 and at - TTL_SHIFT_MS <= self.broker.now_ms]
+            deadlines = read_deadlines(client, names)
+            expired = [n for n, deadline in zip(names, deadlines, strict=True)
+                       if deadline is not None and deadline <= self.broker.now_ms]
             if expired:
                 client.delete(*expired)
                 due += len(expired)

@@ -16,6 +16,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.typing import EncodableT, FieldT
+from support import needs_redis_7
 
 from audit import AuditOptions, AuditResult, WriteRefused, audit, connect, readonly
 from audit.idindex import IdIndex
@@ -131,6 +132,7 @@ def comparable(result: AuditResult) -> dict[str, Any]:
 
 def test_script_and_pipeline_reads_report_exactly_the_same(real_server: RedisServer,
                                                            raw: redis.Redis) -> None:
+    needs_redis_7(real_server, "EVAL_RO")
     seed(raw)
     results = {(reads, chunk): run(real_server.url, reads=reads, chunk=chunk, scan_count=chunk)
                for reads in ("script", "pipeline") for chunk in (1, 7, 1000)}
@@ -150,6 +152,7 @@ def test_script_and_pipeline_reads_report_exactly_the_same(real_server: RedisSer
 
 def test_read_only_acl_user_falls_back_to_the_pipeline(real_server: RedisServer,
                                                         raw: redis.Redis) -> None:
+    needs_redis_7(real_server, "EVAL_RO")
     seed(raw)
     raw.acl_setuser("reader", reset=True, enabled=True, passwords=["+pw"], keys=["*"],
                     reset_channels=True, categories=["+@read", "-@write", "-@dangerous"],
@@ -171,6 +174,7 @@ def test_read_only_acl_user_falls_back_to_the_pipeline(real_server: RedisServer,
 
 def test_a_script_cannot_write_even_when_sent(real_server: RedisServer, raw: redis.Redis) -> None:
     """EVAL_RO is allowed because Redis itself refuses a write inside it."""
+    needs_redis_7(real_server, "EVAL_RO")
     client = connect(real_server.url)
     try:
         with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)write commands are not allowed"):

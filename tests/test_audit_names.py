@@ -18,7 +18,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from support import driver_or_skip
+from support import driver_or_skip, go_backend_or_skip
 
 from audit import AuditOptions, AuditResult, audit, connect
 from audit.engine import UnknownQueue
@@ -27,7 +27,7 @@ from audit.plan import ServerIdentity, build_plan
 from broker import Broker
 from broker.asynq_go import AsynqGoBroker
 from broker.codec import encode_message
-from broker.scripting import TTL_SHIFT_MS
+from broker.scripting import encode_deadline
 from broker.servers import RedisServer
 from model import keys
 from model.clock import VirtualClock
@@ -113,6 +113,7 @@ def test_two_healthy_queues_whose_names_overlap_give_no_finding(
 def test_asynq_own_keyspace_with_overlapping_names_gives_no_finding(
         real_server: RedisServer, real_client: redis.Redis, first: str, second: str) -> None:
     """The same, written by Asynq's own Go code (skips without the conformance driver)."""
+    go_backend_or_skip(real_server)
     driver_or_skip("v0.26.0")
     clock = VirtualClock()
     with asynq_names(), AsynqGoBroker(real_server.url, "v0.26.0", clock=clock) as b:
@@ -291,7 +292,7 @@ def seed_leak(r: redis.Redis, q: str, leak: str, now_ms: int) -> tuple[str, bool
         return keys.pending(q), False
     key = keys.unique(q, "email", b"gone")  # a live lock whose owner does not exist
     r.set(key, "gone")
-    r.pexpireat(key, now_ms + 3_600_000 + TTL_SHIFT_MS)
+    r.pexpireat(key, encode_deadline(now_ms + 3_600_000))
     return key, True
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis
+from support import needs_redis_7
 
 from audit import AuditOptions, AuditResult, acl, audit, connect, render_text, verify
 from audit.capabilities import PEXPIRETIME, PTTL, Expiry
@@ -222,6 +223,7 @@ def test_healthy_keyspace_is_clean_and_leaks_are_exact_on_every_server_and_user(
 def test_the_issues_nopexp_user_gets_exit_0_from_the_command_line(
         real_server: RedisServer, raw: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
     """Problem 1 as reported: 22 healthy keys (20 locks, 2 daily counters) were LEAKs, exit 1."""
+    needs_redis_7(real_server, "PEXPIRETIME to deny in an ACL rule")
     seed_healthy(raw)
     url = add_user(raw, real_server, "nopexp", str(USERS["nopexp"]))
     assert main(["audit", url]) == 0
@@ -232,6 +234,7 @@ def test_the_issues_nopexp_user_gets_exit_0_from_the_command_line(
 
 def test_without_any_deadline_read_locks_and_counters_are_unverified_never_leaks(
         real_server: RedisServer, raw: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    needs_redis_7(real_server, "PEXPIRETIME to deny in an ACL rule")
     seed_healthy(raw)
     url = add_user(raw, real_server, "nottl", "~* +@read -pexpiretime -pttl +ping +select")
     clean = run(url)

@@ -20,7 +20,7 @@ import redis
 from support import expectation
 
 from broker import Broker
-from broker.scripting import TTL_SHIFT_MS
+from broker.scripting import encode_deadline
 from broker.variants import Quirk
 from model import keys
 from model.clock import VirtualClock
@@ -123,7 +123,7 @@ class World:
         """A unique lock held by ``owner``, named as enqueue_unique names the owner's lock."""
         key = keys.unique(self.q, "email", owner.encode())
         self.r.set(key, owner)
-        self.r.pexpireat(key, self.now_ms + LOCK_TTL_MS + TTL_SHIFT_MS)
+        self.r.pexpireat(key, encode_deadline(self.now_ms + LOCK_TTL_MS))
         return key
 
     def zombie(self, task_id: str) -> None:

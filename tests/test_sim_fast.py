@@ -15,6 +15,7 @@ import redis
 
 from broker.codec import decode_message, encode_message
 from broker.core import Broker
+from broker.scripting import read_deadlines
 from broker.servers import RedisServer
 from model.message import TaskMessage
 from simulations.batch import Batch, Dequeued, Template
@@ -42,7 +43,7 @@ def _spec(variant: str) -> WorkloadSpec:
 
 
 def _keyspace(client: redis.Redis) -> dict[bytes, tuple[Any, ...]]:
-    """Every key: type, exact value (raw bytes) and PEXPIRETIME."""
+    """Every key: type, exact value (raw bytes) and virtual deadline."""
     dump: dict[bytes, tuple[Any, ...]] = {}
     for key in client.scan_iter(count=1000):
         kind = client.type(key)
@@ -56,7 +57,7 @@ def _keyspace(client: redis.Redis) -> dict[bytes, tuple[Any, ...]]:
             value = sorted(client.smembers(key))
         else:
             value = client.zrange(key, 0, -1, withscores=True)
-        dump[key] = (kind, value, client.pexpiretime(key))
+        dump[key] = (kind, value, *read_deadlines(client, [key]))
     return dump
 
 

@@ -2,16 +2,16 @@
 -- The loader puts `local Q = {<quirk> = true|false, ...}` above this text; scripts branch on
 -- Q.<quirk> for the few lines where a variant deviates from the reference design.
 --
--- Virtual time: TTL keys store PEXPIREAT (virtual deadline + TTL_SHIFT_MS) so that Redis never
--- expires them on its own clock; `expire_due` deletes a key whose virtual deadline passed.
+-- Virtual time: a TTL key stores PEXPIREAT encode_deadline(its virtual deadline) (_clock.lua),
+-- so that Redis never expires it on its own clock; `expire_due` deletes a key whose virtual
+-- deadline passed.
 
-local TTL_SHIFT_MS = 2000000000000
 local MAX_INT64 = "9223372036854775807"
 
 -- Delete `key` if its virtual deadline is <= now_ms (what Redis would have done on access).
 local function expire_due(key, now_ms)
-    local at = redis.call("PEXPIRETIME", key)
-    if at > 0 and at - TTL_SHIFT_MS <= tonumber(now_ms) then
+    local deadline = virtual_deadline(key)
+    if deadline ~= nil and deadline <= tonumber(now_ms) then
         redis.call("DEL", key)
     end
 end
@@ -31,7 +31,7 @@ end
 
 -- Give `key` a TTL ending at virtual time deadline_ms.
 local function set_deadline(key, deadline_ms)
-    redis.call("PEXPIREAT", key, tonumber(deadline_ms) + TTL_SHIFT_MS)
+    redis.call("PEXPIREAT", key, encode_deadline(deadline_ms))
 end
 
 -- INCR a daily counter (TTL on its first increment) and its total (wraps to 1 at MaxInt64).

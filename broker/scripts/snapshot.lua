@@ -4,12 +4,12 @@
 --         so the call runs where the queue's keys are; they are found by SCAN over it)
 -- ARGV[1] MATCH pattern for the queue's keys (glob-escaped prefix followed by *)
 -- ARGV[2] SCAN COUNT hint
--- Reply: flat list of {key, type, pexpiretime, value...} entries, one table per key, where
--- pexpiretime is -1 without a TTL and value is: string -> {s}; list -> items; set -> members;
+-- Reply: flat list of {key, type, deadline, value...} entries, one table per key, where
+-- deadline is the virtual deadline (ms), -1 without a TTL, and value is: string -> {s}; list -> items; set -> members;
 -- zset -> member, score, ...; hash -> field, value, ...
 local out = {}
 each_key(ARGV[1], ARGV[2], function(key)
-    local at = redis.call("PEXPIRETIME", key)
+    local deadline = virtual_deadline(key) or -1
     local kind = redis.call("TYPE", key)["ok"]
     local value
     if kind == "string" then
@@ -25,6 +25,6 @@ each_key(ARGV[1], ARGV[2], function(key)
     else
         value = {}
     end
-    table.insert(out, {key, kind, at, value})
+    table.insert(out, {key, kind, deadline, value})
 end)
 return out

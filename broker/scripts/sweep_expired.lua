@@ -8,8 +8,8 @@
 -- Reply: {"OK", number of keys deleted}
 local swept = 0
 each_key(ARGV[1], ARGV[3], function(key)
-    local at = redis.call("PEXPIRETIME", key)
-    if at > 0 and at - TTL_SHIFT_MS <= tonumber(ARGV[2]) then
+    local deadline = virtual_deadline(key)
+    if deadline ~= nil and deadline <= tonumber(ARGV[2]) then
         redis.call("DEL", key)
         swept = swept + 1
     end

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support import db_url, driver_or_skip, private_server
+from support import db_url, driver_or_skip, go_backend_or_skip, private_server
 
 from broker.asynq_go import AsynqGoBroker
 from broker.servers import RedisServer
@@ -16,7 +16,7 @@ from model.clock import VirtualClock
 def asynq_server() -> Iterator[RedisServer]:
     """A private real Redis, shared by every test of the run."""
     with private_server() as server:
-        yield server
+        yield go_backend_or_skip(server)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from support import driver_or_skip
 
+from broker.servers import RedisServer
 from harness.check import replay_program
 from harness.machine import ASYNQ_BACKEND
 from harness.zoo import ASYNQ_VARIANTS, asynq_defects, asynq_expected, load_counterexamples
@@ -34,7 +35,9 @@ NEEDS_SMALL_CAP = {"BZ-1", "BZ-2", "BZ-16"}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def drivers() -> None:
+def drivers(asynq_server: RedisServer) -> None:
+    """The drivers, built; ``asynq_server`` skips on a server too old for the Go backend (the
+    machine starts its own, from the same environment)."""
     for variant in ASYNQ_VARIANTS:
         driver_or_skip(variant.removeprefix("asynq-"))
 
