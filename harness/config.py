@@ -31,7 +31,7 @@ POLICY_CHOICES: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "lease_duration": (30, 20, 45),
     "recover_skew": (30, 7, 12),
     "aggregation_grace": (10, 5, 15),
-    "aggregation_max_size": (3, 0, 2),
+    "aggregation_max_size": (3, 0, 2, 1),
     "aggregation_max_delay": (0, 25),
     "aggregation_timeout": (120, 90, 150),
     "stats_ttl": (3 * DAY, 2 * DAY),
@@ -40,7 +40,8 @@ POLICY_CHOICES: Mapping[str, tuple[int, ...]] = MappingProxyType({
 #: Starting points an example may draw (``MachineConfig.scenarios``): each sets up a
 #: precondition that random steps reach rarely (see ``KeyMachine.scenario``).
 SCENARIOS = ("none", "in_hand", "lost_leases", "completed", "archive_full", "paused", "staged",
-             "stalled_aggregator", "locked", "evicted_lease", "evicted_due", "counters_at_max")
+             "stalled_aggregator", "locked", "evicted_lease", "evicted_due", "counters_at_max",
+             "crowded_group")
 
 
 @dataclass(frozen=True)

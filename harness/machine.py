@@ -557,6 +557,9 @@ class KeyMachine(RuleBasedStateMachine):
             self.schedule("t0", queue, b"a", 5, None, None)  # forwarder meets an id with no
             self.evict(queue, 0)  # message behind it
             self._land_on(queue, "due", 0)
+        elif name == "crowded_group":  # every task in one group: with a drawn max size below
+            for task_id in TASK_IDS:  # three, the aggregator stages a set and leaves the rest
+                self.add_to_group(task_id, queue, b"a", GROUPS[0], None)
         elif name == "counters_at_max":  # a queue that has run for ages: its total counters
             self.enqueue("t0", queue, b"a", 1, 0, None)  # wrap to 1 on the next task processed
             self.seed_totals(queue, MAX_INT64)
