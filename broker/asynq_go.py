@@ -22,6 +22,14 @@ It tells a value it wrote from one the driver shifted by reading it exactly (PEX
 it needs Redis >= 7.0 (or Valkey): on an older server the constructor raises
 ``ServerUnavailable``.
 
+On a Redis Cluster (a ``redis+cluster://host:port`` URL, any node) the driver runs Asynq on
+go-redis's ``ClusterClient`` and this broker works through ``redis.cluster.RedisCluster``: the
+normalising script and the snapshot go out on its :class:`~broker.cluster_wire.ClusterWire`,
+routed by the queue's slot (its ``asynq:{q}:`` prefix is their one KEY), the snapshot's
+``SISMEMBER asynq:queues`` by that key's own slot. Neither the driver nor the wire follows a
+redirection: a misrouted command (CROSSSLOT, MOVED, ASK, …) raises
+:class:`~broker.cluster_wire.ClusterRoutingError`.
+
 >>> AsynqGoBroker.variant_for("v0.24.0")
 'asynq-v0.24.0'
 """
@@ -40,10 +48,13 @@ import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import redis
+from redis.cluster import RedisCluster
 
 from broker.base import BrokerBase
+from broker.cluster_wire import ClusterRoutingError
 from broker.processor import recover_expired
 from broker.scripting import with_prelude
 from broker.servers import PEXPIRETIME_VERSION, check_version
@@ -67,13 +78,17 @@ _FIXED_BY_ASYNQ = {"lease_duration": 30, "max_archive_size": 10_000, "archive_cu
                    "archive_keeps_one_less": True, "stats_ttl": 90 * DAY,
                    "aggregation_timeout": 120}
 _FIXED_BATCH_BEFORE_V025 = 100
+#: How a URL names a Redis Cluster (by any node; database 0, a cluster's only one), for this
+#: module and the driver alike.
+CLUSTER_SCHEME = "redis+cluster"
 
 # One pass over the queue's STRING keys (locks, counters, paused), with the prelude's encoding:
 # a TTL on the real clock (below TTL_SHIFT_MS: a unique lock's SET NX EX, whole seconds) becomes
 # the virtual deadline now + TTL; a daily counter's EXPIREAT, which the driver moved to
 # TTL_SHIFT_MS + its virtual deadline (whole seconds, so never a value encode_deadline writes),
-# is encoded; a key whose virtual deadline has passed is deleted. KEYS: none (the keys are found
-# by SCAN; all share the queue's slot). ARGV: [1] SCAN pattern of the queue, [2] now_ms.
+# is encoded; a key whose virtual deadline has passed is deleted. KEYS[1]: the queue's prefix
+# asynq:{q}: (no key has that name: it routes the call to the queue's slot on a cluster; the
+# keys are found by SCAN there). ARGV: [1] SCAN pattern of the queue, [2] now_ms.
 _NORMALISE_LUA = with_prelude("""
 local now = tonumber(ARGV[2])
 local cursor, deleted = "0", 0
@@ -164,9 +179,13 @@ class DriverProcess:
         return self._proc.stdin, self._proc.stdout
 
     def _stderr(self) -> str:
-        if self._proc.poll() is None or self._proc.stderr is None:
+        """The end of the driver's error output, once it has exited (its stdout just closed,
+        so it is on its way out: give it a moment)."""
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             return ""
-        return self._proc.stderr.read()[-1000:]
+        return "" if self._proc.stderr is None else self._proc.stderr.read()[-1000:]
 
     def close(self) -> None:
         """Stop the driver (idempotent)."""
@@ -199,7 +218,8 @@ class AsynqGoBroker(BrokerBase):
     """Real Asynq (its Go ``rdb.RDB``) behind the :class:`~model.api.KeyProtocol` methods.
 
     ``AsynqGoBroker(url, version="v0.26.0", policy=None, clock=None)``: ``url`` names the Redis
-    database Asynq writes to (``redis://host:port/db``); the driver is built on first use. The
+    database Asynq writes to (``redis://host:port/db``), or a Redis Cluster by any of its nodes
+    (``redis+cluster://host:port``, see :func:`client_for`); the driver is built on first use. The
     policy defaults to the matching variant's (Asynq's defaults); its fields that Asynq
     hard-codes (lease, archive size and cutoff, stats TTL, aggregation timeout) must keep
     Asynq's values. ``snapshot``, ``queues`` and the codec come from :class:`BrokerBase`.
@@ -213,14 +233,13 @@ class AsynqGoBroker(BrokerBase):
 
     def __init__(self, url: str, version: str = DEFAULT_VERSION, policy: Policy | None = None,
                  clock: VirtualClock | None = None) -> None:
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"url must be a redis:// URL naming the database, got {url!r}")
+        client = client_for(url)  # refuses a bad URL before anything starts
         self.version = _check_version(version)
-        super().__init__(redis.Redis.from_url(url), self.variant_for(version), policy, clock)
+        super().__init__(client, self.variant_for(version), policy, clock)
         _check_policy(self.policy, version)
-        check_version(url, PEXPIRETIME_VERSION)  # the time normalisation reads exact deadlines
+        # The time normalisation reads exact deadlines (a cluster: its seed node's version).
+        check_version(url.replace(f"{CLUSTER_SCHEME}://", "redis://", 1), PEXPIRETIME_VERSION)
         self.url = url
-        self._normalise = self.client.register_script(_NORMALISE_LUA)
         self._driver = DriverProcess(build_driver(version), url)
         self._check_alive()
 
@@ -250,8 +269,9 @@ class AsynqGoBroker(BrokerBase):
         return self
 
     def reset(self) -> None:
-        """FLUSHDB this broker's database and give the driver a fresh ``RDB`` (an empty
-        ``queuesPublished`` cache), so one driver can serve many independent runs."""
+        """FLUSHDB this broker's database (on a cluster, every primary's) and give the driver a
+        fresh ``RDB`` (an empty ``queuesPublished`` cache), so one driver can serve many
+        independent runs."""
         self.client.flushdb()
         self._send("reset", None)
 
@@ -277,6 +297,8 @@ class AsynqGoBroker(BrokerBase):
             raise ScriptError(f"{op}: {text}")
         if kind == "bad_request":
             raise DriverError(f"{op}: driver refused the request: {text}")
+        if kind == "misrouted":
+            raise ClusterRoutingError(f"{op}: Asynq's call was misrouted: {text}")
         raise ERROR_FOR[Outcome(kind)](f"{op}: {text}")
 
     def _send_msg(self, op: str, msg: TaskMessage, **fields: Any) -> Any:
@@ -287,8 +309,9 @@ class AsynqGoBroker(BrokerBase):
         """Delete the queue's TTL keys whose virtual deadline passed (and move any real-clock
         TTL Asynq just set onto the virtual clock); return how many keys were deleted."""
         validation.check_queue(queue)
-        pattern = keys.queue_pattern(queue)
-        return int(self._normalise(args=[pattern, self.now_ms]))
+        # EVAL, not EVALSHA: Redis caches the script, and no NOSCRIPT retry is needed on any node.
+        return int(self._command("EVAL", _NORMALISE_LUA, 1, keys.queue_prefix(queue),
+                                 keys.queue_pattern(queue), self.now_ms))
 
     # --- client (T1–T6) ---------------------------------------------------------------------
     def enqueue(self, msg: TaskMessage) -> None:
@@ -492,6 +515,28 @@ class AsynqGoBroker(BrokerBase):
         self._send("remove_queue", queue, force=force)
 
 
+def client_for(url: str) -> redis.Redis | RedisCluster:
+    """The client for a URL :class:`AsynqGoBroker` and the driver accept: ``redis://``,
+    ``rediss://`` or ``unix://`` (one database of one server), or ``redis+cluster://host:port``
+    (a Redis Cluster, by any node; database 0 only), whose client routes by slot.
+
+    >>> client_for("redis+cluster://127.0.0.1:7000/3")
+    Traceback (most recent call last):
+    ...
+    ValueError: a Redis Cluster has database 0 only, got 'redis+cluster://127.0.0.1:7000/3'
+    """
+    if not isinstance(url, str) or not url.startswith(
+            ("redis://", "rediss://", "unix://", f"{CLUSTER_SCHEME}://")):
+        raise ValueError(f"url must be a redis:// URL naming the database (or "
+                         f"{CLUSTER_SCHEME}://host:port for a cluster), got {url!r}")
+    if not url.startswith(f"{CLUSTER_SCHEME}://"):
+        return redis.Redis.from_url(url)
+    seed = "redis://" + url.removeprefix(f"{CLUSTER_SCHEME}://")
+    if urlsplit(seed).path.strip("/") not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has database 0 only, got {url!r}")
+    return RedisCluster.from_url(seed)
+
+
 def _with_lock(msg: TaskMessage) -> TaskMessage:
     """msg with unique_key set to its lock key, as Asynq's client sets it before RDB sees it."""
     validation.check_unique_key(msg)
@@ -563,5 +608,5 @@ def require_asynq() -> bool:
     return os.environ.get("KEYSIM_REQUIRE_ASYNQ", "") not in ("", "0")
 
 
-__all__ = ["AsynqGoBroker", "DriverError", "DriverUnavailable", "KeysimError", "build_driver",
-           "go_available", "require_asynq"]
+__all__ = ["CLUSTER_SCHEME", "AsynqGoBroker", "DriverError", "DriverUnavailable", "KeysimError",
+           "build_driver", "client_for", "go_available", "require_asynq"]

@@ -461,17 +461,17 @@ def conform(ours_url: str, theirs_url: str, version: str, max_examples: int,
             policy: Policy = CONFORM_POLICY, seed: int | None = None) -> Differential:
     """Run the differential test of ``asynq-<version>`` against real Asynq ``version``.
 
-    ``ours_url`` and ``theirs_url`` name two databases that will be flushed. Returns the
+    ``ours_url`` and ``theirs_url`` name two databases that will be flushed: two of one server,
+    or two Redis Clusters (``redis+cluster://host:port``, see
+    :func:`broker.asynq_go.client_for`), which have one database each. Returns the
     :class:`Differential` (its :meth:`~Differential.report` is the coverage); raises
     :class:`Divergence` (via Hypothesis, with the shrunk sequence) on a difference.
     """
-    import redis
-
     from broker import Broker
-    from broker.asynq_go import AsynqGoBroker
+    from broker.asynq_go import AsynqGoBroker, client_for
 
     clock = VirtualClock()
-    client = redis.Redis.from_url(ours_url)
+    client = client_for(ours_url)
     with AsynqGoBroker(theirs_url, version, policy, clock) as theirs:
         ours = Broker(client, AsynqGoBroker.variant_for(version), policy, clock)
 

@@ -4,7 +4,7 @@ and the plumbing of :class:`broker.asynq_go.AsynqGoBroker` (time normalisation, 
 Needs Go (the driver is built by conformance/build.sh, cached) and a real Redis; without Go the
 tests skip with the reason, unless ``KEYSIM_REQUIRE_ASYNQ=1`` (CI) makes that a failure.
 The number of generated sequences is ``KEYSIM_CONFORM_EXAMPLES`` (default: 200 under
-``KEYSIM_REQUIRE_ASYNQ=1``, else 30).
+``KEYSIM_REQUIRE_ASYNQ=1``, else 30), on one server and on Redis Cluster alike.
 """
 
 from __future__ import annotations
@@ -12,19 +12,26 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 from support import db_url, driver_or_skip, go_backend_or_skip, private_server
 
 from broker import Broker
 from broker.asynq_go import (
+    CLUSTER_SCHEME,
     HOW_TO_ENABLE,
     AsynqGoBroker,
+    DriverError,
+    DriverProcess,
     DriverUnavailable,
     build_driver,
     require_asynq,
 )
+from broker.cluster import LocalCluster, start_cluster
 from broker.scripting import encode_deadline
 from broker.servers import RedisServer
 from harness.conform import (
@@ -77,6 +84,89 @@ def test_differential(version: str, server: RedisServer, capsys: pytest.CaptureF
         print(f"\n[{version}] {diff.report()}")
     assert diff.sequences == examples() + len(SCENARIOS)
     assert diff.missing() == []
+
+
+@pytest.fixture(scope="module")
+def asynq_cluster(real_cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """A second local cluster, for Asynq's side: a cluster has database 0 only, so each side
+    of the comparison needs a cluster of its own."""
+    with start_cluster(len(real_cluster.nodes)) as cluster:
+        yield cluster
+
+
+def cluster_url(cluster: LocalCluster) -> str:
+    """The URL naming ``cluster`` (by its first node) for AsynqGoBroker and the driver."""
+    return f"{CLUSTER_SCHEME}://{cluster.url.split('://', 1)[1]}"
+
+
+@pytest.mark.parametrize("version", ["v0.26.0"])
+def test_differential_on_a_cluster(version: str, real_cluster: LocalCluster,
+                                   asynq_cluster: LocalCluster,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The differential test on Redis Cluster: our variant on one cluster (ClusterWire), Asynq's
+    code on go-redis's ClusterClient on another; answers and keyspaces must agree. A misrouted
+    command on either side (CROSSSLOT, MOVED, ...) raises ClusterRoutingError and fails it."""
+    driver_or_skip(version)
+    for cluster in (real_cluster, asynq_cluster):  # registration and scripts on two masters
+        client = cluster.client()
+        assert _port_of(client, keys.ALL_QUEUES) != _port_of(client, keys.pending(Q))
+        client.close()
+    diff = conform(cluster_url(real_cluster), cluster_url(asynq_cluster), version,
+                   examples())
+    with capsys.disabled():
+        print(f"\n[{version} on Redis Cluster] {diff.report()}")
+    assert diff.sequences == examples() + len(SCENARIOS)
+    assert diff.missing() == []
+
+
+def test_asynq_v024_cannot_open_a_cluster_of_this_server(asynq_cluster: LocalCluster) -> None:
+    """Finding (docs/findings.md): Asynq v0.24.0's go-redis (v8.11.2, as its go.mod requires)
+    cannot parse CLUSTER SLOTS of Redis >= 7.0 and Valkey (four elements per node), so its
+    cluster client fails before any Asynq call; the driver exits with go-redis's error."""
+    driver_or_skip("v0.24.0")
+    with pytest.raises(DriverError, match="got 4 elements in cluster info address"):
+        AsynqGoBroker(cluster_url(asynq_cluster), "v0.24.0")
+
+
+def test_cluster_driver_reports_moved_instead_of_following_it(asynq_cluster: LocalCluster) -> None:
+    """The queue's slot moves to another master after the driver learnt the slot map: Asynq's
+    next call reaches the old node, whose MOVED reply the driver reports, never follows."""
+    cluster = asynq_cluster.client()
+    cluster.flushdb()  # on every primary: a slot hands over without migrating keys only empty
+    slot, owner = key_slot(keys.pending(Q).encode()), _port_of(cluster, keys.pending(Q))
+    nodes = {int(urlsplit(url).port or 0): redis.Redis.from_url(url) for url in asynq_cluster.urls}
+    other = next(port for port in nodes if port != owner)
+    driver = DriverProcess(driver_or_skip("v0.26.0"), cluster_url(asynq_cluster))
+    dequeue = {"op": "dequeue", "now": 0, "queue": Q}  # reads only: the slot stays empty
+    try:
+        assert driver.call(dequeue) == {"ok": True, "result": None}
+        _assign(list(nodes.values()), slot, nodes[other])
+        reply = driver.call(dequeue)
+        assert reply["ok"] is False and reply["kind"] == "misrouted", reply
+        assert reply["error"].startswith(f"MOVED {slot} ")
+    finally:
+        _assign(list(nodes.values()), slot, nodes[owner])
+        driver.close()
+        cluster.close()
+        for node in nodes.values():
+            node.close()
+
+
+def _port_of(client: RedisCluster, key: str) -> int:
+    """The port of the primary that serves ``key`` (every local node is on 127.0.0.1)."""
+    return int(client.nodes_manager.get_node_from_slot(key_slot(key.encode())).port)
+
+
+def _assign(nodes: list[redis.Redis], slot: int, to: redis.Redis) -> None:
+    """Hand the (empty) ``slot`` to node ``to`` in every node's own map."""
+    target = to.cluster("MYID")
+    for node in nodes:
+        node.cluster("SETSLOT", slot, "NODE", target)
+
+
+def test_cluster_url_names_database_0_only() -> None:
+    with pytest.raises(ValueError, match="a Redis Cluster has database 0 only"):
+        AsynqGoBroker(f"{CLUSTER_SCHEME}://127.0.0.1:1/2")
 
 
 def test_differential_detects_a_divergence(go: AsynqGoBroker, server: RedisServer) -> None:

@@ -6,6 +6,12 @@
 //
 // Usage: keysimdriver <redis-url>
 //
+// <redis-url> is redis://host:port/db for one server, or redis+cluster://host:port (any node of
+// a Redis Cluster, database 0) for a cluster: every call, Asynq's and the driver's own, then goes
+// through go-redis's ClusterClient, which routes each command by its keys' slot. A cluster node's
+// MOVED, ASK, CROSSSLOT, TRYAGAIN or CLUSTERDOWN reply (or a script's access to a key of another
+// slot) is never followed or hidden: the call answers {"ok": false, "kind": "misrouted"}.
+//
 // Protocol: one JSON object per line on stdin, one JSON answer per line on stdout.
 //
 //	{"op": "enqueue", "now": <virtual Unix ns>, "msg": "<base64 protobuf TaskMessage>"}
@@ -26,6 +32,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -84,6 +91,8 @@ type driver struct {
 	raw   rawClient
 	clock *timeutil.SimulatedClock
 	r     *rdb.RDB
+	// misrouted records the cluster nodes' misrouting replies (nil on one server).
+	misrouted *misroutes
 }
 
 // rawClient is what the driver needs besides RDB: plain reads to compute the counts Asynq's
@@ -101,12 +110,17 @@ func main() {
 		os.Exit(2)
 	}
 	clock := timeutil.NewSimulatedClock(time.Unix(0, 0).UTC())
-	raw, err := openClient(os.Args[1], clock)
+	seed, cluster := parseTarget(os.Args[1])
+	var misrouted *misroutes
+	if cluster {
+		misrouted = &misroutes{}
+	}
+	raw, err := openClient(seed, clock, misrouted)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "keysimdriver: %v\n", err)
 		os.Exit(2)
 	}
-	d := &driver{raw: raw, clock: clock}
+	d := &driver{raw: raw, clock: clock, misrouted: misrouted}
 	d.reset()
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 64<<20)
@@ -144,6 +158,9 @@ func (d *driver) handle(req *request) (resp response) {
 	// UTC: Asynq computes the archive cutoff with AddDate, which is DST-dependent in local time.
 	d.clock.SetTime(time.Unix(0, req.Now).UTC())
 	result, err := d.dispatch(req)
+	if reply := d.misrouted.take(); reply != "" {
+		return response{Kind: "misrouted", Error: reply}
+	}
 	if err != nil {
 		// A script error stays a script error (e.g. DeleteTask on a hash its state's index does
 		// not hold): the differential test compares answers by their exact kind.
@@ -518,4 +535,63 @@ func isDailyKey(key string) bool {
 	}
 	_, err := time.Parse("2006-01-02", key[i+len(":processed:"):])
 	return err == nil
+}
+
+// clusterScheme names a Redis Cluster: redis+cluster://host:port is any node of it.
+const clusterScheme = "redis+cluster://"
+
+// parseTarget: the redis:// URL to connect with, and whether it names a cluster's node.
+func parseTarget(url string) (string, bool) {
+	if !strings.HasPrefix(url, clusterScheme) {
+		return url, false
+	}
+	return "redis://" + strings.TrimPrefix(url, clusterScheme), true
+}
+
+// checkClusterDB refuses a cluster URL that names a database other than 0 (a cluster has no
+// other), after the version file parsed it.
+func checkClusterDB(db int) error {
+	if db != 0 {
+		return fmt.Errorf("a Redis Cluster has database 0 only, the URL names %d", db)
+	}
+	return nil
+}
+
+// misroutes keeps the first misrouting reply any cluster node sent since the last take. A nil
+// *misroutes (one server) records nothing.
+type misroutes struct {
+	mu    sync.Mutex
+	first string
+}
+
+func (m *misroutes) note(err error) {
+	if m == nil || err == nil || !isMisrouted(err.Error()) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.first == "" {
+		m.first = err.Error()
+	}
+}
+
+func (m *misroutes) take() string {
+	if m == nil {
+		return ""
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	first := m.first
+	m.first = ""
+	return first
+}
+
+// isMisrouted: a node's reply saying the command reached the wrong node or spanned slots.
+func isMisrouted(text string) bool {
+	for _, prefix := range []string{"MOVED ", "ASK ", "CROSSSLOT", "TRYAGAIN", "CLUSTERDOWN"} {
+		if strings.HasPrefix(text, prefix) {
+			return true
+		}
+	}
+	return strings.Contains(text, "Script attempted to access")
 }

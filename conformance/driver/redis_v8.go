@@ -12,19 +12,46 @@ import (
 	"github.com/hibiken/asynq/internal/timeutil"
 )
 
-type v8Client struct{ c *redis.Client }
+type v8Client struct{ c redis.UniversalClient }
 
-func openClient(url string, clock *timeutil.SimulatedClock) (rawClient, error) {
+// openClient connects to one server, or (misrouted non-nil) to the cluster the URL's node
+// belongs to. Either way the stats hook sees every command before it is sent.
+func openClient(url string, clock *timeutil.SimulatedClock, misrouted *misroutes) (rawClient, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, err
 	}
-	c := redis.NewClient(opts)
+	var c redis.UniversalClient
+	if misrouted == nil {
+		c = redis.NewClient(opts)
+	} else {
+		if err := checkClusterDB(opts.DB); err != nil {
+			return nil, err
+		}
+		c = newClusterClient(opts, misrouted)
+	}
 	c.AddHook(statsHook{clock})
 	if err := c.Ping(context.Background()).Err(); err != nil {
 		return nil, err
 	}
 	return v8Client{c}, nil
+}
+
+// newClusterClient: a ClusterClient seeded with the URL's node. It follows no redirection
+// (MaxRedirects -1): every node's client notes a misrouting reply, which fails the call.
+func newClusterClient(seed *redis.Options, misrouted *misroutes) *redis.ClusterClient {
+	return redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:        []string{seed.Addr},
+		Username:     seed.Username,
+		Password:     seed.Password,
+		TLSConfig:    seed.TLSConfig,
+		MaxRedirects: -1,
+		NewClient: func(opt *redis.Options) *redis.Client {
+			node := redis.NewClient(opt)
+			node.AddHook(routeHook{misrouted})
+			return node
+		},
+	})
 }
 
 func (v v8Client) rdbClient() *rdb.RDB { return rdb.NewRDB(v.c) }
@@ -62,3 +89,26 @@ func (h statsHook) BeforeProcessPipeline(ctx context.Context, cmds []redis.Cmder
 }
 
 func (h statsHook) AfterProcessPipeline(context.Context, []redis.Cmder) error { return nil }
+
+// routeHook notes a cluster node's misrouting replies (see misroutes).
+type routeHook struct{ misrouted *misroutes }
+
+func (h routeHook) BeforeProcess(ctx context.Context, _ redis.Cmder) (context.Context, error) {
+	return ctx, nil
+}
+
+func (h routeHook) AfterProcess(_ context.Context, cmd redis.Cmder) error {
+	h.misrouted.note(cmd.Err())
+	return nil
+}
+
+func (h routeHook) BeforeProcessPipeline(ctx context.Context, _ []redis.Cmder) (context.Context, error) {
+	return ctx, nil
+}
+
+func (h routeHook) AfterProcessPipeline(_ context.Context, cmds []redis.Cmder) error {
+	for _, cmd := range cmds {
+		h.misrouted.note(cmd.Err())
+	}
+	return nil
+}

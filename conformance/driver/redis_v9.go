@@ -12,19 +12,46 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-type v9Client struct{ c *redis.Client }
+type v9Client struct{ c redis.UniversalClient }
 
-func openClient(url string, clock *timeutil.SimulatedClock) (rawClient, error) {
+// openClient connects to one server, or (misrouted non-nil) to the cluster the URL's node
+// belongs to. Either way the stats hook sees every command before it is sent.
+func openClient(url string, clock *timeutil.SimulatedClock, misrouted *misroutes) (rawClient, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, err
 	}
-	c := redis.NewClient(opts)
+	var c redis.UniversalClient
+	if misrouted == nil {
+		c = redis.NewClient(opts)
+	} else {
+		if err := checkClusterDB(opts.DB); err != nil {
+			return nil, err
+		}
+		c = newClusterClient(opts, misrouted)
+	}
 	c.AddHook(statsHook{clock})
 	if err := c.Ping(context.Background()).Err(); err != nil {
 		return nil, err
 	}
 	return v9Client{c}, nil
+}
+
+// newClusterClient: a ClusterClient seeded with the URL's node. It follows no redirection
+// (MaxRedirects -1): every node's client notes a misrouting reply, which fails the call.
+func newClusterClient(seed *redis.Options, misrouted *misroutes) *redis.ClusterClient {
+	return redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:        []string{seed.Addr},
+		Username:     seed.Username,
+		Password:     seed.Password,
+		TLSConfig:    seed.TLSConfig,
+		MaxRedirects: -1,
+		NewClient: func(opt *redis.Options) *redis.Client {
+			node := redis.NewClient(opt)
+			node.AddHook(routeHook{misrouted})
+			return node
+		},
+	})
 }
 
 func (v v9Client) rdbClient() *rdb.RDB { return rdb.NewRDB(v.c) }
@@ -65,5 +92,29 @@ func (h statsHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			}
 		}
 		return next(ctx, cmds)
+	}
+}
+
+// routeHook notes a cluster node's misrouting replies (see misroutes).
+type routeHook struct{ misrouted *misroutes }
+
+func (h routeHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd) // a node's reply error is returned here, set on cmd only later
+		h.misrouted.note(err)
+		return err
+	}
+}
+
+func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.misrouted.note(err)
+		for _, cmd := range cmds {
+			h.misrouted.note(cmd.Err())
+		}
+		return err
 	}
 }
