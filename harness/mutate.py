@@ -148,13 +148,29 @@ def generate(scripts: Iterable[str] | None = None,
             continue
         lines = script_text(script).splitlines()
         dead = quirk_only_lines(lines, exported=script == PRELUDE)
+        flags = _flag_locals(lines)
         for number, text in enumerate(lines, start=1):
             if number in dead or _is_comment(text):
                 continue
             for operator, after, nth in _line_mutants(text):
+                if operator is Operator.DROP_GUARD and _never_taken(text, flags):
+                    continue  # the reference already skips it: "if false" is the same code
                 if operator in wanted:
                     found.append(Mutant(script, number, operator, text, after, nth))
     return found
+
+
+def _never_taken(text: str, flags: frozenset[str]) -> bool:
+    """Whether ``text`` is an ``if`` whose condition the flags make false in the reference
+    (``if keep_locks then``, ``keep_locks`` a local of flags alone).
+
+    >>> _never_taken("    if keep_locks then", frozenset({"keep_locks"}))
+    True
+    >>> _never_taken("    if n == 0 then", frozenset({"keep_locks"}))
+    False
+    """
+    head = _IF_HEAD.match(_code(text))
+    return head is not None and _condition(head.group(2), flags) == "skipped"
 
 
 def _python_mutants(module: str, wanted: set[Operator]) -> Iterator[Mutant]:
