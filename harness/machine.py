@@ -549,10 +549,11 @@ class KeyMachine(RuleBasedStateMachine):
             self.enqueue("t0", queue, b"a", 1, 0, 30)
         elif name == "evicted_lease":  # a crashed worker's task whose hash Redis then evicted:
             self.enqueue("t0", queue, b"a", 1, 0, None)  # the recoverer meets a lease with
-            self.dequeue(queue)  # no message behind it
+            self.dequeue(queue)  # no message behind it, exactly at its cutoff
             self.finish(0, "crash")
             self.evict(queue, 0)
-            self.jump("lease", serve=False)
+            if self._land_on(queue, "lease", 0):
+                self.recoverer(queue)
         elif name == "evicted_due":  # a scheduled task whose hash was evicted, due now: the
             self.schedule("t0", queue, b"a", 5, None, None)  # forwarder meets an id with no
             self.evict(queue, 0)  # message behind it

@@ -40,14 +40,16 @@ def test_every_scenario_starts_from_a_sound_keyspace_the_model_predicts(scenario
         machine.teardown()
 
 
-def test_evicted_lease_leaves_an_expired_lease_with_no_hash() -> None:
+def test_evicted_lease_is_recovered_exactly_at_its_cutoff() -> None:
+    """The recoverer runs when the lease's score is exactly its cutoff (now - recover_skew):
+    a lease at the cutoff is expired, and one whose hash was evicted leaves lease and active."""
     machine = _machine()
     try:
         machine.begin("evicted_lease")
+        assert f"recover({Q!r})" in machine.steps
         snap = machine.read(Q)
-        lease = dict(snap.get(keys.lease(Q)).zset())
-        assert "t0" in lease and snap.task_hash("t0") is None
-        assert lease["t0"] + machine.policy.recover_skew < machine.clock.seconds  # recoverable
+        assert snap.get(keys.lease(Q)) is None and snap.get(keys.active(Q)) is None
+        assert snap.task_hash("t0") is None
     finally:
         machine.teardown()
 
