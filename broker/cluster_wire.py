@@ -40,7 +40,9 @@ _SCRIPT_CALLS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO"})
 #: Reply errors that say the command ran on the wrong node (MovedError is an AskError).
 _MISROUTED = (ClusterCrossSlotError, AskError, TryAgainError, ClusterDownError)
 #: How a script's error reply starts when it touched a key outside its slot or node.
-_SCRIPT_MISROUTED = "Script attempted to access"
+#: Redis says "Script attempted to access a non local key ...", Valkey "Attempted to access a
+#: non local key in a cluster node script": compared case-folded.
+_SCRIPT_MISROUTED = "attempted to access a non local key"
 
 
 class ClusterRoutingError(RedisClusterException):
@@ -179,12 +181,15 @@ def is_misrouted(reply: Any) -> bool:
     >>> is_misrouted(redis.ResponseError("ERR Script attempted to access a non local key in a "
     ...                                  "cluster node"))
     True
+    >>> is_misrouted(redis.ResponseError("Attempted to access a non local key in a cluster node "
+    ...                                  "script: on @user_script:19."))  # Valkey's words
+    True
     >>> is_misrouted(redis.ResponseError("ERR user_script:3: boom"))
     False
     """
     if isinstance(reply, _MISROUTED):
         return True
-    return isinstance(reply, redis.ResponseError) and _SCRIPT_MISROUTED in str(reply)
+    return isinstance(reply, redis.ResponseError) and _SCRIPT_MISROUTED in str(reply).lower()
 
 
 def _text(word: Arg) -> str:

@@ -593,5 +593,6 @@ func isMisrouted(text string) bool {
 			return true
 		}
 	}
-	return strings.Contains(text, "Script attempted to access")
+	// Redis: "Script attempted to access a non local key ..."; Valkey: "Attempted to access ...".
+	return strings.Contains(strings.ToLower(text), "attempted to access a non local key")
 }
