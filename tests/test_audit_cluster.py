@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
-import pytest
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -33,14 +31,6 @@ from model.states import TaskState
 
 Finding = tuple[str, str, str, bool]
 
-
-@pytest.fixture
-def cluster_client(real_cluster: LocalCluster) -> Iterator[RedisCluster]:
-    client = real_cluster.client()
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 def node_of(client: RedisCluster, key: str) -> str:

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,16 +35,6 @@ from keysim.cli import main as keysim_main
 from model import keys
 from model.errors import KeysimError
 from model.states import TaskState
-
-
-@pytest.fixture
-def cluster_client(real_cluster: LocalCluster) -> Iterator[RedisCluster]:
-    """A client of the run's cluster, every primary emptied before and after."""
-    client = real_cluster.client()
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 def port_of(url: str) -> int:

@@ -7,7 +7,6 @@ Every test here runs on the run's private 3-master cluster (``real_cluster``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import fakeredis
@@ -23,15 +22,6 @@ from model import keys
 from simulations.cluster import masters_of, on_master, run_shards, shard_spec, simulate_cluster
 from simulations.engine import BackendUnsupported, Engine, ListSink
 from simulations.spec import WorkloadSpec, spec_from_dict
-
-
-@pytest.fixture
-def cluster_client(real_cluster: LocalCluster) -> Iterator[RedisCluster]:
-    client = real_cluster.client()
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 def two_queue_spec() -> WorkloadSpec:
