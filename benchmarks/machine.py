@@ -18,7 +18,7 @@ import argparse
 import gc
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import hypothesis
@@ -31,6 +31,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from benchmarks.servers import known_servers, servers_to_measure, start_labelled
 from harness.machine import KeyMachine, MachineConfig, make_machine
 
 #: The default measurement: examples per run and steps per example.
@@ -72,7 +73,7 @@ class BenchResult:
     def line(self) -> str:
         """One row of the table :func:`format_results` prints."""
         spread = f"{min(self.per_seed):.0%}–{max(self.per_seed):.0%}" if self.per_seed else "-"
-        return (f"{self.backend:10} {self.machine.steps:7d} {self.machine.per_second:10.0f} "
+        return (f"{self.backend:20} {self.machine.steps:7d} {self.machine.per_second:10.0f} "
                 f"{self.noop.per_second:10.0f} {self.ratio:8.1%} {spread:>10}")
 
 
@@ -177,19 +178,24 @@ def _pooled(rates: Sequence[Rate]) -> Rate:
 def format_results(results: Sequence[BenchResult]) -> str:
     """The table: backend, steps measured, machine steps/s, no-op steps/s, the pooled ratio
     and the range of the per-seed ratios."""
-    head = (f"{'backend':10} {'steps':>7} {'machine/s':>10} {'no-op/s':>10} {'ratio':>8} "
+    head = (f"{'backend':20} {'steps':>7} {'machine/s':>10} {'no-op/s':>10} {'ratio':>8} "
             f"{'per seed':>10}")
     return "\n".join([head, *(r.line() for r in results)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks.machine [--backend B]... [--examples N] [--steps N]
-    [--repeats N]``: print the table (default backends: fakeredis and a private real Redis)."""
+    """``python -m benchmarks.machine [--backend B]... [--server LABEL]... [--examples N]
+    [--steps N] [--repeats N]``: print the table (default backends: fakeredis and a private real
+    Redis; ``--server`` adds a private server of each named family, :mod:`benchmarks.servers`)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.machine",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--backend", action="append", default=None, metavar="B",
                         help="fakeredis, server (a private real Redis) or a redis:// URL "
                              "(repeatable; default: fakeredis and server)")
+    parser.add_argument("--server", action="append", default=None, metavar="LABEL",
+                        help="a private server of this family, measured in the same run "
+                             f"(repeatable; {', '.join(label for label, _ in known_servers())}, "
+                             "or 'all')")
     parser.add_argument("--examples", type=int, default=EXAMPLES, metavar="N")
     parser.add_argument("--steps", type=int, default=STEPS, metavar="N")
     parser.add_argument("--repeats", type=int, default=REPEATS, metavar="N",
@@ -198,9 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("examples", "steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
-    backends = args.backend or ["fakeredis", "server"]
-    print(format_results([bench(b, examples=args.examples, steps=args.steps,
-                                repeats=args.repeats) for b in backends]))
+    sizes = {"examples": args.examples, "steps": args.steps, "repeats": args.repeats}
+    backends = args.backend or ([] if args.server else ["fakeredis", "server"])
+    results = [bench(b, **sizes) for b in backends]
+    chosen = None if args.server == ["all"] else args.server
+    for label, launcher in servers_to_measure(chosen) if args.server else ():
+        with start_labelled(launcher) as server:
+            result = bench(server.url, **sizes)
+            results.append(replace(result, backend=f"{label} {server.version}"))
+    print(format_results(results))
     return 0
 
 

