@@ -120,18 +120,7 @@ def lp_entry_size(data: bytes) -> int:
     """Bytes of one listpack entry (encoding, data and back-length)."""
     value = as_int64(data)
     if value is not None:
-        if 0 <= value <= 127:
-            body = 1
-        elif -4096 <= value <= 4095:
-            body = 2
-        elif -(2**15) <= value < 2**15:
-            body = 3
-        elif -(2**23) <= value < 2**23:
-            body = 4
-        elif -(2**31) <= value < 2**31:
-            body = 5
-        else:
-            body = 9
+        body = 1 if 0 <= value <= 127 else 2 if -4096 <= value <= 4095 else _wide_int_bytes(value)
     else:
         n = len(data)
         body = n + (1 if n < 64 else 2 if n < 4096 else 5)
@@ -153,19 +142,17 @@ def zl_entry_size(data: bytes, previous: int) -> int:
     if value is None:
         n = len(data)
         return prevlen + (1 if n <= 63 else 2 if n <= 16383 else 5) + n
-    if 0 <= value <= 12:
-        body = 1
-    elif -(2**7) <= value < 2**7:
-        body = 2
-    elif -(2**15) <= value < 2**15:
-        body = 3
-    elif -(2**23) <= value < 2**23:
-        body = 4
-    elif -(2**31) <= value < 2**31:
-        body = 5
-    else:
-        body = 9
+    body = 1 if 0 <= value <= 12 else 2 if -(2**7) <= value < 2**7 else _wide_int_bytes(value)
     return prevlen + body
+
+
+def _wide_int_bytes(value: int) -> int:
+    """Encoding byte + payload of an integer entry of 16, 24, 32 or 64 bits (listpacks and
+    ziplists store these alike; they differ only for small integers)."""
+    for bits, size in ((16, 3), (24, 4), (32, 5)):
+        if -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            return size
+    return 9
 
 
 def zl_bytes(items: Iterable[bytes]) -> int:
