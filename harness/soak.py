@@ -372,7 +372,7 @@ class SoakResult:
             "kills": self.kills, "restarts": self.restarts,
             "recovery_restarts": self.recovery_restarts,
             "handler_runs": self.ledger.handler_runs,
-            "interrupted_runs": self.ledger.interrupted_runs,
+            "interrupted_runs": self.ledger.interrupted_runs, "reruns": self.ledger.reruns,
             "duplicates": self.ledger.duplicates, "duplicated_tasks": self.ledger.duplicated_tasks,
             "lost": [str(p) for p in self.ledger.lost],
             "stuck": [f"{p} [{d}]" for p, d in self.verdict.explained_stuck],
@@ -397,15 +397,15 @@ def run_soak(config: SoakConfig, out: IO[str] | None = None) -> SoakResult:
     except DriverUnavailable as err:
         raise SoakError(str(err)) from err
     schedule = kill_schedule(config.seed, config.duration_s, config.processes)
-    say(f"keysim soak: {config.processes} Asynq {ASYNQ_VERSION} servers, {config.rate:g} tasks/s "
-        f"for {config.duration_s:g} s, seed {config.seed}; {len(schedule)} kills, none in the last "
-        f"{quiet_seconds(config.duration_s):g} s:")
-    for kill in schedule:
-        say(f"  {kill}")
     started = time.monotonic()
-    logs = Path(tempfile.mkdtemp(prefix="keysim-soak-"))
     with ExitStack() as stack:
         server = stack.enter_context(_redis(config.redis_url))
+        say(f"keysim soak: {config.processes} Asynq {ASYNQ_VERSION} servers on {server.version}, "
+            f"{config.rate:g} tasks/s for {config.duration_s:g} s, seed {config.seed}; kill "
+            f"schedule ({len(schedule)}, none in the last {quiet_seconds(config.duration_s):g} s):")
+        for kill in schedule:
+            say(f"  {kill}")
+        logs = Path(tempfile.mkdtemp(prefix="keysim-soak-"))
         result = _run(config, binary, server, schedule, logs, say, stack)
     result.seconds = time.monotonic() - started
     if result.verdict.passed:
@@ -521,8 +521,9 @@ def render(result: SoakResult) -> str:
     lines = [
         f"{s['verdict']}: {s['tasks']} tasks ({outcomes}); {s['kills']} kills, {s['restarts']} "
         f"restarts ({s['recovery_restarts']} for the recoverer in the drain); {s['handler_runs']} "
-        f"handler runs ({s['interrupted_runs']} cut short by a kill), {s['duplicates']} duplicate "
-        f"runs of {s['duplicated_tasks']} tasks; {len(s['lost'])} lost; findings: {findings}; "
+        f"handler runs ({s['interrupted_runs']} cut short by a kill, {s['reruns']} re-runs after "
+        f"one), {s['duplicates']} duplicate successes of {s['duplicated_tasks']} tasks; "
+        f"{len(s['lost'])} lost; findings: {findings}; "
         f"{s['server']}, drain {s['drain_s']} s, {s['seconds']} s in all, seed {s['seed']}",
     ]
     for (label, kind), group in _grouped(result.attributions).items():

@@ -20,9 +20,9 @@ Pure functions over the JSON-lines events of ``conformance/load`` (soak.go): the
   succeeded, a wrong result, an id listed in another state than GetTaskInfo says, a task nobody
   enqueued) is a **problem**: a failure.
 
-Successful runs of a task beyond its first are **duplicates**: Asynq delivers at least once, and
-a server killed after the handler returned but before Done re-runs it. They are counted, never
-called loss.
+Asynq delivers at least once: a run a kill cuts short begins again once the recoverer has
+retried the task (a **re-run**), and a server killed after the handler returned but before Done
+makes a second successful run (a **duplicate**). Both are counted, never called loss.
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ class Ledger:
     handler_runs: int = 0
     #: Runs whose "running" has no "handled" from the same process: cut short by a kill.
     interrupted_runs: int = 0
+    #: Runs that began again after a kill cut one of the same task short (Asynq's
+    #: at-least-once redelivery, by the recoverer).
+    reruns: int = 0
     #: Successful runs beyond each task's first.
     duplicates: int = 0
     duplicated_tasks: int = 0
@@ -93,7 +96,7 @@ def account(client: Iterable[Event], servers: Iterable[Event], final: Event) -> 
     deleted = {e["id"]: e["by"] for e in client if e["ev"] == "deleted"}
     ledger = Ledger(tasks=len(enqueued))
     oks: Counter[str] = Counter()  # marker -> successful runs
-    ran: Counter[str] = Counter()  # marker -> runs entered or finished
+    entered: Counter[str] = Counter()  # task (or batch) id -> runs begun
     open_runs: Counter[tuple[str, str, int]] = Counter()
     for e in servers:
         if e["ev"] not in ("running", "handled"):
@@ -101,13 +104,17 @@ def account(client: Iterable[Event], servers: Iterable[Event], final: Event) -> 
         run = (str(e.get("proc", "")), str(e["id"]), int(e.get("retried", 0)))
         if e["ev"] == "running":
             open_runs[run] += 1
-            ran.update(e["markers"])
+            entered[run[1]] += 1
             continue
         ledger.handler_runs += 1
         open_runs[run] -= 1
         if e["ok"]:
             oks.update(e["markers"])
-    ledger.interrupted_runs = sum(n for n in open_runs.values() if n > 0)
+    cut: Counter[str] = Counter()
+    for (_, run_id, _), n in open_runs.items():
+        cut[run_id] += max(0, n)
+    ledger.interrupted_runs = sum(cut.values())
+    ledger.reruns = sum(min(n, entered[run_id] - n) for run_id, n in cut.items())
     states = final["tasks"]
     for task_id, e in enqueued.items():
         state = states.get(task_id)

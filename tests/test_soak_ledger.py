@@ -55,9 +55,20 @@ def test_a_rerun_after_a_kill_is_a_duplicate_not_a_loss() -> None:
         + [{"ev": "running", "id": "b", "markers": ["m-b"], "proc": "p0.0", "retried": 0}] \
         + ran("b", proc="p1.0", retried=1)
     ledger = account(client, servers, final({"a": {"state": "missing"}, "b": {"state": "missing"}}))
-    assert (ledger.duplicates, ledger.duplicated_tasks, ledger.interrupted_runs) == (1, 1, 1)
+    assert (ledger.duplicates, ledger.duplicated_tasks, ledger.interrupted_runs, ledger.reruns) \
+        == (1, 1, 1, 1)
     assert ledger.handler_runs == 3 and ledger.lost == [] and ledger.outcomes == {"done": 2}
     assert judge(ledger, [], Q).passed
+
+
+def test_a_run_cut_short_and_never_begun_again_is_no_rerun() -> None:
+    # Killed in the handler of an archive-mix task (no retry left): the recoverer archives it.
+    client = [enqueued("x", "archive")]
+    servers = [{"ev": "running", "id": "x", "markers": ["m-x"], "proc": "p0.0", "retried": 0}]
+    ledger = account(client, servers, final({"x": {"state": "archived", "last_err": LEASE_EXPIRED}},
+                                            {"archived": ["x"]}))
+    assert (ledger.interrupted_runs, ledger.reruns, ledger.handler_runs) == (1, 0, 0)
+    assert ledger.outcomes == {"archived by the recoverer": 1} and judge(ledger, [], Q).passed
 
 
 def test_group_tasks_are_settled_by_their_batch_run() -> None:
