@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import redis
@@ -23,7 +24,7 @@ from model import keys
 
 pytestmark = pytest.mark.real_redis
 
-CONFIG = {"duration_s": 20.0, "processes": 3, "rate": 40.0, "seed": 0}
+CONFIG = SoakConfig(duration_s=20.0, processes=3, rate=40.0, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def server() -> Iterator[RedisServer]:
 
 def test_a_short_soak_loses_nothing_and_attributes_every_finding(server: RedisServer) -> None:
     url = server.url.rsplit("/", 1)[0] + "/4"
-    config = SoakConfig(redis_url=url, **CONFIG)  # type: ignore[arg-type]  # the values' types are right
+    config = replace(CONFIG, redis_url=url)
     progress = io.StringIO()
     result = run_soak(config, out=progress)
     print("\n" + progress.getvalue() + render(result))
