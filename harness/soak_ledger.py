@@ -57,7 +57,7 @@ class Problem:
     why: str
 
     def __str__(self) -> str:
-        return f"{self.task_id} ({self.mix}): {self.why}"
+        return f"{self.task_id} ({self.mix}): {self.why}" if self.task_id else self.why
 
 
 @dataclass
@@ -126,6 +126,9 @@ def account(client: Iterable[Event], servers: Iterable[Event], final: Event) -> 
         ledger.duplicates += extra
         ledger.duplicated_tasks += extra > 0
     ledger.problems += _listing_problems(enqueued, states, final.get("listed", {}))
+    if "queue_error" in final:
+        ledger.problems.append(Problem("", "", f"Inspector.GetQueueInfo failed (as Asynq v0.26.0 does on "
+                                                f"a dangling index id, BZ-21): {final['queue_error']}"))
     return ledger
 
 
@@ -159,8 +162,8 @@ def _settle(ledger: Ledger, task_id: str, e: Event, info: Mapping[str, Any], oks
     elif state == "archived" and mix == "archive" and not oks:
         ledger.outcomes["archived"] += 1
     else:
-        ledger.problems.append(Problem(task_id, mix, f"{state} (last error {info.get('last_err')!r}) "
-                                                     f"after {oks} successful run(s)"))
+        said = info.get("error") or f"last error {info.get('last_err')!r}"
+        ledger.problems.append(Problem(task_id, mix, f"{state} ({said}) after {oks} successful run(s)"))
 
 
 def _listing_problems(enqueued: Mapping[str, Event], states: Mapping[str, Mapping[str, Any]],
@@ -175,9 +178,9 @@ def _listing_problems(enqueued: Mapping[str, Event], states: Mapping[str, Mappin
             where[task_id].append(state)
     for task_id, in_states in sorted(where.items()):
         mix = enqueued[task_id]["mix"] if task_id in enqueued else "?"
-        if task_id not in enqueued:
-            found.append(Problem(task_id, mix, f"listed as {'/'.join(in_states)}, never enqueued "
-                                               f"by the client"))
+        if task_id not in enqueued:  # an empty id: Asynq lists a gone hash as an empty message
+            found.append(Problem("", mix, f"task {task_id!r} listed as {'/'.join(in_states)}, never "
+                                          f"enqueued by the client"))
         elif in_states != [states[task_id]["state"]]:
             found.append(Problem(task_id, mix, f"listed as {'/'.join(in_states)}, but GetTaskInfo "
                                                f"says {states[task_id]['state']}"))

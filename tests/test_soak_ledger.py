@@ -96,13 +96,25 @@ def test_every_terminal_outcome_is_named() -> None:
 @pytest.mark.parametrize("states, listed, why", [
     ({"c": {"state": "completed", "result": "ok:wrong"}}, {"completed": ["c"]}, "completed with result"),
     ({"c": {"state": "completed", "result": "ok:m-c"}}, {"archived": ["c"]}, "but GetTaskInfo says"),
-    ({"c": {"state": "completed", "result": "ok:m-c"}}, {"completed": ["c", "z"]}, "never enqueued"),
+    ({"c": {"state": "completed", "result": "ok:m-c"}}, {"completed": ["c", ""]}, "task '' listed"),
     ({"c": {"state": "completed", "result": "ok:m-c"}}, {}, "in no listing"),
 ])
 def test_the_inspector_must_agree_with_the_log_and_with_itself(
         states: dict[str, dict[str, Any]], listed: dict[str, list[str]], why: str) -> None:
     ledger = account([enqueued("c", "retention")], ran("c"), final(states, listed))
     assert len(ledger.problems) == 1 and why in ledger.problems[0].why
+    assert not judge(ledger, [], Q).passed
+
+
+def test_what_the_inspector_cannot_read_is_a_problem() -> None:
+    # Asynq's own answers on a broken keyspace: GetTaskInfo's error, GetQueueInfo's (BZ-21).
+    broken = final({"c": {"state": "unreadable", "error": "UNKNOWN: redis eval error"}})
+    broken["queue_error"] = "attempt to perform arithmetic on local 'bytes'"
+    ledger = account([enqueued("c", "retention")], ran("c"), broken)
+    assert [str(p) for p in ledger.problems] == [
+        "c (retention): unreadable (UNKNOWN: redis eval error) after 1 successful run(s)",
+        "Inspector.GetQueueInfo failed (as Asynq v0.26.0 does on a dangling index id, BZ-21): "
+        "attempt to perform arithmetic on local 'bytes'"]
     assert not judge(ledger, [], Q).passed
 
 
