@@ -583,6 +583,52 @@ def _run_conform(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
+def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keysim soak``: Asynq's own servers killed and restarted on one real Redis (harness.soak)."""
+    parser = subparsers.add_parser(
+        "soak",
+        help="run K Asynq server processes on real Redis, SIGKILL and restart them, drain, audit",
+        description="Asynq v0.26.0's own server (conformance/load, public API; needs Go) as K OS "
+                    "processes on one real Redis while a client enqueues; servers are SIGKILLed "
+                    "and restarted on a seeded schedule (printed), then the queue drains, every "
+                    "task is accounted for from the processes' logs and Asynq's Inspector, and "
+                    "keysim audit reads the keyspace; every finding is attributed to a known "
+                    "defect (BZ-n) or reported as NEW. Exit 0 pass, 1 fail (a lost task, "
+                    "unbalanced books, a NEW finding), 2 cannot run.",
+    )
+    parser.add_argument("--duration", type=_duration, default=120.0, metavar="T",
+                        help="how long the client enqueues, e.g. 2m (default); the drain follows")
+    parser.add_argument("--processes", type=_positive(1), default=3, metavar="K",
+                        help="Asynq server processes (default 3)")
+    parser.add_argument("--rate", type=_positive_rate, default=50.0, metavar="R",
+                        help="tasks enqueued per second (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (default 0)")
+    parser.add_argument("--redis", default=None, metavar="URL",
+                        help="an existing server's empty database (default: a private server)")
+    parser.add_argument("--json", type=_output_path, default=None, metavar="FILE",
+                        help="also write the summary as JSON")
+    parser.set_defaults(handler=_run_soak)
+
+
+def _positive_rate(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _run_soak(args: argparse.Namespace) -> int:
+    from harness.soak import SoakConfig, main_soak
+
+    config = SoakConfig(duration_s=args.duration, processes=args.processes, rate=args.rate,
+                        seed=args.seed, redis_url=args.redis)
+    return main_soak(config, args.json)
+
+
 #: The subcommand registrars, in the order `keysim --help` lists them.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_check,
@@ -596,6 +642,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_plot,
     _add_compare,
     _add_conform,
+    _add_soak,
 ]
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -32,13 +31,13 @@ from support import private_server
 from audit import AuditOptions
 from audit.apply import run_apply
 from audit.command import run_audit
-from broker.asynq_go import HOW_TO_ENABLE, require_asynq
+from broker.asynq_go import DriverUnavailable, require_asynq
 from broker.codec import encode_message
 from broker.servers import RedisServer
+from harness.soak import build_load
 from model import keys
 from model.message import TaskMessage
 
-ROOT = Path(__file__).resolve().parent.parent
 BUSY, SIDE, DEAD = "busy", "side", "gone"
 SECONDS, RATE = 20, 100
 DB = 2
@@ -46,18 +45,12 @@ DB = 2
 
 def load_binary() -> Path:
     """conformance/build.sh v0.26.0 load; skip without Go (fail under KEYSIM_REQUIRE_ASYNQ=1)."""
-    why = None
-    if shutil.which("go") is None:
-        why = f"Go not found: {HOW_TO_ENABLE}"
-    else:
-        done = subprocess.run(["bash", str(ROOT / "conformance" / "build.sh"), "v0.26.0", "load"],
-                              capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            return Path(done.stdout.strip().splitlines()[-1])
-        why = f"conformance/build.sh v0.26.0 load failed (exit {done.returncode}):\n{done.stderr[-2000:]}"
-    if require_asynq():
-        pytest.fail(f"KEYSIM_REQUIRE_ASYNQ=1 but the Asynq load program is unavailable: {why}")
-    pytest.skip(why)
+    try:
+        return build_load()
+    except DriverUnavailable as why:
+        if require_asynq():
+            pytest.fail(f"KEYSIM_REQUIRE_ASYNQ=1 but the Asynq load program is unavailable: {why}")
+        pytest.skip(str(why))
 
 
 @pytest.fixture(scope="module")

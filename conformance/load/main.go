@@ -8,6 +8,10 @@
 //
 // Usage: keysimload -redis redis://host:port/db -queue busy -seconds 20 -rate 100
 //
+// With -role server, client or inspect it plays one part of that run only, so that several OS
+// processes can share the work and be killed one by one (keysim soak; see soak.go). The default
+// role, all, is the one process described here.
+//
 // Tasks are enqueued at a steady rate, cycling through a mix of options (see mixes): plain,
 // retried twice before succeeding, unique, scheduled, kept as completed (retention, with a
 // result), archived at the first failure, grouped (aggregated by the server), unique and
@@ -64,8 +68,25 @@ func main() {
 	seconds := flag.Float64("seconds", 20, "how long to enqueue")
 	rate := flag.Float64("rate", 100, "tasks enqueued per second")
 	drain := flag.Duration("drain", 40*time.Second, "how long to wait for the queue to empty")
+	role := flag.String("role", "all", "all, or one part of it: server, client or inspect (soak.go)")
+	proc := flag.String("proc", "", "server role: the name this process logs its handler runs under")
+	concurrency := flag.Int("concurrency", 8, "server role: Asynq's Config.Concurrency")
+	work := flag.Duration("work", 0, "server role: how long each handler call works")
 	flag.Parse()
-	if err := run(*url, *queue, time.Duration(*seconds*float64(time.Second)), *rate, *drain); err != nil {
+	var err error
+	switch *role {
+	case "all":
+		err = run(*url, *queue, time.Duration(*seconds*float64(time.Second)), *rate, *drain)
+	case "server":
+		err = serve(*url, *queue, *concurrency, handlerOptions{proc: *proc, work: *work})
+	case "client":
+		err = enqueueOnly(*url, *queue, time.Duration(*seconds*float64(time.Second)), *rate)
+	case "inspect":
+		err = inspect(*url, *queue)
+	default:
+		err = fmt.Errorf("-role must be all, server, client or inspect, got %q", *role)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "keysimload:", err)
 		os.Exit(1)
 	}
@@ -80,26 +101,14 @@ func run(url, queue string, duration time.Duration, rate float64, drain time.Dur
 		return errors.New("-rate must be positive")
 	}
 	out := &emitter{enc: json.NewEncoder(os.Stdout)}
-	srv := asynq.NewServer(opt, asynq.Config{
-		Concurrency:              8,
-		Queues:                   map[string]int{queue: 1},
-		RetryDelayFunc:           func(int, error, *asynq.Task) time.Duration { return 300 * time.Millisecond },
-		DelayedTaskCheckInterval: 500 * time.Millisecond,
-		TaskCheckInterval:        100 * time.Millisecond,
-		GroupGracePeriod:         time.Second,
-		GroupMaxSize:             4,
-		GroupAggregator:          asynq.GroupAggregatorFunc(aggregate),
-		JanitorInterval:          time.Second,
-		ShutdownTimeout:          5 * time.Second,
-		LogLevel:                 asynq.ErrorLevel,
-	})
-	if err := srv.Start(handler(out)); err != nil {
+	srv := asynq.NewServer(opt, serverConfig(queue, 8))
+	if err := srv.Start(handler(out, handlerOptions{})); err != nil {
 		return err
 	}
 	out.emit(map[string]any{"ev": "start"})
 	client := asynq.NewClient(opt)
 	defer client.Close()
-	ids, err := enqueueAll(client, out, queue, duration, rate)
+	ids, err := enqueueAll(client, out, queue, duration, rate, mixes, nil)
 	if err != nil {
 		srv.Shutdown()
 		return err
@@ -111,22 +120,51 @@ func run(url, queue string, duration time.Duration, rate float64, drain time.Dur
 	return final(inspector, out, queue, ids)
 }
 
+// serverConfig is the server of every role: short intervals, so that retries, scheduled tasks,
+// aggregation and the janitor all happen within seconds.
+func serverConfig(queue string, concurrency int) asynq.Config {
+	return asynq.Config{
+		Concurrency:              concurrency,
+		Queues:                   map[string]int{queue: 1},
+		RetryDelayFunc:           func(int, error, *asynq.Task) time.Duration { return 300 * time.Millisecond },
+		DelayedTaskCheckInterval: 500 * time.Millisecond,
+		TaskCheckInterval:        100 * time.Millisecond,
+		GroupGracePeriod:         time.Second,
+		GroupMaxSize:             4,
+		GroupAggregator:          asynq.GroupAggregatorFunc(aggregate),
+		JanitorInterval:          time.Second,
+		ShutdownTimeout:          5 * time.Second,
+		LogLevel:                 asynq.ErrorLevel,
+	}
+}
+
+// enqueueAll enqueues cycle's mixes at rate for duration; after each enqueue, after(mix, id)
+// (when given) may act on the task, e.g. delete it.
 func enqueueAll(client *asynq.Client, out *emitter, queue string, duration time.Duration,
-	rate float64) ([]string, error) {
+	rate float64, cycle []string, after func(mix, id string) error) ([]string, error) {
 	var ids []string
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	defer tick.Stop()
 	deadline := time.Now().Add(duration)
 	for n := 0; time.Now().Before(deadline); n++ {
 		<-tick.C
-		mix := mixes[n%len(mixes)]
+		mix := cycle[n%len(cycle)]
 		marker := fmt.Sprintf("m%d", n)
 		info, err := client.Enqueue(asynq.NewTask("load:"+mix, []byte(marker)), options(mix, queue, n)...)
 		if err != nil {
 			return nil, fmt.Errorf("enqueue %s %s: %w", mix, marker, err)
 		}
 		ids = append(ids, info.ID)
-		out.emit(map[string]any{"ev": "enqueued", "id": info.ID, "mix": mix, "marker": marker})
+		ev := map[string]any{"ev": "enqueued", "id": info.ID, "mix": mix, "marker": marker}
+		if info.Group != "" {
+			ev["group"] = info.Group
+		}
+		out.emit(ev)
+		if after != nil {
+			if err := after(mix, info.ID); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return ids, nil
 }
@@ -148,6 +186,8 @@ func options(mix, queue string, n int) []asynq.Option {
 		opts = append(opts, asynq.Group(fmt.Sprintf("g%d", n%3)))
 	case "unique-scheduled":
 		opts = append(opts, asynq.Unique(time.Minute), asynq.ProcessIn(2*time.Second))
+	case "delete":
+		opts = append(opts, asynq.ProcessIn(time.Hour)) // deleted by the client before it is due
 	}
 	return opts
 }
@@ -160,11 +200,29 @@ func aggregate(group string, tasks []*asynq.Task) *asynq.Task {
 	return asynq.NewTask("load:batch", []byte(strings.Join(markers, ",")))
 }
 
-func handler(out *emitter) asynq.HandlerFunc {
+// handlerOptions: proc, when set, is logged with each run, and a "running" event precedes the
+// work (so a run a kill cuts short shows); work is how long each call takes.
+type handlerOptions struct {
+	proc string
+	work time.Duration
+}
+
+func handler(out *emitter, o handlerOptions) asynq.HandlerFunc {
 	return func(ctx context.Context, t *asynq.Task) error {
 		id, _ := asynq.GetTaskID(ctx)
 		retried, _ := asynq.GetRetryCount(ctx)
 		markers := strings.Split(string(t.Payload()), ",")
+		if o.proc != "" {
+			out.emit(map[string]any{"ev": "running", "id": id, "markers": markers, "retried": retried,
+				"proc": o.proc})
+		}
+		if o.work > 0 {
+			select {
+			case <-time.After(o.work):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		var err error
 		switch t.Type() {
 		case "load:retry":
@@ -176,8 +234,12 @@ func handler(out *emitter) asynq.HandlerFunc {
 		case "load:retention":
 			_, err = t.ResultWriter().Write([]byte("ok:" + markers[0]))
 		}
-		out.emit(map[string]any{"ev": "handled", "id": id, "markers": markers, "retried": retried,
-			"ok": err == nil})
+		ev := map[string]any{"ev": "handled", "id": id, "markers": markers, "retried": retried,
+			"ok": err == nil}
+		if o.proc != "" {
+			ev["proc"] = o.proc
+		}
+		out.emit(ev)
 		return err
 	}
 }
