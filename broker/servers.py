@@ -195,7 +195,7 @@ def _launch_once(binary: Path, kind: str, port: int, timeout: float, min_version
     try:
         with log.open("wb") as out:
             process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                       stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     except OSError as err:
         workdir.cleanup()
         raise ServerUnavailable(f"{kind} ({binary}) could not be run: {err}") from err
@@ -431,7 +431,7 @@ def _usability(version: str) -> str:
     return version
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: on Linux, ask for SIGTERM when our process dies, so a killed
     test run cannot leave a server behind (elsewhere a no-op). Linux ties this to the thread
     that started the server: start servers from a thread that outlives them (e.g. the main one)."""

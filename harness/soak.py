@@ -56,8 +56,14 @@ import redis
 
 from audit import AuditOptions, audit, connect
 from broker.asynq_go import BUILD_SCRIPT, HOW_TO_ENABLE, DriverUnavailable
-from broker.servers import RedisServer, ServerUnavailable, connect_url, mask_url, start_server
-from broker.servers import _die_with_parent as die_with_parent
+from broker.servers import (
+    RedisServer,
+    ServerUnavailable,
+    connect_url,
+    die_with_parent,
+    mask_url,
+    start_server,
+)
 from harness.soak_ledger import Attribution, Ledger, Verdict, account, attribute_finding, judge
 from model import keys
 
