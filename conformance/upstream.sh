@@ -224,6 +224,8 @@ for defect in "${DEFECTS[@]}"; do
         if ! (cd "$mod" && patch -p1 --forward --quiet <"$dir/fix.patch"); then
             fail "fix.patch does not apply to Asynq $VERSION"; continue
         fi
+        changed_tests=$(sed -n 's|^+++ b/\(.*_test\.go\).*|\1|p' "$dir/fix.patch" | paste -sd, -)
+        [[ -n $changed_tests ]] && echo "  note: fix.patch also changes Asynq's own tests: $changed_tests"
     fi
     if ((${#fixes[@]} == 0)) && [[ ! -f $dir/fix.patch ]]; then
         fail "no fix.go or fix.patch"; continue
