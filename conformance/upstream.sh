@@ -14,9 +14,10 @@
 #   3. unless --quick, runs Asynq's own `go test ./internal/rdb/...` with the fix and compares
 #      its counts with the same suite without any fix (run once per call): no test may fail
 #      with the fix that passed without it, and the number of passing tests must not drop.
-# Tests talk to a private redis-server (from PATH) on a free loopback port, through Asynq's own
-# test flags -redis_addr/-redis_db. Exit status: 0 if every expectation held, 1 otherwise,
-# 2 on bad usage, 3 if Go or redis-server is missing, 4 if the module cannot be downloaded.
+# Tests talk to a private server ($REDIS_SERVER, default redis-server from PATH) on a free
+# loopback port, through Asynq's own test flags -redis_addr/-redis_db.
+# Exit status: 0 if every expectation held, 1 otherwise, 2 on bad usage, 3 if Go, the server or
+# python3 is missing, 4 if the module cannot be downloaded.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,12 +45,13 @@ if [[ ${DEFECTS[*]} == all ]]; then
 fi
 for defect in "${DEFECTS[@]}"; do
     if [[ ! -f $UPSTREAM/$defect/repro_test.go ]]; then
-        known=$(cd "$UPSTREAM" && ls -d -- */ | tr -d / | tr '\n' ' ')
+        known=$(cd "$UPSTREAM" && ls -d -- */ | tr -d / | paste -sd' ' -)
         echo "upstream.sh: no reproducer conformance/upstream/$defect/repro_test.go (known: $known)" >&2
         exit 2
     fi
 done
-for tool in go redis-server python3; do
+REDIS_SERVER=${REDIS_SERVER:-redis-server}
+for tool in go "$REDIS_SERVER" python3; do
     if ! command -v "$tool" >/dev/null; then
         echo "upstream.sh: $tool not found on PATH" >&2
         exit 3
@@ -77,7 +79,7 @@ cleanup() {
 trap cleanup EXIT
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no \
+"$REDIS_SERVER" --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$WORK" --logfile "$WORK/redis.log" &
 REDIS_PID=$!
 for _ in $(seq 50); do
