@@ -82,10 +82,16 @@ PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 "$REDIS_SERVER" --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$WORK" --logfile "$WORK/redis.log" &
 REDIS_PID=$!
+server_up() { python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.1)" 2>/dev/null; }
 for _ in $(seq 50); do
-    if python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.1)" 2>/dev/null; then break; fi
+    if server_up; then break; fi
     sleep 0.1
 done
+if ! server_up; then
+    echo "upstream.sh: $REDIS_SERVER did not start on 127.0.0.1:$PORT:" >&2
+    tail -5 "$WORK/redis.log" >&2 || true
+    exit 3
+fi
 REDIS_ARGS=(-args "-redis_addr=127.0.0.1:$PORT" -redis_db=15)
 
 # fresh_copy NAME: a writable copy of the module at $WORK/NAME; prints its path.
@@ -96,7 +102,7 @@ fresh_copy() {
     echo "$dir"
 }
 
-# write_overlay FILE SRC...: an overlay mapping each SRC into internal/rdb as upstream_<name>.
+# write_overlay FILE MOD SRC...: an overlay mapping each SRC into MOD/internal/rdb as upstream_<name>.
 write_overlay() {
     local file=$1 mod=$2 sep="" src
     shift 2
@@ -153,7 +159,7 @@ with open(sys.argv[1]) as stream:
         except ValueError:
             print(line, end="")
             continue
-        if event.get("Action") == "output":
+        if event.get("Action") in ("output", "build-output"):
             print("      " + event["Output"], end="")
 EOF
     sed 's/^/      /' "$1.stderr"
