@@ -207,9 +207,15 @@ func (d *driver) componentRecover(q *request) (interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
+	var due int64 // reclaiming takes every set due: count them first, as "reclaim" does
+	if a.Part == "aggregation_sets" {
+		if due, err = d.due(base.AllAggregationSets(q.Queue)); err != nil {
+			return nil, err
+		}
+	}
 	b, lg := d.componentBroker(a), &asynq.KeysimLog{}
 	asynq.KeysimRecover(b, []string{q.Queue}, a.Part, b.delay, lg)
-	return componentAnswer{Count: b.ended, Log: lg.Lines}, nil
+	return componentAnswer{Count: b.ended + int(due), Log: lg.Lines}, nil
 }
 
 func (d *driver) componentForward(q *request) (interface{}, error) {
