@@ -297,6 +297,7 @@ func (d *driver) componentFinish(q *request) (interface{}, error) {
 func handlerResult(ending, text string) (error, bool, func(error) bool, error) {
 	counted := func(err error) bool { return err != nil }
 	handlerErr := errors.New(text)
+	marked := func(sentinel error) error { return handlerError{text, sentinel} }
 	switch ending {
 	case "success":
 		return nil, false, counted, nil
@@ -305,17 +306,27 @@ func handlerResult(ending, text string) (error, bool, func(error) bool, error) {
 	case "uncounted_failure":
 		return handlerErr, false, func(error) bool { return false }, nil
 	case "skip_retry":
-		return fmt.Errorf("%s: %w", text, asynq.KeysimSkipRetry), false, counted, nil
+		return marked(asynq.KeysimSkipRetry), false, counted, nil
 	case "revoke":
 		if asynq.KeysimRevokeTask == nil {
 			return nil, false, nil, badRequest{"this Asynq version has no RevokeTask"}
 		}
-		return fmt.Errorf("%s: %w", text, asynq.KeysimRevokeTask), false, counted, nil
+		return marked(asynq.KeysimRevokeTask), false, counted, nil
 	case "aborted":
 		return nil, true, counted, nil
 	}
 	return nil, false, nil, badRequest{fmt.Sprintf("unknown ending %q", ending)}
 }
+
+// handlerError is a handler's error with its own text that errors.Is a sentinel (SkipRetry,
+// RevokeTask): Asynq stores the text, as it would an application's.
+type handlerError struct {
+	text     string
+	sentinel error
+}
+
+func (e handlerError) Error() string { return e.text }
+func (e handlerError) Unwrap() error { return e.sentinel }
 
 // syncAnswer is one syncer tick: writes run again, failed again (kept), dropped (deadline
 // passed), the failures' messages, and how many wait now.
