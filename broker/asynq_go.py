@@ -60,8 +60,8 @@ from broker.scripting import with_prelude
 from broker.servers import PEXPIRETIME_VERSION, check_version
 from model import keys, validation
 from model.clock import VirtualClock
-from model.errors import ERROR_FOR, KeysimError, ScriptError
 from model.endings import Ending
+from model.errors import ERROR_FOR, KeysimError, ScriptError
 from model.message import TaskMessage
 from model.policy import DAY, Policy
 from model.states import TaskState
@@ -544,10 +544,11 @@ class AsynqGoBroker(BrokerBase):
         """The policy's retry delay of every task holding a lease, by ``<id>:<retried>``: what
         the recoverer's RetryDelayFunc answers (Asynq gives that function no task id)."""
         delays = {}
-        for raw_id in self.client.zrange(keys.lease(queue), 0, -1):
-            task_id = raw_id.decode()
+        members: list[bytes] = list(self.client.zrange(keys.lease(queue), 0, -1))  # type: ignore[arg-type]
+        for member in members:
+            task_id = member.decode()
             data = self.client.hget(keys.task(queue, task_id), "msg")
-            retried = 0 if data is None else self.decode(data).retried
+            retried = self.decode(data).retried if isinstance(data, bytes) else 0
             delays[f"{task_id}:{retried}"] = self.policy.retry_delay_for(task_id, retried)
         return delays
 

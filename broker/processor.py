@@ -10,6 +10,7 @@ simulation engine and the stateful machine's workers. The reference model decide
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -137,10 +138,8 @@ def aggregate_groups(impl: Processing, queue: str, groups: Iterable[str],
             ops.enqueue(aggregated_task(queue, task_ids[group], payloads))
         except KeysimError:
             continue
-        try:
+        with contextlib.suppress(KeysimError):  # Asynq logs a failed delete and goes on
             ops.delete_aggregation_set(queue, group, set_id)
-        except KeysimError:
-            pass
     return seen
 
 

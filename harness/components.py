@@ -142,6 +142,8 @@ class ComponentDifferential(Differential):
         self.coverage[(op.name, "ran")] += 1
         if ours not in ([], ()):
             self.coverage[(op.name, "work")] += 1
+        if isinstance(ours, str):
+            self.coverage[(op.name, ours)] += 1
         if ours != theirs:
             raise Divergence(f"{op!r} answered differently\n  ours : {ours!r}\n"
                              f"  asynq: {theirs!r}\n{self._context(run)}")
@@ -179,9 +181,11 @@ class ComponentDifferential(Differential):
     def report(self) -> str:
         """The conformance coverage, then how often each composite pass ran or had work."""
         lines = [super().report(), f"composite passes: {self.passes}"]
-        for name in ("aggregate", "process"):
-            lines.append(f"  {name:32} ran={self.coverage[(name, 'ran')]}, "
-                         f"with work={self.coverage[(name, 'work')]}")
+        lines.append(f"  {'aggregate':32} ran={self.coverage[('aggregate', 'ran')]}, "
+                     f"with a set={self.coverage[('aggregate', 'work')]}")
+        ends = {o: n for (op, o), n in self.coverage.items() if op == "process" and o not in
+                ("ran", "work")}
+        lines.append(f"  {'process':32} " + ", ".join(f"{o}={n}" for o, n in sorted(ends.items())))
         return "\n".join(lines)
 
     def _uuid(self) -> str:
@@ -234,4 +238,4 @@ def _check_accept(accept: frozenset[str]) -> frozenset[str]:
     return frozenset(accept)
 
 
-__all__ = ["KNOWN_DIFFERENCES", "COMPOSITES", "ComponentDifferential", "compare_components", "sequences"]
+__all__ = ["COMPOSITES", "KNOWN_DIFFERENCES", "ComponentDifferential", "compare_components", "sequences"]

@@ -60,8 +60,8 @@ def msg(task_id: str, payload: bytes | None = b"x", **fields: int) -> TaskMessag
     return TaskMessage(type="t", payload=payload, id=task_id, queue=Q, **fields)  # type: ignore[arg-type]
 
 
-def held(b: AsynqGoBroker, task_id: str, **fields: int) -> TaskMessage:
-    b.enqueue(msg(task_id, **fields))
+def held(b: AsynqGoBroker, task_id: str, retry: int = 25, retention: int = 0) -> TaskMessage:
+    b.enqueue(msg(task_id, retry=retry, retention=retention))
     dequeued = b.dequeue(Q)
     assert dequeued is not None and dequeued.id == task_id
     return dequeued
@@ -69,7 +69,13 @@ def held(b: AsynqGoBroker, task_id: str, **fields: int) -> TaskMessage:
 
 def state(b: AsynqGoBroker, task_id: str) -> str | None:
     value = b.client.hget(keys.task(Q, task_id), "state")
-    return None if value is None else value.decode()
+    return value.decode() if isinstance(value, bytes) else None
+
+
+def stored(b: AsynqGoBroker, task_id: str) -> TaskMessage:
+    data = b.client.hget(keys.task(Q, task_id), "msg")
+    assert isinstance(data, bytes), f"no hash for {task_id}"
+    return b.decode(data)
 
 
 def test_recoverer_retries_and_archives_with_the_policys_delay(go: AsynqGoBroker) -> None:
@@ -82,7 +88,7 @@ def test_recoverer_retries_and_archives_with_the_policys_delay(go: AsynqGoBroker
     assert (state(go, "r"), state(go, "a")) == ("retry", "archived")
     due = go.client.zscore(keys.retry(Q), "r")
     assert due == go.now_s + go.policy.retry_delay_for("r", 0)
-    assert go.decode(go.client.hget(keys.task(Q, "a"), "msg")).error_msg == LEASE_EXPIRED
+    assert stored(go, "a").error_msg == LEASE_EXPIRED
 
 
 def test_forwarder_janitor_and_reclaim_passes_count_what_was_due(go: AsynqGoBroker) -> None:
@@ -91,7 +97,7 @@ def test_forwarder_janitor_and_reclaim_passes_count_what_was_due(go: AsynqGoBrok
     go.clock.advance(5)
     assert go.forward_if_ready(Q) == 1 and state(go, "s") == "pending"
     assert go.dequeue(Q) is not None
-    go.process(go.decode(go.client.hget(keys.task(Q, "s"), "msg")), Ending.SUCCESS)
+    go.process(stored(go, "s"), Ending.SUCCESS)
     assert state(go, "s") is None  # retention 0: done deletes it
     done = held(go, "c", retention=10)
     go.process(done, Ending.SUCCESS)
@@ -113,7 +119,7 @@ def test_aggregator_names_the_set_and_the_task_as_asked(go: AsynqGoBroker) -> No
     assert go.aggregate(Q, {"g": set_id}, {"g": task_id}) == []  # grace period not over
     go.clock.advance(go.policy.aggregation_grace + 1)
     assert go.aggregate(Q, {"g": set_id}, {"g": task_id}) == [("g", [b"a", b""])]
-    made = go.decode(go.client.hget(keys.task(Q, task_id), "msg"))
+    made = stored(go, task_id)
     assert (made.type, made.payload, made.retry, made.timeout) == ("aggregated", b"a|", 25, 1800)
     assert go.client.lrange(keys.pending(Q), 0, -1) == [task_id.encode()]
     assert go.client.exists(keys.group_set(Q, "g", set_id)) == 0
@@ -129,7 +135,7 @@ def test_processor_ends_a_task_as_its_handler_returned(go: AsynqGoBroker, ending
     assert go.process(task, ending, "it broke") == 0
     assert state(go, "p") == ends_as
     if ends_as in ("retry", "archived"):
-        after = go.decode(go.client.hget(keys.task(Q, "p"), "msg"))
+        after = stored(go, "p")
         assert after.error_msg == "it broke"  # the handler's own text, sentinel or not
         assert after.retried == (0 if ending is not Ending.FAILURE else 1)
 
@@ -205,7 +211,11 @@ def test_a_processor_after_its_lease_is_a_known_difference(server: RedisServer) 
     client = client_for(db_url(server, "ours:v0.26.0"))
     with AsynqGoBroker(db_url(server, "asynq:v0.26.0"), "v0.26.0", CONFORM_POLICY, clock) as go:
         ours = Broker(client, "asynq-v0.26.0", CONFORM_POLICY, clock)
-        diff = ComponentDifferential(ours, go, clock, lambda: (client.flushdb(), go.reset()))
+        def reset() -> None:
+            client.flushdb()
+            go.reset()
+
+        diff = ComponentDifferential(ours, go, clock, reset)
         with pytest.raises(Divergence, match="ours : 'written'\n  asynq: 'skipped"):
             diff.check(example)
         diff.accept = frozenset({LEASE_SKIP})
