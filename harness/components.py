@@ -30,6 +30,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import hypothesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -193,10 +194,13 @@ class ComponentDifferential(Differential):
         return str(uuid.UUID(int=self._names, version=4))
 
     def run(self, max_examples: int, seed: int | None = None) -> None:
-        """Run ``max_examples`` generated sequences with composite passes."""
+        """Run ``max_examples`` generated sequences with composite passes (Hypothesis seeded
+        with ``seed`` when given)."""
         test = settings(max_examples=max_examples, deadline=None, database=None,
-                        suppress_health_check=list(HealthCheck), print_blob=True,
-                        derandomize=seed is not None)(given(sequences)(self.check))
+                        suppress_health_check=list(HealthCheck),
+                        print_blob=True)(given(sequences)(self.check))
+        if seed is not None:
+            test = hypothesis.seed(seed)(test)
         test()
 
 

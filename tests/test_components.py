@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from support import db_url, driver_or_skip, go_backend_or_skip, private_server
 
-from broker.asynq_go import AsynqGoBroker, require_asynq
+from broker.asynq_go import AsynqGoBroker, asynq_fixed, require_asynq
 from broker.servers import RedisServer
 from harness.components import (
     KNOWN_DIFFERENCES,
@@ -163,6 +163,20 @@ def test_syncer_retries_a_lost_write_with_a_canceled_context(go: AsynqGoBroker) 
     go.clock.advance(31)  # past the worker's lease: the request is dropped, never written
     assert go.sync() == {"ran": 0, "failed": 0, "dropped": 1, "errors": None, "waiting": 0}
     assert state(go, "p") == "active"
+
+
+def test_before_v025_the_syncer_retry_goes_through(server: RedisServer) -> None:
+    """The same lost write on v0.24.0, whose processor did not cancel the context yet (PR #926,
+    v0.25.0, added the ``defer cancel()``): the syncer's retry writes it."""
+    driver_or_skip("v0.24.0")
+    policy = asynq_fixed(ASYNQ_POLICY, "v0.24.0")
+    with AsynqGoBroker(db_url(server, "unit"), "v0.24.0", policy, VirtualClock()) as b:
+        b.reset()
+        task = held(b, "p")
+        assert b.process(task, Ending.SUCCESS, fail_writes=1) == 1
+        assert b.sync() == {"ran": 1, "failed": 0, "dropped": 0, "errors": None, "waiting": 0}
+        assert state(b, "p") is None
+        b.client.flushdb()
 
 
 def test_python_composites_stay_available(server: RedisServer) -> None:
