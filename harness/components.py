@@ -80,8 +80,12 @@ KNOWN_DIFFERENCES = {
     "lease_skip": "Asynq's processor writes nothing for a task whose lease has expired (its "
                   "Lease.IsValid is false: 'let recoverer take care of it'); ours writes the "
                   "ending (Done, MarkAsComplete, Retry, Archive, Requeue) whatever the lease.",
+    "uncounted_always_retried": "Before v0.25.0 Asynq's processor retries an uncounted failure "
+                                "(IsFailure false) whatever its retry count or SkipRetry; ours "
+                                "archives it once its retries are used up, as v0.25.0+ do.",
 }
 LEASE_SKIP = "lease_skip"
+UNCOUNTED_RETRIED = "uncounted_always_retried"
 
 
 def _msg(task_id: str, payload: bytes | None = b"x", **fields: Any) -> TaskMessage:
@@ -132,12 +136,19 @@ class ComponentDifferential(Differential):
             self._compare(op, run, *self._aggregate())
         elif op.name == "process":
             msg = run.pick_msg(op.args[0])
-            if msg is not None:
+            if msg is not None and self._offers(op.args[1]):
                 self._compare(op, run, *self._process(msg, op.args[1]))
         else:
             super()._step(op, run)
         if op.name in COMPOSITES:
             self.passes += 1
+
+    def _version(self) -> str:
+        return str(getattr(self.theirs, "version", "v0.26.0"))
+
+    def _offers(self, ending: Ending) -> bool:
+        """Whether Asynq's processor has this handler result (RevokeTask came in v0.25.0)."""
+        return ending is not Ending.REVOKE or self._version() >= "v0.25.0"
 
     def _compare(self, op: Op, run: Run, ours: Any, theirs: Any) -> None:
         self.coverage[(op.name, "ran")] += 1
@@ -166,7 +177,12 @@ class ComponentDifferential(Differential):
             ours = "skipped: lease expired"
         else:
             try:
-                finish(self.ours, msg, ending, "boom")
+                if ending is Ending.UNCOUNTED_FAILURE and UNCOUNTED_RETRIED in self.accept \
+                        and self._version() < "v0.25.0":
+                    retry_at = self.ours.now_s + self.ours.policy.retry_delay_for(msg.id, msg.retried)
+                    self.ours.retry(msg, retry_at, "boom", False)  # type: ignore[attr-defined]
+                else:
+                    finish(self.ours, msg, ending, "boom")
                 ours = "written"
             except KeysimError:
                 ours = "failed"  # Asynq logs the failure (and hands the write to its syncer)

@@ -23,6 +23,7 @@ from harness.components import (
     KNOWN_DIFFERENCES,
     LEASE_SKIP,
     SCENARIOS,
+    UNCOUNTED_RETRIED,
     ComponentDifferential,
     compare_components,
 )
@@ -192,19 +193,21 @@ def test_python_composites_stay_available(server: RedisServer) -> None:
         b.client.flushdb()
 
 
-def differential(server: RedisServer, accept: frozenset[str]) -> ComponentDifferential:
-    driver_or_skip("v0.26.0")
-    return compare_components(db_url(server, "ours:v0.26.0"), db_url(server, "asynq:v0.26.0"),
-                              "v0.26.0", examples(), accept=accept)
+def differential(server: RedisServer, version: str, accept: frozenset[str]
+                 ) -> ComponentDifferential:
+    driver_or_skip(version)
+    return compare_components(db_url(server, f"ours:{version}"), db_url(server, f"asynq:{version}"),
+                              version, examples(), accept=accept)
 
 
-def test_our_composites_match_asynqs_components(server: RedisServer,
+@pytest.mark.parametrize("version", ["v0.26.0", "v0.24.0"])
+def test_our_composites_match_asynqs_components(server: RedisServer, version: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Past the known differences, our composites and Asynq's components leave the same
     keyspaces and answer the same counts after every pass."""
-    diff = differential(server, frozenset(KNOWN_DIFFERENCES))
+    diff = differential(server, version, frozenset(KNOWN_DIFFERENCES))
     with capsys.disabled():
-        print(f"\n{diff.report()}")
+        print(f"\n[{version}] {diff.report()}")
     assert diff.sequences == examples() + len(SCENARIOS)
     for name in ("recover", "forward_if_ready", "delete_expired_completed_tasks",
                  "reclaim_stale_aggregation_sets"):
@@ -212,26 +215,44 @@ def test_our_composites_match_asynqs_components(server: RedisServer,
     assert diff.coverage[("aggregate", "work")] > 0 and diff.coverage[("process", "ran")] > 0
 
 
-def test_a_processor_after_its_lease_is_a_known_difference(server: RedisServer) -> None:
-    """The minimal example of ``lease_skip`` diverges unless the difference is accepted."""
-    driver_or_skip("v0.26.0")
-    example = [Op("enqueue", (TaskMessage(type="a", payload=b"x", id="t0", queue="default"),)),
-               Op("dequeue"), Op("tick", (31,)), Op("process", (-1, Ending.SUCCESS))]
+def _known(server: RedisServer, version: str, example: list[Op], name: str, shows: str) -> None:
+    """``example`` diverges as ``shows`` says unless difference ``name`` is accepted."""
     from broker import Broker
     from broker.asynq_go import client_for
     from harness.conform import CONFORM_POLICY
 
+    driver_or_skip(version)
+    policy = asynq_fixed(CONFORM_POLICY, version)
     clock = VirtualClock()
-    client = client_for(db_url(server, "ours:v0.26.0"))
-    with AsynqGoBroker(db_url(server, "asynq:v0.26.0"), "v0.26.0", CONFORM_POLICY, clock) as go:
-        ours = Broker(client, "asynq-v0.26.0", CONFORM_POLICY, clock)
+    client = client_for(db_url(server, f"ours:{version}"))
+    with AsynqGoBroker(db_url(server, f"asynq:{version}"), version, policy, clock) as go:
+        ours = Broker(client, AsynqGoBroker.variant_for(version), policy, clock)
+
         def reset() -> None:
             client.flushdb()
             go.reset()
 
         diff = ComponentDifferential(ours, go, clock, reset)
-        with pytest.raises(Divergence, match="ours : 'written'\n  asynq: 'skipped"):
+        with pytest.raises(Divergence, match=shows):
             diff.check(example)
-        diff.accept = frozenset({LEASE_SKIP})
+        diff.accept = frozenset({name})
         diff.check(example)
     client.close()
+
+
+def _task(retry: int = 25) -> TaskMessage:
+    return TaskMessage(type="a", payload=b"x", id="t0", queue="default", retry=retry)
+
+
+def test_a_processor_after_its_lease_is_a_known_difference(server: RedisServer) -> None:
+    """The minimal example of ``lease_skip``."""
+    example = [Op("enqueue", (_task(),)), Op("dequeue"), Op("tick", (31,)),
+               Op("process", (-1, Ending.SUCCESS))]
+    _known(server, "v0.26.0", example, LEASE_SKIP, "ours : 'written'\n  asynq: 'skipped")
+
+
+def test_v024_retries_an_exhausted_uncounted_failure(server: RedisServer) -> None:
+    """The minimal example of ``uncounted_always_retried`` (v0.24.0 only)."""
+    example = [Op("enqueue", (_task(retry=0),)), Op("dequeue"),
+               Op("process", (-1, Ending.UNCOUNTED_FAILURE))]
+    _known(server, "v0.24.0", example, UNCOUNTED_RETRIED, "asynq:{default}:archived")
