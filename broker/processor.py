@@ -56,8 +56,9 @@ def finishing(msg: TaskMessage, ending: Ending, error: str, now_s: int, policy: 
               ) -> Finish:
     """The call that ends the run of active task ``msg`` the way ``ending`` says, at ``now_s``.
 
-    An uncounted failure of a task whose retries are used up is archived, like a counted one
-    (Asynq retries it again, uncounted, whatever its count).
+    An uncounted failure of a task whose retries are used up is archived, like a counted one,
+    as Asynq v0.25.0 and later do (v0.24.0 retries it, uncounted, whatever its count: see
+    docs/findings.md, "Composites compared with Asynq's own components").
 
     >>> from model.policy import ASYNQ_POLICY
     >>> msg = TaskMessage(type="t", payload=b"", id="a", queue="q", retry=2, retention=30)
