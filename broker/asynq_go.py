@@ -18,6 +18,11 @@ TTLs) that
   delete the key at once), and
 * deletes every key whose virtual deadline passed (what ``BrokerBase.expire_due`` does).
 
+The composites (recover, reclaim, forward, janitor) run as one pass of **Asynq's own server
+components** (``conformance/components``; ``components=False``: our Python composites over
+single ``RDB`` calls), and :meth:`AsynqGoBroker.aggregate`, :meth:`~AsynqGoBroker.process` and
+:meth:`~AsynqGoBroker.sync` run Asynq's aggregator, processor finish path and syncer.
+
 It tells a value it wrote from one the driver shifted by reading it exactly (PEXPIRETIME), so
 it needs Redis >= 7.0 (or Valkey): on an older server the constructor raises
 ``ServerUnavailable``.
@@ -504,8 +509,12 @@ class AsynqGoBroker(BrokerBase):
         group, the set and the aggregated task (canonical random UUIDs; Asynq is made to draw
         them). Returns (group, member payloads) per set the handler was given, in order."""
         validation.check_queue(queue)
-        for name in (*set_ids.values(), *task_ids.values()):
-            _check_uuid4(name)
+        for names in (set_ids, task_ids):
+            if not isinstance(names, dict):
+                raise TypeError(f"set_ids and task_ids must map group -> UUID, got {names!r}")
+            for group, name in names.items():
+                self.check_group(group)
+                _check_uuid4(name)
         p = self.policy
         reply = self._component("component_aggregate", queue,
                                 {"set_ids": set_ids, "task_ids": task_ids},
@@ -524,11 +533,18 @@ class AsynqGoBroker(BrokerBase):
         connection broke); Asynq hands a lost write to its syncer. Returns how many writes
         wait for :meth:`sync`."""
         self.check_message(msg)
+        ending = Ending(ending)
+        validation.check_text("error", error)
+        if lease is not None:
+            validation.check_int("lease", lease)
+        validation.check_int("fail_writes", fail_writes)
+        if fail_writes < 0:
+            raise ValueError(f"fail_writes must be >= 0, got {fail_writes}")
         if lease is None:
             score = self.client.zscore(keys.lease(msg.queue), msg.id)
             lease = 0 if score is None else int(score)
         delays = {f"{msg.id}:{msg.retried}": self.policy.retry_delay_for(msg.id, msg.retried)}
-        args = {"ending": Ending(ending).value, "error": error, "lease": lease,
+        args = {"ending": ending.value, "error": error, "lease": lease,
                 "delays": delays, "fail_writes": fail_writes}
         return int(self._component("component_finish", msg.queue, args,
                                    msg=_b64(self.encode(msg)))["count"])

@@ -256,3 +256,14 @@ def test_v024_retries_an_exhausted_uncounted_failure(server: RedisServer) -> Non
     example = [Op("enqueue", (_task(retry=0),)), Op("dequeue"),
                Op("process", (-1, Ending.UNCOUNTED_FAILURE))]
     _known(server, "v0.24.0", example, UNCOUNTED_RETRIED, "asynq:{default}:archived")
+
+
+def test_bad_component_input_is_refused_before_any_write(go: AsynqGoBroker) -> None:
+    task = held(go, "p")
+    before = go.snapshot(Q)
+    for bad in ({"ending": "nope"}, {"lease": "soon"}, {"fail_writes": -1}, {"error": 3}):
+        with pytest.raises((ValueError, TypeError)):
+            go.process(task, **{"ending": Ending.SUCCESS, **bad})  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        go.aggregate(Q, {"g": "not-a-uuid"}, {})
+    assert go.snapshot(Q) == before
