@@ -18,6 +18,11 @@ TTLs) that
   delete the key at once), and
 * deletes every key whose virtual deadline passed (what ``BrokerBase.expire_due`` does).
 
+The composites (recover, reclaim, forward, janitor) run as one pass of **Asynq's own server
+components** (``conformance/components``; ``components=False``: our Python composites over
+single ``RDB`` calls), and :meth:`AsynqGoBroker.aggregate`, :meth:`~AsynqGoBroker.process` and
+:meth:`~AsynqGoBroker.sync` run Asynq's aggregator, processor finish path and syncer.
+
 It tells a value it wrote from one the driver shifted by reading it exactly (PEXPIRETIME), so
 it needs Redis >= 7.0 (or Valkey): on an older server the constructor raises
 ``ServerUnavailable``.
@@ -60,6 +65,7 @@ from broker.scripting import with_prelude
 from broker.servers import PEXPIRETIME_VERSION, check_version
 from model import keys, validation
 from model.clock import VirtualClock
+from model.endings import Ending
 from model.errors import ERROR_FOR, KeysimError, ScriptError
 from model.message import TaskMessage
 from model.policy import DAY, Policy
@@ -76,7 +82,7 @@ HOW_TO_ENABLE = "install Go >= 1.22 and run conformance/build.sh"
 #: Asynq's hard-coded constants (internal/rdb): a policy for AsynqGoBroker must agree with them.
 _FIXED_BY_ASYNQ = {"lease_duration": 30, "max_archive_size": 10_000, "archive_cutoff_days": 90,
                    "archive_keeps_one_less": True, "stats_ttl": 90 * DAY,
-                   "aggregation_timeout": 120}
+                   "aggregation_timeout": 120, "recover_skew": 30}
 _FIXED_BATCH_BEFORE_V025 = 100
 #: How a URL names a Redis Cluster (by any node; database 0, a cluster's only one), for this
 #: module and the driver alike.
@@ -232,9 +238,16 @@ class AsynqGoBroker(BrokerBase):
     """
 
     def __init__(self, url: str, version: str = DEFAULT_VERSION, policy: Policy | None = None,
-                 clock: VirtualClock | None = None) -> None:
+                 clock: VirtualClock | None = None, components: bool = True) -> None:
         client = client_for(url)  # refuses a bad URL before anything starts
         self.version = _check_version(version)
+        validation.check_bool("components", components)
+        #: Run the composites (recover, forward, janitor, reclaim) through Asynq's own
+        #: components (``conformance/components``); False: our Python composites over the
+        #: driver's single ``RDB`` calls (``broker.processor``).
+        self.components = components
+        #: What the last component op logged (Asynq reports a failed write only there).
+        self.component_log: list[str] = []
         super().__init__(client, self.variant_for(version), policy, clock)
         _check_policy(self.policy, version)
         # The time normalisation reads exact deadlines (a cluster: its seed node's version).
@@ -300,6 +313,14 @@ class AsynqGoBroker(BrokerBase):
         if kind == "misrouted":
             raise ClusterRoutingError(f"{op}: Asynq's call was misrouted: {text}")
         raise ERROR_FOR[Outcome(kind)](f"{op}: {text}")
+
+    def _component(self, op: str, queue: str, args: dict[str, Any] | None = None,
+                   **fields: Any) -> Any:
+        """One pass of one of Asynq's components (a ``component_*`` driver op); keeps its log
+        in :attr:`component_log` and returns the answer (``count``, ``extra``)."""
+        reply = self._send(op, queue, args=args or {}, **fields)
+        self.component_log = list(reply.get("log") or [])
+        return reply
 
     def _send_msg(self, op: str, msg: TaskMessage, **fields: Any) -> Any:
         encoded = _b64(self.encode(msg))  # may raise on bad field values: before any write
@@ -387,13 +408,21 @@ class AsynqGoBroker(BrokerBase):
 
     # --- forwarder, janitor, recoverer (T17–T20) ----------------------------------------------
     def forward_if_ready(self, queue: str) -> int:
-        """T17 via ``RDB.ForwardIfReady``; the count is what was due before the call."""
-        return int(self._send("forward_if_ready", validation.check_queue(queue)))
+        """T17: one pass of Asynq's forwarder (``exec``, which calls ``RDB.ForwardIfReady``),
+        or that call alone without :attr:`components`; the count is what was due before."""
+        validation.check_queue(queue)
+        if self.components:
+            return int(self._component("component_forward", queue)["count"])
+        return int(self._send("forward_if_ready", queue))
 
     def delete_expired_completed_tasks(self, queue: str) -> int:
-        """T25 via ``RDB.DeleteExpiredCompletedTasks`` (batch ``policy.janitor_batch_size``)."""
-        return int(self._send("delete_expired_completed_tasks", validation.check_queue(queue),
-                              batch=self.policy.janitor_batch_size))
+        """T25: one pass of Asynq's janitor (``exec``: ``RDB.DeleteExpiredCompletedTasks``,
+        batch ``policy.janitor_batch_size``), or that call alone; the count is what was due."""
+        validation.check_queue(queue)
+        batch = self.policy.janitor_batch_size
+        if self.components:
+            return int(self._component("component_janitor", queue, batch=batch)["count"])
+        return int(self._send("delete_expired_completed_tasks", queue, batch=batch))
 
     def delete_expired_archived_tasks(self, queue: str) -> int:
         """Asynq has no archive janitor: nothing happens, 0 is returned."""
@@ -407,9 +436,15 @@ class AsynqGoBroker(BrokerBase):
         return [self.decode(_unb64(d)) for d in data]
 
     def recover(self, queue: str) -> int:
-        """T19 as Asynq's recoverer does it: ``ListLeaseExpired(now - recover_skew)``, then
-        ``Archive`` (retries used up) or ``Retry`` (delay from the policy) per message; a task
-        moved meanwhile (NOT FOUND) or a script failing part-way is skipped."""
+        """T19. With :attr:`components`: Asynq's recoverer, one ``recoverLeaseExpiredTasks``
+        pass (its retry delays from the policy); the count is how many ``Retry``/``Archive``
+        calls succeeded. Without: our composite (``broker.processor.recover_expired``) over
+        ``ListLeaseExpired(now - recover_skew)``, ``Archive`` (retries used up) or ``Retry``
+        per message, a task moved meanwhile (NOT FOUND) or a script failing part-way skipped."""
+        if self.components:
+            validation.check_queue(queue)
+            args = {"part": "leases", "delays": self._retry_delays(queue)}
+            return int(self._component("component_recover", queue, args)["count"])
         expired = self.list_lease_expired(queue, self.now_s - self.policy.recover_skew)
         # Before v0.25.0 a lease id without a hash comes back as a zero-value message (BZ-7);
         # Asynq's Archive of it answers NOT FOUND and the recoverer moves on: skip it here.
@@ -454,8 +489,84 @@ class AsynqGoBroker(BrokerBase):
         self._send("delete_aggregation_set", queue, group=group, set_id=set_id)
 
     def reclaim_stale_aggregation_sets(self, queue: str) -> int:
-        """T24 via ``RDB.ReclaimStaleAggregationSets``; the count is the sets due before."""
-        return int(self._send("reclaim_stale_aggregation_sets", validation.check_queue(queue)))
+        """T24: Asynq's recoverer's ``recoverStaleAggregationSets`` pass (with
+        :attr:`components`) or ``RDB.ReclaimStaleAggregationSets`` alone; the count is the
+        sets due before."""
+        validation.check_queue(queue)
+        if self.components:
+            args = {"part": "aggregation_sets"}
+            return int(self._component("component_recover", queue, args)["count"])
+        return int(self._send("reclaim_stale_aggregation_sets", queue))
+
+    # --- Asynq's components only (no single-script equivalent) ------------------------------
+    def aggregate(self, queue: str, set_ids: dict[str, str], task_ids: dict[str, str]
+                  ) -> list[tuple[str, list[bytes]]]:
+        """One pass of Asynq's aggregator over ``queue``: for every group ``ListGroups``
+        answers, ``AggregationCheck`` (the policy's grace, max delay and max size), and for a
+        staged set ``ReadAggregationSet``, the handler, ``Client.Enqueue`` of its task and
+        ``DeleteAggregationSet``. The handler returns a task of type ``aggregated`` whose
+        payload is the members' payloads joined by ``|``. ``set_ids``/``task_ids`` name, per
+        group, the set and the aggregated task (canonical random UUIDs; Asynq is made to draw
+        them). Returns (group, member payloads) per set the handler was given, in order."""
+        validation.check_queue(queue)
+        for names in (set_ids, task_ids):
+            if not isinstance(names, dict):
+                raise TypeError(f"set_ids and task_ids must map group -> UUID, got {names!r}")
+            for group, name in names.items():
+                self.check_group(group)
+                _check_uuid4(name)
+        p = self.policy
+        reply = self._component("component_aggregate", queue,
+                                {"set_ids": set_ids, "task_ids": task_ids},
+                                grace=p.aggregation_grace, max_delay=p.aggregation_max_delay,
+                                max_size=p.aggregation_max_size)
+        return [(seen["group"], [_unb64(d) if d else b"" for d in seen["payloads"] or []])
+                for seen in reply.get("extra") or []]
+
+    def process(self, msg: TaskMessage, ending: Ending, error: str = "boom",
+                lease: int | None = None, fail_writes: int = 0) -> int:
+        """Asynq's processor ends active task ``msg`` as its handler returned ``ending``
+        (``handleSucceededMessage``, ``handleFailedMessage`` or, for ABORTED, ``requeue``),
+        holding a lease that expires at ``lease`` (Unix s; None: the task's lease score now,
+        what its heartbeater last wrote, or an expired lease when it has none). The retry
+        delay comes from the policy. The first ``fail_writes`` writes are lost (the
+        connection broke); Asynq hands a lost write to its syncer. Returns how many writes
+        wait for :meth:`sync`."""
+        self.check_message(msg)
+        ending = Ending(ending)
+        validation.check_text("error", error)
+        if lease is not None:
+            validation.check_int("lease", lease)
+        validation.check_int("fail_writes", fail_writes)
+        if fail_writes < 0:
+            raise ValueError(f"fail_writes must be >= 0, got {fail_writes}")
+        if lease is None:
+            score = self.client.zscore(keys.lease(msg.queue), msg.id)
+            lease = 0 if score is None else int(score)
+        delays = {f"{msg.id}:{msg.retried}": self.policy.retry_delay_for(msg.id, msg.retried)}
+        args = {"ending": ending.value, "error": error, "lease": lease,
+                "delays": delays, "fail_writes": fail_writes}
+        return int(self._component("component_finish", msg.queue, args,
+                                   msg=_b64(self.encode(msg)))["count"])
+
+    def sync(self) -> dict[str, Any]:
+        """One tick of Asynq's syncer over the writes :meth:`process` lost: a request past its
+        deadline (the worker's lease) is dropped, the others run again. Returns ``ran``,
+        ``failed``, ``dropped``, ``errors`` and ``waiting``."""
+        reply: dict[str, Any] = self._send("component_sync", None)
+        return reply
+
+    def _retry_delays(self, queue: str) -> dict[str, int]:
+        """The policy's retry delay of every task holding a lease, by ``<id>:<retried>``: what
+        the recoverer's RetryDelayFunc answers (Asynq gives that function no task id)."""
+        delays = {}
+        members: list[bytes] = list(self.client.zrange(keys.lease(queue), 0, -1))  # type: ignore[arg-type]
+        for member in members:
+            task_id = member.decode()
+            data = self.client.hget(keys.task(queue, task_id), "msg")
+            retried = self.decode(data).retried if isinstance(data, bytes) else 0
+            delays[f"{task_id}:{retried}"] = self.policy.retry_delay_for(task_id, retried)
+        return delays
 
     # --- result writer and queue flag (T26, T27) -----------------------------------------------
     def write_result(self, queue: str, task_id: str, data: bytes) -> int:

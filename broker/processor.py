@@ -10,11 +10,12 @@ simulation engine and the stateful machine's workers. The reference model decide
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from model.endings import LEASE_EXPIRED, Ending, Finish
-from model.errors import ScriptError, TaskNotFoundError
+from model.errors import KeysimError, ScriptError, TaskNotFoundError
 from model.message import TaskMessage
 from model.policy import Policy
 
@@ -55,8 +56,9 @@ def finishing(msg: TaskMessage, ending: Ending, error: str, now_s: int, policy: 
               ) -> Finish:
     """The call that ends the run of active task ``msg`` the way ``ending`` says, at ``now_s``.
 
-    An uncounted failure of a task whose retries are used up is archived, like a counted one
-    (Asynq retries it again, uncounted, whatever its count).
+    An uncounted failure of a task whose retries are used up is archived, like a counted one,
+    as Asynq v0.25.0 and later do (v0.24.0 retries it, uncounted, whatever its count: see
+    docs/findings.md, "Composites compared with Asynq's own components").
 
     >>> from model.policy import ASYNQ_POLICY
     >>> msg = TaskMessage(type="t", payload=b"", id="a", queue="q", retry=2, retention=30)
@@ -99,4 +101,48 @@ def recover_expired(impl: Processing, expired: Iterable[TaskMessage]) -> int:
     return moved
 
 
-__all__ = ["Processing", "finish", "finishing", "recover_expired", "retries_exhausted", "success_operation"]
+#: The type of the task :func:`aggregate_groups` enqueues for a set (the aggregator's handler).
+AGGREGATED_TYPE = "aggregated"
+
+
+def aggregated_task(queue: str, task_id: str, payloads: Iterable[bytes | None]) -> TaskMessage:
+    """The task the aggregator's handler makes of a set, as Asynq's ``Client.Enqueue`` writes
+    it with no option: type :data:`AGGREGATED_TYPE`, the members' payloads joined by ``|``
+    (None when that is empty: Go's proto3 encoding drops an empty payload), the default
+    retry limit (25) and timeout (1800 s).
+
+    >>> aggregated_task("q", "a1", [b"x", None, b"y"]).payload
+    b'x||y'
+    """
+    joined = b"|".join(p or b"" for p in payloads)
+    return TaskMessage(type=AGGREGATED_TYPE, payload=joined or None, id=task_id, queue=queue)
+
+
+def aggregate_groups(impl: Processing, queue: str, groups: Iterable[str],
+                     set_ids: dict[str, str], task_ids: dict[str, str]
+                     ) -> list[tuple[str, list[bytes]]]:
+    """Asynq's aggregator, one pass over ``queue``'s ``groups`` (as its ``groups`` set lists
+    them): check each group (staging a set named ``set_ids[group]``); for a staged set read
+    it, enqueue :func:`aggregated_task` (id ``task_ids[group]``) and delete the set. A step
+    that fails is logged by Asynq and the group skipped: here it is skipped. Returns (group,
+    member payloads) per set read."""
+    seen: list[tuple[str, list[bytes]]] = []
+    ops: Any = impl
+    for group in groups:
+        try:
+            set_id = ops.aggregation_check(queue, group, set_ids[group])
+            if set_id is None:
+                continue
+            msgs, _deadline = ops.read_aggregation_set(queue, group, set_id)
+            payloads = [m.payload or b"" for m in msgs]
+            seen.append((group, payloads))
+            ops.enqueue(aggregated_task(queue, task_ids[group], payloads))
+        except KeysimError:
+            continue
+        with contextlib.suppress(KeysimError):  # Asynq logs a failed delete and goes on
+            ops.delete_aggregation_set(queue, group, set_id)
+    return seen
+
+
+__all__ = ["AGGREGATED_TYPE", "Processing", "aggregate_groups", "aggregated_task", "finish",
+           "finishing", "recover_expired", "retries_exhausted", "success_operation"]

@@ -71,6 +71,7 @@ type request struct {
 	Data      []byte   `json:"data"`
 	State     string   `json:"state"`
 	Force     bool     `json:"force"`
+	Args      rawArgs  `json:"args"` // component ops (components.go)
 }
 
 type response struct {
