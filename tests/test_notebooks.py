@@ -1,9 +1,9 @@
-"""Every notebook in notebooks/ runs top to bottom on fakeredis, draws at least one PNG, and
-stays within the 2-minute budget (``pytest --nbmake notebooks/`` runs them the same way)."""
+"""Every notebook in notebooks/ runs top to bottom on fakeredis and draws at least one PNG
+(``pytest --nbmake notebooks/`` runs them the same way). How long they take is a figure, not a
+test: ``pytest --durations=0 tests/test_notebooks.py`` prints it (README, "Notebooks")."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,9 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 #: nbformat's functions are unannotated; called through a typed name.
 read_notebook: Callable[..., Any] = nbformat.read
-#: The README promises each notebook runs in under a minute; this bound leaves room for a loaded
-#: machine. nbclient's own limit is per cell.
-BUDGET_S = 120
+#: nbclient's limit per cell: only a guard against a hung kernel, far above any cell's time on a
+#: loaded machine (a wall-clock bound in a test would fail with the host's load, not the code).
+CELL_TIMEOUT_S = 600
 
 
 def png_outputs(nb: Any) -> int:
@@ -29,13 +29,10 @@ def png_outputs(nb: Any) -> int:
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
 def test_notebook_runs_and_draws(path: Path) -> None:
     nb = read_notebook(path, as_version=4)
-    client = NotebookClient(nb, timeout=BUDGET_S, kernel_name=nb.metadata.kernelspec.name,
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=nb.metadata.kernelspec.name,
                             resources={"metadata": {"path": str(path.parent)}})
-    start = time.perf_counter()
     client.execute()  # raises CellExecutionError naming the cell when one raises
-    elapsed = time.perf_counter() - start
     errors = [out for cell in nb.cells if cell.cell_type == "code"
               for out in cell.get("outputs", []) if out.output_type == "error"]
     assert errors == []
     assert png_outputs(nb) >= 1, f"{path.name} drew no PNG"
-    assert elapsed < BUDGET_S, f"{path.name} took {elapsed:.0f} s (budget {BUDGET_S} s)"
