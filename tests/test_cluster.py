@@ -96,7 +96,7 @@ def test_command_line_starts_a_cluster_and_stops_it_on_ctrl_c(real_cluster: Loca
         assert client.get(keys.paused("c")) == b"c"
         client.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0
+        assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -201,7 +201,7 @@ def test_command_line_prints_the_url_and_stops_on_ctrl_c() -> None:
         assert line.rstrip().endswith("; Ctrl-C to stop")
         assert redis.Redis.from_url(url).ping() is True
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
+        assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
