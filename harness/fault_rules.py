@@ -10,14 +10,14 @@ INCOMPLETE, never a silent pass. What each fault does and which outcomes it acce
 docs/faults.md.
 
 >>> sorted(FAULTS)
-['cache', 'connloss', 'failover', 'skew']
+['abort', 'cache', 'connloss', 'failover', 'skew']
 >>> ("fault:failover", "lost_dequeue") in fault_pairs(frozenset({"failover"}))
 True
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,10 +25,12 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
+from harness.leaks import Disagreement
 from harness.machine import COVERAGE, QUEUES, KeyMachine, picks, queues
 from model import keys
 from model.clock import NS, VirtualClock
 from model.endings import LEASE_EXPIRED, Ending, Finish
+from model.invariants import Family, classify
 from model.message import TaskMessage
 from model.reference import ReferenceModel
 from model.transitions import Outcome
@@ -365,12 +367,136 @@ class CacheRule(KeyMachine):
         record("cache", "enqueued_after_remote_remove")
 
 
+# --- mid-script abort ----------------------------------------------------------------------
+#: Redis commands that write (those the scripts use, and their kin).
+WRITE_COMMANDS = frozenset({
+    "DEL", "UNLINK", "SET", "SETNX", "SETEX", "PSETEX", "GETDEL", "INCR", "INCRBY", "DECR",
+    "DECRBY", "HSET", "HSETNX", "HMSET", "HDEL", "HINCRBY", "LPUSH", "RPUSH", "LPOP", "RPOP",
+    "RPOPLPUSH", "LMOVE", "LREM", "LTRIM", "LSET", "SADD", "SREM", "SMOVE", "ZADD", "ZREM",
+    "ZINCRBY", "ZPOPMIN", "ZPOPMAX", "ZREMRANGEBYSCORE", "ZREMRANGEBYRANK", "EXPIRE",
+    "PEXPIRE", "EXPIREAT", "PEXPIREAT", "PERSIST", "RENAME"})
+
+
+def cut_source(source: str, writes: int) -> str:
+    """``source`` with ``redis.call``/``redis.pcall`` shadowed by a local table that raises a
+    Lua error at the write command after the first ``writes`` ones: the script as Redis runs
+    it when a command fails part-way (no rollback; docs/faults.md).
+
+    >>> "keysim: script cut after 2 writes" in cut_source("return 1", 2)
+    True
+    """
+    names = ", ".join(f"{c} = true" for c in sorted(WRITE_COMMANDS))
+    return "\n".join([
+        "local keysim_redis = redis",
+        f"local keysim_writes_left = {writes}",
+        f"local KEYSIM_WRITES = {{{names}}}",
+        "local function keysim_cut(f)",
+        "  return function(cmd, ...)",
+        "    if KEYSIM_WRITES[string.upper(cmd)] then",
+        "      if keysim_writes_left <= 0 then",
+        f"        error('keysim: script cut after {writes} writes')",
+        "      end",
+        "      keysim_writes_left = keysim_writes_left - 1",
+        "    end",
+        "    return f(cmd, ...)",
+        "  end",
+        "end",
+        "local redis = setmetatable({call = keysim_cut(keysim_redis.call),",
+        "  pcall = keysim_cut(keysim_redis.pcall)}, {__index = keysim_redis})",
+        source])
+
+
+class _CuttingRunner:
+    """A broker's script runner whose scripts stop at their ``writes``+1-th write command
+    (sent by EVAL: each cut is a script text of its own)."""
+
+    def __init__(self, runner: Any, variant: Any, writes: int) -> None:
+        self._runner, self._variant, self._writes = runner, variant, writes
+        self.cut: list[str] = []  # the scripts run with the cut
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
+
+    def queue_on(self, pipe: Any, name: str, keys_: Any, args: Any = ()) -> None:
+        from broker.scripting import full_source
+
+        self.cut.append(name)
+        source = cut_source(full_source(name, self._variant), self._writes)
+        pipe.queue_command(("EVAL", source, len(keys_), *keys_, *args))
+
+
+#: The operations an abort may cut, and the outcomes a check with ``--faults abort`` needs.
+ABORT_OUTCOMES = ("torn_detected", "whole", "torn_counters_only")
+
+
+class AbortRule(KeyMachine):
+    """A script that fails part-way (a command erroring after earlier writes: Redis keeps
+    them). The model cannot predict a torn keyspace: it is judged against the acceptable set
+    (docs/faults.md), then the keyspace goes back to the point before the script (as after a
+    failover), the worker still holding its task, so the lockstep goes on."""
+
+    @precondition(lambda self: bool(self.in_hand) and self.config.oracle)
+    @rule(pick=picks, how=st.sampled_from(REPORTS), writes=st.integers(1, 4))
+    def aborted_report(self, pick: int, how: str, writes: int) -> None:
+        """A worker's report whose script stops after its first ``writes`` write commands."""
+        task_id = sorted(self.in_hand)[pick % len(self.in_hand)]
+        msg = self.in_hand[task_id]
+        call = self.decided(msg, _ENDING_OF[how], "boom")
+        self._cut(call.operation, call.args, call.kwargs, writes, msg.queue)
+
+    @precondition(lambda self: self.config.oracle)
+    @rule(queue=queues, writes=st.integers(1, 3))
+    def aborted_dequeue(self, queue: str, writes: int) -> None:
+        """A dequeue whose script stops after its first ``writes`` write commands."""
+        self._cut("dequeue", (queue,), {}, writes, queue)
+
+    def _cut(self, operation: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+             writes: int, queue: str) -> None:
+        from harness.machine import _attempt
+
+        twin = self.model.clone()
+        twin.clock, twin.policy = self.clock, self.policy
+        if _attempt(getattr(twin, operation), args, dict(kwargs))[0] != "ok":
+            return  # refused: the guards come before any write, nothing to cut
+        self.steps.append(f"abort {operation}{args!r} after {writes} writes")
+        client = self._behind_the_broker()
+        before, whole = capture(client), twin.snapshot(queue)
+        runner = self.sut._run
+        self.sut._run = _CuttingRunner(runner, self.sut.variant, writes)
+        try:
+            answer = _attempt(getattr(self.sut, operation), args, dict(kwargs))
+        finally:
+            self.sut._run = runner
+        torn = self.read(queue)
+        record("abort", self._judged(operation, answer, torn, whole))
+        restore(self._behind_the_broker(), before)
+        self._last_checked = None
+
+    def _judged(self, operation: str, answer: tuple[str, Any], torn: Any, whole: Any) -> str:
+        """The torn keyspace's class in the acceptable set, or a failure outside it."""
+        if answer[0] == "ok" or torn == whole:
+            return "whole"  # the cut came after the script's last effective write
+        if self._violations(torn):
+            return "torn_detected"
+        counters = {Family.PROCESSED_TOTAL, Family.FAILED_TOTAL, Family.PROCESSED_DAILY,
+                    Family.FAILED_DAILY}
+        differing = {k for k in torn.entries.keys() | whole.entries.keys()
+                     if torn.entries.get(k) != whole.entries.get(k)}
+        if all((info := classify(torn.queue, k)) is not None and info.family in counters
+               for k in differing):
+            return "torn_counters_only"
+        raise self._leak(Disagreement.KEYSPACE_DIFFERS,
+                         f"{operation} cut part-way left a keyspace no invariant flags",
+                         whole.diff(torn, "whole", "torn"), keys=differing)
+
+
 # --- registry --------------------------------------------------------------------------------
 FAULTS: dict[str, type[KeyMachine]] = {
     "failover": FailoverRule,
     "connloss": ConnLossRule,
     "skew": SkewRule,
     "cache": CacheRule,
+    "abort": AbortRule,
 }
 #: Outcomes each fault's check must reach.
 OUTCOMES: dict[str, tuple[str, ...]] = {
@@ -378,6 +504,7 @@ OUTCOMES: dict[str, tuple[str, ...]] = {
     "connloss": CONNLOSS_OUTCOMES,
     "skew": SKEW_OUTCOMES,
     "cache": CACHE_OUTCOMES,
+    "abort": ABORT_OUTCOMES,
 }
 
 

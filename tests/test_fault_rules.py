@@ -371,3 +371,32 @@ def _binary_of(server: RedisServer) -> Any:
     if binary is None:
         pytest.skip(f"cannot start a private server like {server!r}")
     return binary
+
+
+# --- mid-script abort as an action -------------------------------------------------------------
+def test_a_done_cut_after_its_first_write_is_flagged_then_undone(
+        where: str, machines: list[Any]) -> None:
+    m = machine(machines, where, "abort")
+    enqueue(m, "t0")
+    step(m, "dequeue", queue=Q)
+    before = COVERAGE.copy()
+    step(m, "aborted_report", pick=0, how="succeed", writes=1)  # active and lease torn apart
+    assert COVERAGE - before == Counter({("fault:abort", "torn_detected"): 1})
+    assert state_of(m, "t0") == "active" and "t0" in m.in_hand  # back to before the script
+    step(m, "finish", pick=0, how="succeed")
+    assert state_of(m, "t0") is None
+    m.teardown()
+
+
+def test_a_cut_past_the_last_write_is_the_whole_operation(
+        where: str, machines: list[Any]) -> None:
+    m = machine(machines, where, "abort")
+    enqueue(m, "t0")
+    step(m, "dequeue", queue=Q)
+    before = COVERAGE.copy()
+    step(m, "aborted_report", pick=0, how="requeue", writes=50)
+    assert COVERAGE - before == Counter({("fault:abort", "whole"): 1})
+
+
+def test_abort_reaches_every_outcome_and_the_reference_passes() -> None:
+    _passes_with_outcomes("abort")
