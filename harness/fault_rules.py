@@ -350,13 +350,9 @@ class CacheRule(KeyMachine):
     def remove_queue_elsewhere(self, queue: str, force: bool) -> None:
         """RemoveQueue by another process (this client's cache unchanged), then this client
         enqueues a fresh task into the queue."""
-        cache: set[str] | None = getattr(self.sut, "published_queues", None)
-        kept = set(cache) if cache is not None else set()
         self.steps.append("(remove_queue by another process)")
-        self.both("remove_queue", queue, force)
-        if cache is not None:  # the other process's cache was cleared, not this one's
-            cache.clear()
-            cache.update(kept)
+        with self._other_process():
+            self.both("remove_queue", queue, force)
         if self.step_ops[-1].outcome != Outcome.OK.value:
             record("cache", "remote_remove_refused")
             return
@@ -365,6 +361,31 @@ class CacheRule(KeyMachine):
         self.counter += 1
         self.both("enqueue", self.message(f"c{self.counter}", queue, b"c", 1, 0))
         record("cache", "enqueued_after_remote_remove")
+
+
+    @contextmanager
+    def _other_process(self) -> Iterator[None]:
+        """Within the block the broker acts as another process: on a Python broker, its
+        published-queues cache is left as it was; on Asynq's own code (whose cache lives in
+        the driver's ``RDB``), a Python broker of the same variant on the same database acts
+        instead."""
+        from broker import Broker
+
+        sut = self.sut
+        if isinstance(sut, Broker):
+            kept = set(sut.published_queues)
+            try:
+                yield
+            finally:
+                sut.published_queues.clear()
+                sut.published_queues.update(kept)
+            return
+        self.sut = Broker(sut.client, sut.variant, sut.policy, self.clock)
+        try:
+            yield
+        finally:
+            self.sut.release_connection()
+            self.sut = sut
 
 
 # --- mid-script abort ----------------------------------------------------------------------

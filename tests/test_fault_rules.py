@@ -400,3 +400,19 @@ def test_a_cut_past_the_last_write_is_the_whole_operation(
 
 def test_abort_reaches_every_outcome_and_the_reference_passes() -> None:
     _passes_with_outcomes("abort")
+
+
+@pytest.mark.real_redis
+def test_asynq_v0_26_0_itself_leaves_the_queue_unregistered_bz13(
+        real_server: RedisServer, machines: list[Any]) -> None:
+    """On Asynq's own code: its client's queuesPublished cache, not told of another
+    process's RemoveQueue, skips the SADD (BZ-13)."""
+    from support import driver_or_skip, go_backend_or_skip
+
+    go_backend_or_skip(real_server)
+    driver_or_skip("v0.26.0")
+    m = machine(machines, "asynq", "cache", variant="asynq-v0.26.0")
+    enqueue(m, "t0")
+    with pytest.raises(LeakFound) as found:
+        step(m, "remove_queue_elsewhere", queue=Q, force=True)
+    assert found.value.bug == "BZ-13" and found.value.invariant == "I12"
