@@ -171,6 +171,8 @@ class SyncRequest:
     deadline: int
 
 
+#: Asynq's syncer re-sends its requests every 5 s.
+SYNC_INTERVAL = 5
 CONNLOSS_OUTCOMES = ("lost_request", "lost_reply", "resent_ok", "resent_refused",
                      "dropped_at_deadline", "recoverer_cut")
 
@@ -189,10 +191,12 @@ class ConnLossRule(KeyMachine):
         return queue
 
     @precondition(lambda self: bool(self.in_hand))
-    @rule(pick=picks, how=st.sampled_from(REPORTS), applied=st.booleans())
-    def lose_report(self, pick: int, how: str, applied: bool) -> None:
+    @rule(pick=picks, how=st.sampled_from(REPORTS), applied=st.booleans(),
+          back=st.booleans())
+    def lose_report(self, pick: int, how: str, applied: bool, back: bool = False) -> None:
         """A worker ends its task and the connection drops: before Redis ran the report, or
-        after (``applied``: only the reply is lost). Either way the syncer keeps it."""
+        after (``applied``: only the reply is lost). Either way the syncer keeps it; with
+        ``back`` the connection is back at the syncer's next tick (5 s later)."""
         task_id = sorted(self.in_hand)[pick % len(self.in_hand)]
         msg = self.in_hand.pop(task_id)
         call = self.decided(msg, _ENDING_OF[how], "boom")
@@ -205,13 +209,19 @@ class ConnLossRule(KeyMachine):
             self.both(call.operation, *call.args, **call.kwargs)
         self.sync_queue.append(SyncRequest(msg, call, deadline))
         record("connloss", "lost_reply" if applied else "lost_request")
+        if back:
+            self._advance(SYNC_INTERVAL)
+            self.syncer()
 
     @precondition(lambda self: bool(self.__dict__.get("_sync_queue")))
-    @rule()
-    def syncer(self) -> None:
+    @rule(outage=st.booleans())
+    def syncer(self, outage: bool = False) -> None:
         """Asynq's syncer: re-send every request whose deadline has not passed, drop the rest
-        (their tasks stay active until the recoverer takes them)."""
+        (their tasks stay active until the recoverer takes them). With ``outage`` the
+        connection stayed down until just past the oldest request's deadline."""
         queue, self._sync_queue = self.sync_queue, []
+        if outage:
+            self._advance(max(0, queue[0].deadline + 1 - self.clock.seconds))
         for request in queue:
             if self.clock.seconds > request.deadline:
                 self.steps.append(f"syncer drops {request.call.operation}({request.msg.id})")
