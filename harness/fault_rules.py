@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
 from harness.leaks import Disagreement
-from harness.machine import COVERAGE, QUEUES, KeyMachine, picks, queues
+from harness.machine import COVERAGE, ENDINGS, QUEUES, KeyMachine, _attempt, picks, queues
 from model import keys
 from model.clock import NS, VirtualClock
 from model.endings import LEASE_EXPIRED, Ending, Finish
@@ -42,10 +42,7 @@ def record(fault: str, outcome: str) -> None:
 
 
 #: Endings a live worker reports (a crash reports nothing).
-REPORTS = ("succeed", "fail", "fail_uncounted", "skip_retry", "requeue")
-_ENDING_OF = {"succeed": Ending.SUCCESS, "fail": Ending.FAILURE,
-              "fail_uncounted": Ending.UNCOUNTED_FAILURE, "skip_retry": Ending.SKIP_RETRY,
-              "requeue": Ending.ABORTED}
+REPORTS = tuple(ENDINGS)
 
 
 # --- keyspace checkpoints (failover, abort) ---------------------------------------------------
@@ -199,7 +196,7 @@ class ConnLossRule(KeyMachine):
         ``back`` the connection is back at the syncer's next tick (5 s later)."""
         task_id = sorted(self.in_hand)[pick % len(self.in_hand)]
         msg = self.in_hand.pop(task_id)
-        call = self.decided(msg, _ENDING_OF[how], "boom")
+        call = self.decided(msg, ENDINGS[how], "boom")
         lease = self.truth(msg.queue).get(keys.lease(msg.queue))
         deadline = int(dict(lease.zset()).get(task_id, self.clock.seconds)) \
             if lease is not None else self.clock.seconds
@@ -456,7 +453,7 @@ class _CuttingRunner:
         pipe.queue_command(("EVAL", source, len(keys_), *keys_, *args))
 
 
-#: The operations an abort may cut, and the outcomes a check with ``--faults abort`` needs.
+#: Abort outcomes a check with ``--faults abort`` must reach (the acceptable set).
 ABORT_OUTCOMES = ("torn_detected", "whole", "torn_counters_only")
 
 
@@ -472,7 +469,7 @@ class AbortRule(KeyMachine):
         """A worker's report whose script stops after its first ``writes`` write commands."""
         task_id = sorted(self.in_hand)[pick % len(self.in_hand)]
         msg = self.in_hand[task_id]
-        call = self.decided(msg, _ENDING_OF[how], "boom")
+        call = self.decided(msg, ENDINGS[how], "boom")
         self._cut(call.operation, call.args, call.kwargs, writes, msg.queue)
 
     @precondition(lambda self: self.config.oracle)
@@ -483,8 +480,6 @@ class AbortRule(KeyMachine):
 
     def _cut(self, operation: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
              writes: int, queue: str) -> None:
-        from harness.machine import _attempt
-
         twin = self.model.clone()
         twin.clock, twin.policy = self.clock, self.policy
         if _attempt(getattr(twin, operation), args, dict(kwargs))[0] != "ok":

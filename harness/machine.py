@@ -105,7 +105,7 @@ picks = st.integers(0, 3)
 outcomes = st.sampled_from(
     ["succeed", "succeed", "fail", "fail", "fail_uncounted", "skip_retry", "requeue", "crash"])
 #: The ending each outcome but ``crash`` reports (a crashed worker reports nothing).
-_ENDINGS = {"succeed": Ending.SUCCESS, "fail": Ending.FAILURE,
+ENDINGS = {"succeed": Ending.SUCCESS, "fail": Ending.FAILURE,
             "fail_uncounted": Ending.UNCOUNTED_FAILURE, "skip_retry": Ending.SKIP_RETRY,
             "requeue": Ending.ABORTED}
 
@@ -322,7 +322,7 @@ class KeyMachine(RuleBasedStateMachine):
 
     def _process(self, msg: TaskMessage, how: str) -> None:
         """The worker's ending: decided (see :meth:`decided`), then run on both."""
-        call = self.decided(msg, _ENDINGS[how], "boom")
+        call = self.decided(msg, ENDINGS[how], "boom")
         self.both(call.operation, *call.args, **call.kwargs)
 
     def decided(self, msg: TaskMessage, ending: Ending, error: str) -> Finish:
