@@ -25,6 +25,7 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
+from broker.scripting import encode_deadline, read_deadlines
 from harness.leaks import Disagreement
 from harness.machine import COVERAGE, ENDINGS, QUEUES, KeyMachine, _attempt, picks, queues
 from model import keys
@@ -46,27 +47,28 @@ REPORTS = tuple(ENDINGS)
 
 
 # --- keyspace checkpoints (failover, abort) ---------------------------------------------------
-#: A keyspace at one instant: key -> (DUMP payload, PEXPIRETIME in ms or None).
+#: A keyspace at one instant: key -> (DUMP payload, virtual deadline in ms or None).
 Dump = dict[bytes, tuple[bytes, int | None]]
 
 
 def capture(client: Any, pattern: str = "asynq:*") -> Dump:
-    """Every key matching ``pattern`` as DUMP payloads with their absolute deadlines (read in
-    one pipeline after a SCAN; the machine's database holds nothing else)."""
+    """Every key matching ``pattern`` as DUMP payloads with their virtual deadlines (one
+    pipeline after a SCAN, then one script: exact on Redis 6.2 too, which has no PEXPIRETIME;
+    the machine's database holds nothing else)."""
     names = sorted(client.scan_iter(match=pattern, count=1000))
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.dump(name)
-        pipe.pexpiretime(name)
-    replies = pipe.execute()
-    return {name: (replies[2 * i], replies[2 * i + 1] if replies[2 * i + 1] >= 0 else None)
-            for i, name in enumerate(names) if replies[2 * i] is not None}
+    payloads = pipe.execute()
+    deadlines = read_deadlines(client, names)
+    return {name: (payload, deadline)
+            for name, payload, deadline in zip(names, payloads, deadlines, strict=True)
+            if payload is not None}
 
 
 def restore(client: Any, saved: Dump, pattern: str = "asynq:*") -> None:
     """Make the keys matching ``pattern`` exactly ``saved``: every other one deleted, each
-    saved one RESTOREd with its deadline (RESTORE with TTL 0, then PEXPIREAT: fakeredis has no
-    RESTORE ABSTTL)."""
+    saved one RESTOREd, then given its deadline in the virtual time base (PEXPIREAT)."""
     pipe = client.pipeline(transaction=True)
     gone = [k for k in client.scan_iter(match=pattern, count=1000) if k not in saved]
     if gone:
@@ -74,7 +76,7 @@ def restore(client: Any, saved: Dump, pattern: str = "asynq:*") -> None:
     for name, (payload, deadline) in saved.items():
         pipe.restore(name, 0, payload, replace=True)
         if deadline is not None:
-            pipe.pexpireat(name, deadline)
+            pipe.pexpireat(name, encode_deadline(deadline))
     pipe.execute()
 
 
