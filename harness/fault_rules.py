@@ -552,6 +552,24 @@ def parse_faults(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+#: Faults that checkpoint the keyspace (SCAN, DUMP, one script over every key): one server's.
+ONE_SERVER = frozenset({"failover", "abort"})
+
+
+def unsupported(names: frozenset[str], backend: str) -> str | None:
+    """Why the faults ``names`` cannot run on ``backend``, or None when they can.
+
+    >>> unsupported(frozenset({"failover"}), "cluster")
+    "fault 'failover' needs one server: its checkpoints read every key at once"
+    """
+    from harness.backends import CLUSTER_BACKEND
+
+    if backend == CLUSTER_BACKEND:
+        for name in sorted(names & ONE_SERVER):
+            return f"fault {name!r} needs one server: its checkpoints read every key at once"
+    return None
+
+
 def fault_mixins(names: frozenset[str]) -> tuple[type[KeyMachine], ...]:
     """The mixins of the faults ``names``, in a fixed order."""
     unknown = sorted(set(names) - set(FAULTS))
@@ -567,4 +585,4 @@ def fault_pairs(names: frozenset[str]) -> tuple[tuple[str, str], ...]:
 
 __all__ = ["FAULTS", "OUTCOMES", "CacheRule", "Checkpoint", "ConnLossRule", "FailoverRule",
            "SkewRule", "SyncRequest", "capture", "fault_mixins", "fault_pairs", "parse_faults",
-           "record", "restore", "skewed"]
+           "record", "restore", "skewed", "unsupported"]

@@ -370,6 +370,12 @@ def _run_check(args: argparse.Namespace) -> int:
         print("keysim check: --budget sizes the coverage-driven run; --profile and "
               "--max-examples size a fixed run: give one or the other", file=sys.stderr)
         return 2
+    from harness.fault_rules import unsupported
+
+    refused = unsupported(args.faults, args.backend)
+    if refused:
+        print(f"keysim check: {refused}", file=sys.stderr)
+        return 2
     config = default_check_config(args.variant, args.backend, args.faults)
     if fixed:
         result = run_check(config, max_examples=args.max_examples, steps=args.steps,

@@ -295,6 +295,8 @@ def test_faults_are_named_on_the_command_line(capsys: pytest.CaptureFixture[str]
         keysim_main(["check", "--faults", "failover,meteor"])
     assert exited.value.code == 2
     assert "unknown fault(s) meteor" in capsys.readouterr().err
+    assert keysim_main(["check", "--faults", "abort", "--backend", "cluster"]) == 2
+    assert "fault 'abort' needs one server" in capsys.readouterr().err
 
 
 # --- mid-script abort: what Redis itself does ---------------------------------------------------
