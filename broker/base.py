@@ -48,6 +48,9 @@ class BrokerBase:
         #: the broker's lifetime. Whatever stands here is used: a wrapper with the same methods
         #: may add commands to each batch (harness.observe does).
         self.wire: Any = wire_for(client, hold=True)
+        #: Queues this client has registered, with the ``published_queues_cache`` quirk (Asynq's
+        #: ``queuesPublished``): their enqueues skip the SADD. Empty and unused otherwise.
+        self.published_queues: set[str] = set()
 
     @property
     def client(self) -> Client:
@@ -95,6 +98,11 @@ class BrokerBase:
         every enqueue-family script), in the same round trip. A Lua error (an Asynq defect a
         variant reproduces) becomes :class:`ScriptError`.
         """
+        if register is not None and self.quirk(Quirk.PUBLISHED_QUEUES_CACHE):
+            if register in self.published_queues:
+                register = None
+            else:
+                self.published_queues.add(register)
         try:
             reply = self._script(script, keys_, args, register)
         except redis.ResponseError as err:

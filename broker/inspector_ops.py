@@ -101,6 +101,7 @@ pending, scheduled, retry, archived, completed, aggregating
         found = () if self.quirk(Quirk.REMOVE_QUEUE_LEAVES_KEYS) else self._scan_queue(queue)
         self.call(*calls.remove_queue(queue, force, found))
         self._command("SREM", keys.ALL_QUEUES, queue)
+        self.published_queues.discard(queue)  # this client's cache only (BZ-13)
 
     # --- helpers ------------------------------------------------------------------------------
     def _require_queue(self, queue: str) -> None:

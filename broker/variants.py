@@ -78,6 +78,10 @@ class Quirk(StrEnum):
     #: read_aggregation_set answers an empty message for a member whose hash is gone (its nil
     #: msg decodes to a zero TaskMessage) where the reference leaves it out (spec T22)
     READ_SET_KEEPS_MISSING_MESSAGES = "read_set_keeps_missing_messages"
+    #: the client SADDs asynq:queues only for a queue it has not published yet (its
+    #: ``queuesPublished`` cache, v0.25+), and only its own RemoveQueue clears the cache: after
+    #: another process removes the queue it stays unregistered (spec BZ-13)
+    PUBLISHED_QUEUES_CACHE = "published_queues_cache"
 
 
 #: The bug-zoo id (spec §4) of each quirk that is a zoo defect, as docs, the CLI and saved
@@ -124,9 +128,12 @@ _V026 = frozenset({
     Quirk.BULK_DELETE_COUNTS_EVERY_ID,
     Quirk.INSPECTOR_ERRORS_ON_INCONSISTENT_TASK,
     Quirk.READ_SET_KEEPS_MISSING_MESSAGES,
+    Quirk.PUBLISHED_QUEUES_CACHE,
 })
-#: v0.24.0: the server archive trim leaked hashes (BZ-1) and had no unpack overflow (BZ-15).
-_V024 = (_V026 | {Quirk.ARCHIVE_TRIM_KEEPS_HASHES}) - {Quirk.ARCHIVE_CUTOFF_UNPACK_OVERFLOW}
+#: v0.24.0: the server archive trim leaked hashes (BZ-1), had no unpack overflow (BZ-15) and
+#: no published-queues cache (every enqueue SADDs).
+_V024 = (_V026 | {Quirk.ARCHIVE_TRIM_KEEPS_HASHES}) - {Quirk.ARCHIVE_CUTOFF_UNPACK_OVERFLOW,
+                                                        Quirk.PUBLISHED_QUEUES_CACHE}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
 * :mod:`harness.config` — what one run tests (:class:`harness.config.MachineConfig`);
 * :mod:`harness.backends` — where the broker runs: fakeredis pools, real Redis, Asynq's Go code;
 * :mod:`harness.faults` — the keyspace as the checks judge it after injected faults;
+* :mod:`harness.fault_rules` — faults as actions (failover, connloss, skew, cache, abort);
 * :mod:`harness.attribution` — which bug-zoo defect a failure points to;
 * :mod:`harness.leaks` — what a failed check raises (:class:`harness.leaks.LeakFound`);
 * :mod:`harness.swarm` — swarm testing: a subset of rules per example;

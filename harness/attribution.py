@@ -64,11 +64,18 @@ def attribute(kind: Kind | Disagreement | None, ops: Sequence[Op], *,
     if invariant is Invariant.AGGREGATION_SETS_INDEXED:
         return "BZ-8"
     if invariant is Invariant.QUEUE_REGISTERED:
-        return "pause_unregistered" if names & {"pause", "unpause"} else "BZ-12"
+        if names & {"pause", "unpause"}:
+            return "pause_unregistered"
+        # An enqueue that left its queue unregistered: the client's cache skipped the SADD.
+        return "BZ-13" if names & _ENQUEUES and "remove_queue" not in names else "BZ-12"
     if isinstance(kind, Disagreement):
         return _disagreement_bug(kind, names, _families(keys))
     return None
 
+
+#: The client operations that register their queue.
+_ENQUEUES = frozenset({"enqueue", "enqueue_unique", "schedule", "schedule_unique",
+                       "add_to_group", "add_to_group_unique"})
 
 #: What a script that dies between its writes breaks: a hash, an index entry or a lease
 #: without its counterpart.

@@ -29,6 +29,7 @@ from hypothesis.stateful import get_state_machine_test
 from broker.variants import variant as variant_named
 from harness.backends import CLUSTER_BACKEND
 from harness.config import MACHINE_POLICY, MachineConfig
+from harness.fault_rules import fault_pairs
 from harness.leaks import LeakFound
 from harness.machine import ASYNQ_BACKEND, COVERAGE, KeyMachine, make_machine, overriding
 from harness.profiles import PROFILES
@@ -89,7 +90,8 @@ def goal_for(config: MachineConfig, min_hits: int = MIN_HITS, min_examples: int 
         raise ValueError(f"min_hits must be >= 1 and min_examples >= 0, got {min_hits}, "
                          f"{min_examples}")
     quirks = sorted(q.value for q in variant_named(config.variant).quirks)
-    return CoverageGoal(min_hits, min_examples, required_pairs(quirks), exclusions(quirks))
+    required = required_pairs(quirks) + fault_pairs(config.fault_rules)
+    return CoverageGoal(min_hits, min_examples, required, exclusions(quirks))
 
 
 def default_budget(backend: str) -> float:
@@ -318,15 +320,16 @@ def _stop_rule(goal: CoverageGoal, ends: float, earlier: Counter[Pair], examples
     return stop
 
 
-def default_check_config(variant: str = "reference", backend: str = "fakeredis"
-                         ) -> MachineConfig:
+def default_check_config(variant: str = "reference", backend: str = "fakeredis",
+                         faults: frozenset[str] = frozenset()) -> MachineConfig:
     """The machine ``keysim check`` runs by default: policies and starting scenarios drawn
-    per example, time steps landing on deadlines. An Asynq variant differs from the reference
+    per example, time steps landing on deadlines, and the ``faults`` asked for
+    (``--faults``, :mod:`harness.fault_rules`). An Asynq variant differs from the reference
     design on purpose: it is judged by the invariants and the drain alone, not by agreement
     with the model."""
     return MachineConfig(variant=variant, backend=backend,
                          oracle=not variant.startswith("asynq-"),
-                         policies=True, scenarios=True, deadlines=True)
+                         policies=True, scenarios=True, deadlines=True, fault_rules=faults)
 
 
 def default_check(variant: str = "reference", backend: str = "fakeredis", *,

@@ -70,6 +70,10 @@ class MachineConfig:
     #: Environment faults: the ``evict`` rule deletes a task hash as Redis eviction (an
     #: ``allkeys-*`` maxmemory policy) or a manual DEL would, leaving its index entries dangling.
     faults: bool = False
+    #: Faults as actions, by name (``harness.fault_rules.FAULTS``: ``failover``, ``connloss``,
+    #: ``skew``, ``cache``, ``abort``): each adds its rules, and its outcomes join the coverage
+    #: goal (``keysim check --faults``).
+    fault_rules: frozenset[str] = frozenset()
     #: Every example starts by archiving this many tasks at once, then lets the archive cutoff
     #: pass (a failure burst, then quiet days), so the next archive's cutoff trim meets them
     #: all. 0: no flood. BZ-15 needs 8000; the policy's archive cap must hold them.

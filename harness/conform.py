@@ -477,7 +477,8 @@ def conform(ours_url: str, theirs_url: str, version: str, max_examples: int,
 
         def reset() -> None:
             client.flushdb()
-            theirs.reset()
+            theirs.reset()  # a fresh RDB: an empty queuesPublished cache ...
+            ours.published_queues.clear()  # ... and ours the same
 
         diff = Differential(ours, theirs, clock, reset)
         try:

@@ -66,7 +66,7 @@ from harness.observe import Observer
 from harness.swarm import swarm_rules
 from model import keys
 from model.clock import VirtualClock
-from model.endings import Ending
+from model.endings import Ending, Finish
 from model.errors import KeysimError, ScriptError
 from model.invariants import Invariant, Violation, check_all
 from model.message import TaskMessage
@@ -105,7 +105,7 @@ picks = st.integers(0, 3)
 outcomes = st.sampled_from(
     ["succeed", "succeed", "fail", "fail", "fail_uncounted", "skip_retry", "requeue", "crash"])
 #: The ending each outcome but ``crash`` reports (a crashed worker reports nothing).
-_ENDINGS = {"succeed": Ending.SUCCESS, "fail": Ending.FAILURE,
+ENDINGS = {"succeed": Ending.SUCCESS, "fail": Ending.FAILURE,
             "fail_uncounted": Ending.UNCOUNTED_FAILURE, "skip_retry": Ending.SKIP_RETRY,
             "requeue": Ending.ABORTED}
 
@@ -321,17 +321,21 @@ class KeyMachine(RuleBasedStateMachine):
         self._process(self.stale.pop(task_id), how)
 
     def _process(self, msg: TaskMessage, how: str) -> None:
-        """The worker's ending: the implementations decide the call (``broker.processor``),
-        the model decides on its own, and the two calls must agree before both run it."""
-        ending = _ENDINGS[how]
-        call = finishing(msg, ending, "boom", self.clock.seconds, self.policy)
+        """The worker's ending: decided (see :meth:`decided`), then run on both."""
+        call = self.decided(msg, ENDINGS[how], "boom")
+        self.both(call.operation, *call.args, **call.kwargs)
+
+    def decided(self, msg: TaskMessage, ending: Ending, error: str) -> Finish:
+        """The call that ends ``msg`` now: the implementations decide it
+        (``broker.processor``), the model decides on its own, and the two must agree."""
+        call = finishing(msg, ending, error, self.clock.seconds, self.policy)
         if self.config.oracle:
-            expected = self.model.finishing(msg, ending, "boom")
+            expected = self.model.finishing(msg, ending, error)
             if expected != call:
                 raise self._leak(Disagreement.ENDING_DIFFERS,
-                                 f"{how} of {msg.id!r} ended differently",
+                                 f"{ending.value} of {msg.id!r} ended differently",
                                  f"  model : {expected!r}\n  broker: {call!r}")
-        self.both(call.operation, *call.args, **call.kwargs)
+        return call
 
     @precondition(lambda self: bool(self.in_hand))
     @rule()
@@ -1017,7 +1021,10 @@ def make_machine(config: MachineConfig, name: str | None = None) -> type[KeyMach
         body["fix_policy"] = staticmethod(fix)
     label = name or f"KeyMachine_{config.variant}"
     ident = "".join(c if c.isalnum() else "_" for c in label)
+    from harness.fault_rules import fault_mixins  # its rules subclass KeyMachine
+
     bases: tuple[type[KeyMachine], ...] = (
+        *fault_mixins(config.fault_rules),
         *((EvictRule,) if config.faults else ()), *((FloodRule,) if config.flood else ()),
         *((DeadlineRule,) if config.deadlines else ()), KeyMachine)
     body["config"] = config

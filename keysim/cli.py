@@ -294,7 +294,21 @@ def _add_check(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="a fixed-size run: dev, ci or deep (3000 examples x 80 steps)")
     parser.add_argument("--coverage", action="store_true",
                         help="also print every transition and outcome exercised")
+    parser.add_argument("--faults", type=_faults, default=frozenset(), metavar="F,…",
+                        help="faults as actions: failover, connloss, skew, cache, abort (comma-"
+                             "separated) or all; their outcomes join the coverage goal "
+                             "(docs/faults.md)")
     parser.set_defaults(handler=_run_check)
+
+
+def _faults(text: str) -> frozenset[str]:
+    """An argparse type: ``--faults`` names (harness.fault_rules.parse_faults)."""
+    from harness.fault_rules import parse_faults
+
+    try:
+        return parse_faults(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _duration(text: str) -> float:
@@ -356,7 +370,13 @@ def _run_check(args: argparse.Namespace) -> int:
         print("keysim check: --budget sizes the coverage-driven run; --profile and "
               "--max-examples size a fixed run: give one or the other", file=sys.stderr)
         return 2
-    config = default_check_config(args.variant, args.backend)
+    from harness.fault_rules import unsupported
+
+    refused = unsupported(args.faults, args.backend)
+    if refused:
+        print(f"keysim check: {refused}", file=sys.stderr)
+        return 2
+    config = default_check_config(args.variant, args.backend, args.faults)
     if fixed:
         result = run_check(config, max_examples=args.max_examples, steps=args.steps,
                            seed=args.seed, profile=args.profile or "dev", database=True,
