@@ -236,11 +236,8 @@ def compare_components(ours_url: str, theirs_url: str, version: str, max_example
     with AsynqGoBroker(theirs_url, version, policy, clock, components=True) as theirs:
         ours = Broker(client, AsynqGoBroker.variant_for(version), policy, clock)
 
-        def reset() -> None:
-            client.flushdb()
-            theirs.reset()
-
-        diff = ComponentDifferential(ours, theirs, clock, reset)
+        diff = ComponentDifferential(ours, theirs, clock,
+                                     lambda: conform.reset_both(client, ours, theirs))
         diff.accept = _check_accept(accept)
         try:
             for ops in SCENARIOS.values():

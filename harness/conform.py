@@ -475,12 +475,7 @@ def conform(ours_url: str, theirs_url: str, version: str, max_examples: int,
     with AsynqGoBroker(theirs_url, version, policy, clock) as theirs:
         ours = Broker(client, AsynqGoBroker.variant_for(version), policy, clock)
 
-        def reset() -> None:
-            client.flushdb()
-            theirs.reset()  # a fresh RDB: an empty queuesPublished cache ...
-            ours.published_queues.clear()  # ... and ours the same
-
-        diff = Differential(ours, theirs, clock, reset)
+        diff = Differential(ours, theirs, clock, lambda: reset_both(client, ours, theirs))
         try:
             for ops in SCENARIOS.values():
                 diff.check(ops)
@@ -488,3 +483,12 @@ def conform(ours_url: str, theirs_url: str, version: str, max_examples: int,
         finally:
             client.close()
     return diff
+
+
+def reset_both(client: Any, ours: BrokerBase, theirs: Any) -> None:
+    """Start both sides of a differential afresh: our database (``client``) flushed, Asynq's
+    flushed with a fresh RDB (an empty ``queuesPublished`` cache, ``AsynqGoBroker.reset``), and
+    our broker's published-queues cache emptied the same way."""
+    client.flushdb()
+    theirs.reset()
+    ours.published_queues.clear()

@@ -219,7 +219,7 @@ def _known(server: RedisServer, version: str, example: list[Op], name: str, show
     """``example`` diverges as ``shows`` says unless difference ``name`` is accepted."""
     from broker import Broker
     from broker.asynq_go import client_for
-    from harness.conform import CONFORM_POLICY
+    from harness.conform import CONFORM_POLICY, reset_both
 
     driver_or_skip(version)
     policy = asynq_fixed(CONFORM_POLICY, version)
@@ -228,11 +228,7 @@ def _known(server: RedisServer, version: str, example: list[Op], name: str, show
     with AsynqGoBroker(db_url(server, f"asynq:{version}"), version, policy, clock) as go:
         ours = Broker(client, AsynqGoBroker.variant_for(version), policy, clock)
 
-        def reset() -> None:
-            client.flushdb()
-            go.reset()
-
-        diff = ComponentDifferential(ours, go, clock, reset)
+        diff = ComponentDifferential(ours, go, clock, lambda: reset_both(client, ours, go))
         with pytest.raises(Divergence, match=shows):
             diff.check(example)
         diff.accept = frozenset({name})
