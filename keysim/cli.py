@@ -604,7 +604,7 @@ def _run_conform(args: argparse.Namespace) -> int:
 
 
 def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``keysim soak``: Asynq's own servers killed and restarted on one real Redis (harness.soak)."""
+    """``keysim soak``: Asynq's own servers killed and restarted on one real Redis (soak.run)."""
     parser = subparsers.add_parser(
         "soak",
         help="run K Asynq server processes on real Redis, SIGKILL and restart them, drain, audit",
@@ -642,7 +642,7 @@ def _positive_rate(text: str) -> float:
 
 
 def _run_soak(args: argparse.Namespace) -> int:
-    from harness.soak import SoakConfig, main_soak
+    from soak.run import SoakConfig, main_soak
 
     config = SoakConfig(duration_s=args.duration, processes=args.processes, rate=args.rate,
                         seed=args.seed, redis_url=args.redis)

@@ -34,9 +34,9 @@ from audit.command import run_audit
 from broker.asynq_go import DriverUnavailable, require_asynq
 from broker.codec import encode_message
 from broker.servers import RedisServer
-from harness.soak import build_load
 from model import keys
 from model.message import TaskMessage
+from soak.run import build_load
 
 BUSY, SIDE, DEAD = "busy", "side", "gone"
 SECONDS, RATE = 20, 100

@@ -1,4 +1,5 @@
-"""The rooms depend on each other one way: model → broker → simulations/harness/audit → cli.
+"""The rooms depend on each other one way: model → broker → simulations/harness/audit → soak
+→ cli.
 
 An oracle that imports what it checks cannot see that code's bugs, and a broker that imports the
 harness carries the harness's bookkeeping: each package may import only the rooms below it.
@@ -20,8 +21,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "simulations": frozenset({"model", "broker"}),
     "harness": frozenset({"model", "broker"}),
     "audit": frozenset({"model", "broker"}),
-    "benchmarks": frozenset({"model", "broker", "simulations", "harness", "audit"}),
-    "keysim": frozenset({"model", "broker", "simulations", "harness", "audit"}),
+    "soak": frozenset({"model", "broker", "harness", "audit"}),
+    "benchmarks": frozenset({"model", "broker", "simulations", "harness", "audit", "soak"}),
+    "keysim": frozenset({"model", "broker", "simulations", "harness", "audit", "soak"}),
 }
 
 

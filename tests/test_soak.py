@@ -19,8 +19,8 @@ from support import private_server
 
 from broker.asynq_go import DriverUnavailable, require_asynq
 from broker.servers import RedisServer
-from harness.soak import QUEUE, SoakConfig, build_load, kill_schedule, render, run_soak
 from model import keys
+from soak.run import QUEUE, SoakConfig, build_load, kill_schedule, render, run_soak
 
 pytestmark = pytest.mark.real_redis
 

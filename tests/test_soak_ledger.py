@@ -1,4 +1,4 @@
-"""The books of ``keysim soak`` (harness/soak_ledger.py) on hand-written logs: a lost task is
+"""The books of ``keysim soak`` (soak/ledger.py) on hand-written logs: a lost task is
 detected, a duplicate counted (never called loss), the Inspector's listings are checked against
 its answers, and a finding no known defect explains fails the verdict. The kill schedule is a
 function of the seed alone."""
@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from audit import Finding
-from harness.soak import DOWNTIME_S, FIRST_KILL_S, Kill, kill_schedule, quiet_seconds
-from harness.soak_ledger import LEASE_EXPIRED, account, attribute_finding, judge
 from model import keys
+from soak.ledger import LEASE_EXPIRED, account, attribute_finding, judge
+from soak.run import DOWNTIME_S, FIRST_KILL_S, Kill, kill_schedule, quiet_seconds
 
 Q = "soak"
 

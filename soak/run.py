@@ -24,12 +24,12 @@ Phases:
    server is restarted again. It stops when the queue is empty, when nothing can move any more
    (what is left sits in groups no aggregator lists), or after :data:`DRAIN_LIMIT_S`.
 3. **Books.** Every server stops gracefully, the Inspector reports every task, and
-   :func:`harness.soak_ledger.account` balances the logs against it.
+   :func:`soak.ledger.account` balances the logs against it.
 4. **Audit.** ``keysim audit``'s engine reads the keyspace (registry grace 0: every Asynq process
    of the soak has stopped, none can still heartbeat); each finding is attributed
-   (:func:`harness.soak_ledger.attribute_finding`) to a known defect or reported as NEW.
+   (:func:`soak.ledger.attribute_finding`) to a known defect or reported as NEW.
 
-The verdict (:func:`harness.soak_ledger.judge`): exit 0 when nothing was lost, the books
+The verdict (:func:`soak.ledger.judge`): exit 0 when nothing was lost, the books
 balance and every finding is attributed; else 1. Setup errors (no Go, a non-empty database)
 exit 2.
 """
@@ -64,8 +64,8 @@ from broker.servers import (
     mask_url,
     start_server,
 )
-from harness.soak_ledger import Attribution, Ledger, Verdict, account, attribute_finding, judge
 from model import keys
+from soak.ledger import Attribution, Ledger, Verdict, account, attribute_finding, judge
 
 ASYNQ_VERSION = "v0.26.0"
 QUEUE = "soak"
