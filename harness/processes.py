@@ -612,3 +612,23 @@ def timed(fn: Callable[[], CheckResult]) -> tuple[CheckResult, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
+
+
+def perform_on_broker(sut: Broker, request: Request | None) -> Answer:
+    """Execute ``request`` on a broker alone (no model): the implementation decides a
+    :data:`FINISH` (``broker.processor.finishing``). For replaying explored schedules."""
+    if request is None:
+        return LOCAL
+    operation, args, kwargs = request.operation, request.args, dict(request.kwargs)
+    if operation in (FINISH, DECIDE):
+        msg, ending, error = args
+        call = finishing(msg, ending, error, sut.clock.seconds, sut.policy)
+        if operation == DECIDE:
+            return Answer("ok", call)
+        operation, args, kwargs = call.operation, call.args, dict(call.kwargs)
+    elif operation == SEND:
+        operation, args, kwargs = args[0].operation, args[0].args, dict(args[0].kwargs)
+    atomic = _BROKER_STEPS.get(operation)
+    method: Callable[..., Any] = (lambda *a: atomic(sut, *a)) if atomic \
+        else getattr(sut, operation)
+    return Answer(*_attempt(method, args, kwargs))

@@ -84,6 +84,8 @@ def _positive(minimum: int) -> Callable[[str], int]:
 
 def _add_explore(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``keysim explore``: exhaustive small-scope exploration of the reference model."""
+    from broker.variants import all_names
+
     parser = subparsers.add_parser(
         "explore",
         help="explore every operation sequence of the reference model up to a depth",
@@ -96,15 +98,43 @@ def _add_explore(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
                         help="longest operation sequence (default: 6)")
     parser.add_argument("--max-archive-size", type=_positive(1), default=1, metavar="K",
                         help="the archive cap (default: 1, so trims happen)")
+    parser.add_argument("--processes", type=_positive(1), default=None, metavar="N",
+                        help="every interleaving of N server processes' atomic steps, with "
+                             "partial-order reduction (model.explore_procs)")
+    parser.add_argument("--variant", default="reference", choices=all_names(), metavar="V",
+                        help="with --processes: also run every explored step on this broker "
+                             "variant (harness.explore_replay; default: reference)")
+    parser.add_argument("--budget", type=_duration, default=None, metavar="T",
+                        help="with --processes: stop between two depths once T has passed")
     parser.set_defaults(handler=_run_explore)
 
 
 def _run_explore(args: argparse.Namespace) -> int:
     from model.explore import explore, explore_policy
 
+    if args.processes is not None:
+        return _run_explore_processes(args)
     report = explore(args.tasks, args.depth, explore_policy(args.max_archive_size))
     print(report.format())
     return 0 if report.ok else 1
+
+
+def _run_explore_processes(args: argparse.Namespace) -> int:
+    from harness.explore_replay import replay_schedules
+    from model.explore import explore_policy
+    from model.explore_procs import explore_processes
+
+    policy = explore_policy(args.max_archive_size)
+    replay = args.variant != "reference"
+    report = explore_processes(args.processes, args.tasks, args.depth, policy,
+                               budget=args.budget, keep_edges=replay)
+    print(report.format())
+    if not replay:
+        return 1 if report.violations else 0
+    result = replay_schedules(report.edges, args.variant, processes=args.processes,
+                              policy=policy)
+    print(result.format())
+    return 1 if report.violations or result.violation else 0
 
 
 def _add_replay(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
