@@ -44,7 +44,7 @@ from broker.processor import finishing
 from broker.variants import variant as variant_named
 from harness.attribution import Op
 from harness.check import CheckResult, CoverageGoal, check_until_covered, run_check
-from harness.config import MachineConfig
+from harness.config import POLICY_CHOICES, MachineConfig
 from harness.leaks import Disagreement, LeakFound, leak
 from harness.machine import (
     COVERAGE,
@@ -55,7 +55,6 @@ from harness.machine import (
     KeyMachine,
     RunawayLoop,
     _attempt,
-    make_machine,
     queues,
     render_args,
     task_ids,
@@ -81,11 +80,16 @@ from model.states import TaskState
 
 #: Processes when concurrency is asked for without a number.
 DEFAULT_PROCESSES = 2
+#: Steps per example of ``keysim check --processes``: every starting point is a few steps from
+#: its race, and short examples shrink fast (at 50 steps a race mutant's schedule shrank to
+#: 7–18 steps in 20–160 s; at 20, to 4–7 steps in 11–78 s).
+PROCESS_STEPS = 20
 #: The most processes a machine runs (each step draws one of them).
 MAX_PROCESSES = 4
 processes_drawn = st.integers(0, MAX_PROCESSES - 1)
 #: Starting points an example may draw (see :meth:`ProcessMachine.start`).
-PROCESS_SCENARIOS = ("none", "in_flight", "expiring", "forwarding", "ready_group", "stale_set")
+PROCESS_SCENARIOS = ("none", "in_flight", "expiring", "listed", "forwarding", "ready_group",
+                     "stale_set", "read_set")
 
 
 @dataclass(frozen=True)
@@ -137,33 +141,40 @@ class ProcessMachine(KeyMachine):
         self.flags = frozenset(q.value for q in variant_named(self.config.variant).quirks)
 
     # --- starting points ------------------------------------------------------------------
-    @initialize(scenario=st.sampled_from(PROCESS_SCENARIOS))
     def start(self, scenario: str) -> None:
         """A starting point that random steps reach rarely: ``in_flight``, every process's
         worker holds a task; ``expiring``, the same with the leases just past the recoverer's
-        cutoff; ``forwarding``, three scheduled tasks due and process 0's forwarder past its
+        cutoff; ``listed``, the same with the last process's recoverer holding its list of
+        them; ``forwarding``, three scheduled tasks due and process 0's forwarder past its
         first batch (midway when batches are smaller); ``ready_group``, a group past its grace
         period; ``stale_set``, the same group staged by process 0's aggregator, whose set's
-        timeout has just come."""
+        timeout has just come; ``read_set``, the same set read by that aggregator."""
         queue = QUEUES[0]
-        if scenario in ("in_flight", "expiring"):
+        if scenario in ("in_flight", "expiring", "listed"):
             for pid, task_id in zip(range(len(self.procs)), TASK_IDS, strict=False):
                 self.enqueue(task_id, queue, b"a", 1, 0, None)
                 self.advance(pid, "worker")
-            if scenario == "expiring":
+            if scenario != "in_flight":
                 self._land_on(queue, "lease", 1)
+            if scenario == "listed":  # reclaim, drop, list: the last process has listed
+                last = len(self.procs) - 1
+                self.advance(last, "recoverer")
+                while self.procs[last].component("recoverer").phase in ("drop", "list"):
+                    self.advance(last, "recoverer")
         elif scenario == "forwarding":
             for task_id in TASK_IDS:
                 self.schedule(task_id, queue, b"a", 1, None, None)
             self._land_on(queue, "due", 0)
             self.advance(0, "forwarder")
-        elif scenario in ("ready_group", "stale_set"):
+        elif scenario in ("ready_group", "stale_set", "read_set"):
             for task_id in TASK_IDS[:2]:
                 self.add_to_group(task_id, queue, b"a", GROUPS[0], None)
             self._land_on(queue, "grace", 1)
-            if scenario == "stale_set":
+            if scenario != "ready_group":
                 self.advance(0, "aggregator")
                 self._land_on(queue, "set_timeout", 0)
+            if scenario == "read_set":
+                self.advance(0, "aggregator")
 
     # --- the scheduler's choice: which process advances which component --------------------
     @rule(process=processes_drawn, choice=st.sampled_from(FINISHES))
@@ -207,8 +218,10 @@ class ProcessMachine(KeyMachine):
             return
         request = part.request(ctx, choice)
         held_by_others = self._held(exclude=(pid, kind))
+        set_gone = request is not None and request.operation == "delete_aggregation_set" and \
+            self.truth(QUEUES[0]).get(keys.group_set(*request.args)) is None
         answer = self.perform(request, f"p{pid}.{kind}", part)
-        pair = classify(kind, request, answer, held_by_others)
+        pair = classify(kind, request, answer, held_by_others, set_gone)
         if pair is not None:
             COVERAGE[pair] += 1
         self.procs[pid] = proc.advanced(kind, request, answer, ctx)
@@ -279,10 +292,11 @@ class ProcessMachine(KeyMachine):
         atomic = _BROKER_STEPS.get(operation)
         method: Callable[..., Any] = (lambda *a: atomic(self.sut, *a)) if atomic \
             else getattr(self.sut, operation)
+        behind = self._behind_the_broker
         if self.race == "RACE-1" and part.kind == "recoverer" and request.operation == FINISH:
-            return lambda *a, **k: _without_recheck(self.sut, method, operation, a, k)
+            return lambda *a, **k: _without_recheck(self.sut, behind(), method, operation, a, k)
         if self.race == "RACE-2" and operation == "delete_aggregation_set":
-            return lambda *a: _delete_what_was_read(self.sut, method, a, part.read)
+            return lambda *a: _delete_what_was_read(behind(), method, a, part.read)
         return method
 
     # --- time -------------------------------------------------------------------------------
@@ -512,7 +526,7 @@ _BROKER_STEPS: dict[str, Callable[..., Any]] = {
     "delete_expired_archived_batch": _archived_batch, "drop_dangling_leases": _drop_dangling}
 
 
-def _without_recheck(sut: Broker, method: Callable[..., Any], operation: str,
+def _without_recheck(sut: Broker, client: Any, method: Callable[..., Any], operation: str,
                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """RACE-1: the recoverer's retry or archive; refused (the task is not active any more), it
     writes anyway, as a recoverer trusting its stale list would."""
@@ -523,7 +537,7 @@ def _without_recheck(sut: Broker, method: Callable[..., Any], operation: str,
             raise
     msg: TaskMessage = args[0]
     queue, now = msg.queue, sut.clock.seconds
-    pipe = sut.client.pipeline(transaction=True)
+    pipe = client.pipeline(transaction=True)
     pipe.lrem(keys.active(queue), 0, msg.id)
     pipe.zrem(keys.lease(queue), msg.id)
     if operation == "retry":
@@ -538,12 +552,12 @@ def _without_recheck(sut: Broker, method: Callable[..., Any], operation: str,
     return None
 
 
-def _delete_what_was_read(sut: Broker, method: Callable[..., Any], args: tuple[Any, ...],
+def _delete_what_was_read(client: Any, method: Callable[..., Any], args: tuple[Any, ...],
                           read: tuple[TaskMessage, ...]) -> Any:
     """RACE-2: delete the set, then the hashes of the messages read from it earlier."""
     method(*args)
     for msg in read:
-        sut.client.delete(keys.task(msg.queue, msg.id))
+        client.delete(keys.task(msg.queue, msg.id))
     return None
 
 
@@ -555,12 +569,29 @@ def make_process_machine(config: MachineConfig, processes: int = DEFAULT_PROCESS
     if race is not None and race not in RACES:
         raise ValueError(f"unknown race mutant {race!r}; expected one of {', '.join(RACES)}")
     config = replace(config, scenarios=False, deadlines=False, faults=False, flood=0)
-    base = make_machine(config)
     label = f"Processes{processes}_{config.variant}{'_' + race if race else ''}"
     ident = "".join(c if c.isalnum() else "_" for c in label)
-    body = {k: v for k, v in vars(base).items() if k in ("config", "setup", "fix_policy")}
-    body.update(processes=processes, race=race)
+    body = {"config": config, "processes": processes, "race": race, "setup": _setup(config)}
     return type(ident, (ProcessMachine,), body)
+
+
+def _setup(config: MachineConfig) -> Any:
+    """The one initialize step: the example's policy (drawn with ``config.policies``) first,
+    then its starting point (:data:`PROCESS_SCENARIOS`), so every lease and deadline the
+    starting point sets follows the policy the example runs with."""
+    arguments: dict[str, st.SearchStrategy[Any]] = {
+        "scenario": st.sampled_from(PROCESS_SCENARIOS)}
+    if config.policies:
+        arguments.update({name: st.sampled_from(choices)
+                          for name, choices in POLICY_CHOICES.items()})
+
+    def setup(self: ProcessMachine, scenario: str = "none", **policy: int) -> None:
+        """This example's policy, then its starting point."""
+        self.begin("none", **policy)
+        self.start(scenario)
+
+    make: Callable[..., Any] = initialize
+    return make(**arguments)(setup)
 
 
 def process_goal(min_hits: int, min_examples: int) -> CoverageGoal:
@@ -577,6 +608,7 @@ def process_check(variant: str = "reference", backend: str = "fakeredis", *,
     fixed run of ``max_examples``), judged against :func:`process_goal`. A race mutant is
     named as a variant, ``reference+RACE-n``."""
     base, race = split_variant(variant)
+    steps = steps or PROCESS_STEPS
     config = MachineConfig(variant=base, backend=backend, oracle=not base.startswith("asynq-"),
                            policies=True)
     machine = make_process_machine(config, processes, race)

@@ -455,6 +455,10 @@ INTERLEAVINGS: Mapping[Pair, str] = {
     ("aggregator.read", "ok"): "the aggregator reads the set its check staged",
     ("aggregator.read", "not_found"):
         "the recoverer reclaimed the aggregator's set between its check and its read",
+    ("aggregator.delete", "ok"): "the aggregator deletes the set it read",
+    ("aggregator.delete", "reclaimed"):
+        "the recoverer reclaimed the aggregator's set between its read and its delete: the "
+        "delete must leave the reclaimed tasks alone",
     ("syncer.send", "ok"): "the syncer delivers a report that could not reach Redis",
     ("syncer.drop", "expired"): "the syncer drops a report whose lease ended meanwhile",
     ("inspector.move_due", "forwarder_midway"):
@@ -462,10 +466,11 @@ INTERLEAVINGS: Mapping[Pair, str] = {
 }
 
 
-def classify(kind: str, request: Request | None, answer: Answer, held: frozenset[str]
-             ) -> Pair | None:
+def classify(kind: str, request: Request | None, answer: Answer, held: frozenset[str],
+             set_gone: bool = False) -> Pair | None:
     """The interleaving-sensitive pair a component's step produced, if any. ``held``: the
-    ids live workers other than this component hold.
+    ids live workers other than this component hold; ``set_gone``: the set an aggregator's
+    delete names was gone before it ran.
 
     >>> msg = TaskMessage(type="t", payload=b"", id="t1", queue="q")
     >>> classify("recoverer", Request(FINISH, (msg, Ending.FAILURE, "x")), Answer("ok"),
@@ -482,6 +487,8 @@ def classify(kind: str, request: Request | None, answer: Answer, held: frozenset
         return ("worker.finish", answer.outcome)
     if kind == "aggregator" and operation == "read_aggregation_set":
         return ("aggregator.read", answer.outcome)
+    if kind == "aggregator" and operation == "delete_aggregation_set" and answer.ok:
+        return ("aggregator.delete", "reclaimed" if set_gone else "ok")
     if kind == "syncer" and operation == SEND:
         return ("syncer.send", answer.outcome)
     return None

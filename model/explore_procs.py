@@ -318,6 +318,8 @@ class ProcessReport:
     schedules: int = 0
     depth_reached: int = 0
     seconds: float = 0.0
+    #: Seconds from the start to the end of each depth (index 0: depth 1).
+    level_seconds: list[float] = field(default_factory=list)
     violations: list[ScheduleViolation] = field(default_factory=list)
     #: With ``keep_edges``: each expanded state's first (shortest) schedule and the moves
     #: executed from it, breadth first — every step the search ran, for replaying elsewhere.
@@ -375,6 +377,7 @@ def explore_processes(processes: int = 2, tasks: int = 2, depth: int = 4,
                 report.edges.append((node.schedule, ran))
         frontier = list(nxt.values())
         report.depth_reached = level + 1
+        report.level_seconds.append(time.perf_counter() - start)
         if not frontier:
             break
     report.seconds = time.perf_counter() - start

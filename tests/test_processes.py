@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ def test_reference_passes_with_every_interleaving_outcome() -> None:
 
 @pytest.mark.parametrize("race", ["RACE-1", "RACE-2"])
 def test_race_mutant_fails_with_a_short_schedule(race: str) -> None:
-    result = process_check(f"reference+{race}", seed=0, budget=60)
+    result = process_check(f"reference+{race}", seed=0, budget=180)
     assert result.verdict == "FAIL", result.summary()
     assert 0 < result.shrunk_steps <= 12, result.program
     # The printed schedule reproduces the failure, and passes once the race is taken out.
@@ -83,7 +84,18 @@ def test_cli_processes_flag(capsys: pytest.CaptureFixture[str]) -> None:
     from keysim.cli import main
 
     code = main(["check", "--processes", "--variant", "reference+RACE-2", "--seed", "0",
-                 "--budget", "60"])
+                 "--budget", "180"])
     out = capsys.readouterr().out
     assert code == 1 and out.startswith("FAIL  reference+RACE-2 on fakeredis"), out
     assert "make_process_machine(" in out and "race='RACE-2'" in out
+
+
+@pytest.mark.parametrize("variant,verdict", [("reference", "INCOMPLETE"),
+                                             ("reference+RACE-1", "FAIL")])
+def test_on_real_redis(real_server: Any, variant: str, verdict: str) -> None:
+    """The same machine on a real server: the reference agrees step by step, RACE-1 fails."""
+    if verdict == "FAIL":
+        result = process_check(variant, real_server.url, seed=0, budget=180)
+    else:
+        result = process_check(variant, real_server.url, seed=0, max_examples=10, steps=30)
+    assert result.verdict == verdict, result.summary()
