@@ -15,7 +15,7 @@ from model.composites import INTERLEAVINGS
 
 
 def test_reference_passes_with_every_interleaving_outcome() -> None:
-    # Rounds of fresh seeds (as keysim check runs them); about 35 s here, the budget leaves
+    # Rounds of fresh seeds (as keysim check runs them); 13-31 s here, the budget leaves
     # room for a loaded machine.
     result = process_check("reference", seed=0, budget=300, min_hits=1, min_examples=20)
     assert result.verdict == "PASS", result.summary()
