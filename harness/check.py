@@ -211,7 +211,8 @@ def run_check(config: MachineConfig, *, max_examples: int | None = None,
               database: bool = False, report_multiple: bool = False,
               min_steps: int = 0, targeting: bool = True, shrink: bool = True,
               goal: CoverageGoal | None = None, steer: bool = True,
-              stop: Callable[[Counter[Pair], int], bool] | None = None) -> CheckResult:
+              stop: Callable[[Counter[Pair], int], bool] | None = None,
+              machine: type[KeyMachine] | None = None) -> CheckResult:
     """Run the machine of ``config`` under a Hypothesis profile; never raises for a leak.
 
     The result's verdict judges coverage against ``goal`` (default: :func:`goal_for`
@@ -225,7 +226,8 @@ def run_check(config: MachineConfig, *, max_examples: int | None = None,
     ``targeting=False`` skips Hypothesis' target phase (hill-climbing on transitions reached):
     it helps coverage, not the hunt for a known defect, and costs examples.
     ``shrink=False`` reports the failing program as generated (for examples so costly that
-    shrinking would take minutes; keep ``steps`` small then).
+    shrinking would take minutes; keep ``steps`` small then). ``machine`` runs that machine
+    class instead of ``make_machine(config)`` (``harness.processes``).
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
@@ -240,7 +242,7 @@ def run_check(config: MachineConfig, *, max_examples: int | None = None,
                       report_multiple_bugs=report_multiple)
     counts = {"examples": 0, "steps": 0, "first_failure": 0}
     before = COVERAGE.copy()
-    machine = _counting(make_machine(config), counts,
+    machine = _counting(machine or make_machine(config), counts,
                         _Steering(before, goal if steer else None, stop))
     test = get_state_machine_test(machine, settings=chosen, _min_steps=min_steps)
     if seed is not None:
@@ -271,16 +273,19 @@ def run_check(config: MachineConfig, *, max_examples: int | None = None,
 def check_until_covered(config: MachineConfig, *, seed: int | None = None,
                         budget: float | None = None, min_hits: int = MIN_HITS,
                         min_examples: int = MIN_EXAMPLES, steps: int | None = None,
-                        round_examples: int = ROUND_EXAMPLES, steer: bool = True
-                        ) -> CheckResult:
+                        round_examples: int = ROUND_EXAMPLES, steer: bool = True,
+                        goal: CoverageGoal | None = None,
+                        machine: type[KeyMachine] | None = None) -> CheckResult:
     """Rounds of the machine, each a Hypothesis run with a fresh seed drawn from ``seed``,
     until the coverage goal is met (each required pair ``min_hits`` times, at least
     ``min_examples`` examples) or ``budget`` seconds (default :func:`default_budget`) have
     passed, or a leak is found. A round stops between examples as soon as either happens;
     a leak found within the budget is shrunk to its minimal program even past it.
     ``steer=False`` turns off the ``target`` toward pairs still missing (to measure it).
+    ``goal`` replaces :func:`goal_for` ``config``'s and ``machine`` the machine class (see
+    :func:`run_check`).
     """
-    goal = goal_for(config, min_hits, min_examples)
+    goal = goal or goal_for(config, min_hits, min_examples)
     budget = default_budget(config.backend) if budget is None else budget
     if budget <= 0:
         raise ValueError(f"budget must be > 0 seconds, got {budget}")
@@ -294,7 +299,7 @@ def check_until_covered(config: MachineConfig, *, seed: int | None = None,
     while time.perf_counter() < ends and not goal.complete(total, examples):
         run = run_check(config, max_examples=round_examples, steps=steps or ROUND_STEPS,
                         seed=seeds.getrandbits(32), goal=goal, steer=steer,
-                        stop=_stop_rule(goal, ends, total, examples))
+                        stop=_stop_rule(goal, ends, total, examples), machine=machine)
         rounds += 1
         total.update(run.coverage)
         examples += run.examples

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
@@ -84,6 +84,8 @@ def _positive(minimum: int) -> Callable[[str], int]:
 
 def _add_explore(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``keysim explore``: exhaustive small-scope exploration of the reference model."""
+    from broker.variants import all_names
+
     parser = subparsers.add_parser(
         "explore",
         help="explore every operation sequence of the reference model up to a depth",
@@ -96,15 +98,43 @@ def _add_explore(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
                         help="longest operation sequence (default: 6)")
     parser.add_argument("--max-archive-size", type=_positive(1), default=1, metavar="K",
                         help="the archive cap (default: 1, so trims happen)")
+    parser.add_argument("--processes", type=_positive(1), default=None, metavar="N",
+                        help="every interleaving of N server processes' atomic steps, with "
+                             "partial-order reduction (model.explore_procs)")
+    parser.add_argument("--variant", default="reference", choices=all_names(), metavar="V",
+                        help="with --processes: also run every explored step on this broker "
+                             "variant (harness.explore_replay; default: reference)")
+    parser.add_argument("--budget", type=_duration, default=None, metavar="T",
+                        help="with --processes: stop between two depths once T has passed")
     parser.set_defaults(handler=_run_explore)
 
 
 def _run_explore(args: argparse.Namespace) -> int:
     from model.explore import explore, explore_policy
 
+    if args.processes is not None:
+        return _run_explore_processes(args)
     report = explore(args.tasks, args.depth, explore_policy(args.max_archive_size))
     print(report.format())
     return 0 if report.ok else 1
+
+
+def _run_explore_processes(args: argparse.Namespace) -> int:
+    from harness.explore_replay import replay_schedules
+    from model.explore import explore_policy
+    from model.explore_procs import explore_processes
+
+    policy = explore_policy(args.max_archive_size)
+    replay = args.variant != "reference"
+    report = explore_processes(args.processes, args.tasks, args.depth, policy,
+                               budget=args.budget, keep_edges=replay)
+    print(report.format())
+    if not replay:
+        return 1 if report.violations else 0
+    result = replay_schedules(report.edges, args.variant, processes=args.processes,
+                              policy=policy)
+    print(result.format())
+    return 1 if report.violations or result.violation else 0
 
 
 def _add_replay(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -264,6 +294,7 @@ def _add_check(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """``keysim check``: run the stateful machine (model vs broker, invariants, drain)."""
     from broker.variants import all_names
     from harness.check import MIN_HITS
+    from harness.processes import DEFAULT_PROCESSES, RACES
 
     parser = subparsers.add_parser(
         "check", help="hunt for key leaks: the model drives a broker variant step by step",
@@ -275,11 +306,17 @@ def _add_check(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                     "times, or until --budget runs out; --profile or --max-examples runs a fixed "
                     "size instead. Exit 0 PASS (no leak, coverage complete), 1 FAIL (the minimal "
                     "failing program), 3 INCOMPLETE (no leak found, coverage short: not a pass).")
-    parser.add_argument("--variant", default="reference", choices=all_names(), metavar="V",
+    parser.add_argument("--variant", default="reference", metavar="V",
+                        choices=[*all_names(), *(f"reference+{r}" for r in RACES)],
                         help="broker variant (default: reference; e.g. asynq-v0.26.0, "
-                             "reference+BZ-1)")
+                             "reference+BZ-1; reference+RACE-1/2: race mutants, --processes)")
     parser.add_argument("--backend", default="fakeredis", type=_machine_backend, metavar="B",
                         help=_MACHINE_BACKEND_HELP)
+    parser.add_argument("--processes", type=_positive(1), nargs="?", const=DEFAULT_PROCESSES,
+                        default=None, metavar="N",
+                        help=f"N server processes whose components interleave step by step "
+                             f"(default {DEFAULT_PROCESSES}); PASS needs every "
+                             f"interleaving-sensitive outcome K times (harness.processes)")
     parser.add_argument("--budget", type=_duration, default=None, metavar="T",
                         help="time for the coverage-driven run, e.g. 60s, 5m (default: 60s on "
                              "fakeredis, 3m on a real Redis or cluster, 10m on asynq)")
@@ -376,6 +413,12 @@ def _run_check(args: argparse.Namespace) -> int:
     if refused:
         print(f"keysim check: {refused}", file=sys.stderr)
         return 2
+    if args.processes is not None or "+RACE-" in args.variant:
+        if args.faults:
+            print("keysim check: --faults runs on the sequential machine, not with --processes",
+                  file=sys.stderr)
+            return 2
+        return _run_process_check(args)
     config = default_check_config(args.variant, args.backend, args.faults)
     if fixed:
         result = run_check(config, max_examples=args.max_examples, steps=args.steps,
@@ -389,6 +432,41 @@ def _run_check(args: argparse.Namespace) -> int:
         print()
         print(coverage_table(result.coverage, result.goal))
     return result.exit_code
+
+
+def _run_process_check(args: argparse.Namespace) -> int:
+    """``keysim check --processes N``: the process machine (harness.processes)."""
+    from harness.machine import ASYNQ_BACKEND
+    from harness.processes import DEFAULT_PROCESSES, ProcessMachine, process_check
+
+    if args.backend == ASYNQ_BACKEND:
+        print("keysim check: --processes drives the scripts one atomic step at a time; "
+              "--backend asynq runs Asynq's composites whole (not supported)", file=sys.stderr)
+        return 2
+    if args.profile is not None:
+        print("keysim check: --processes sizes by --budget or --max-examples", file=sys.stderr)
+        return 2
+    before = ProcessMachine.DUPLICATES.copy()
+    result = process_check(args.variant, args.backend,
+                           processes=args.processes or DEFAULT_PROCESSES, seed=args.seed,
+                           budget=args.budget, min_hits=args.min_hits,
+                           max_examples=args.max_examples, steps=args.steps)
+    print(result.summary())
+    counted = ProcessMachine.DUPLICATES - before
+    print(f"runs: {counted['runs']} started, {counted['duplicate']} duplicate (a task dequeued "
+          f"while a live worker still held it: at-least-once, counted, not a failure)")
+    if args.coverage:
+        print()
+        print(interleaving_table(result.coverage))
+    return result.exit_code
+
+
+def interleaving_table(coverage: Mapping[tuple[str, str], int]) -> str:
+    """Every interleaving-sensitive outcome, how often it ran, and what it means."""
+    from model.composites import INTERLEAVINGS
+
+    return "\n".join(f"{f'{step} {outcome}':44} {coverage.get((step, outcome), 0):6}  {why}"
+                     for (step, outcome), why in INTERLEAVINGS.items())
 
 
 def _add_zoo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

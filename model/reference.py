@@ -17,7 +17,7 @@ oracle the stateful tests compare the broker with, and the engine of :mod:`model
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from model import keys
@@ -374,15 +374,28 @@ class ReferenceModel:
 
     # --- server: background loops (T17–T25) ---------------------------------------------------
     def forward_if_ready(self, queue: str) -> int:
-        """T17: move due scheduled, then retry, tasks to pending (or their group)."""
+        """T17: move due scheduled, then retry, tasks to pending (or their group), in batches
+        of ``policy.forward_batch`` (:meth:`forward_batch`) until one comes back short."""
         check_queue(queue)
-        store = self._begin(queue)
         moved = 0
         for state in (TaskState.SCHEDULED, TaskState.RETRY):
-            for batch in self._due_batches(store.index[state], self.now_s,
-                                           self.policy.forward_batch):
-                moved += sum(self._forward_one(store, task_id) for task_id in batch)
+            while True:
+                taken, n = self.forward_batch(queue, state)
+                moved += n
+                if taken < self.policy.forward_batch:
+                    break
         return moved
+
+    def forward_batch(self, queue: str, source: TaskState) -> tuple[int, int]:
+        """One atomic batch of T17: up to ``policy.forward_batch`` due ids leave ``source``
+        (scheduled or retry) for pending or their group; return (ids taken, tasks moved): an
+        id without a hash is taken and dropped."""
+        check_queue(queue)
+        if source not in (TaskState.SCHEDULED, TaskState.RETRY):
+            raise ValueError(f"source must be scheduled or retry, got {source!r}")
+        store = self._begin(queue)
+        batch = self._due(store.index[source], self.now_s, self.policy.forward_batch)
+        return len(batch), sum(self._forward_one(store, task_id) for task_id in batch)
 
     def _forward_one(self, store: QueueStore, task_id: str) -> bool:
         """Forward one due id (already removed from its zset); False when it had no hash."""
@@ -400,32 +413,56 @@ class ReferenceModel:
         return True
 
     @staticmethod
-    def _due_batches(zset: ZSet, limit: int, batch_size: int) -> Iterable[list[str]]:
-        """Repeatedly remove and yield up to ``batch_size`` members scored <= limit."""
-        while True:
-            batch = [m for m in ranked(zset) if zset[m] <= limit][:batch_size]
-            if not batch:
-                return
-            for member in batch:
-                del zset[member]
-            yield batch
+    def _due(zset: ZSet, limit: int, batch_size: int) -> list[str]:
+        """Remove and return up to ``batch_size`` members scored <= limit, in Redis order."""
+        batch = [m for m in ranked(zset) if zset[m] <= limit][:batch_size]
+        for member in batch:
+            del zset[member]
+        return batch
 
     def delete_expired_completed_tasks(self, queue: str) -> int:
-        """T25: delete completed tasks whose retention ran out; return how many ids left."""
+        """T25: delete completed tasks whose retention ran out, in batches
+        (:meth:`delete_expired_completed_batch`); return how many ids left."""
+        check_queue(queue)
+        return self._batches(self.delete_expired_completed_batch, queue)
+
+    def delete_expired_completed_batch(self, queue: str) -> int:
+        """One atomic batch of T25: up to ``policy.janitor_batch_size`` completed ids whose
+        retention ran out leave the index with their hashes; return how many."""
         check_queue(queue)
         store = self._begin(queue)
-        count = 0
-        completed = store.index[TaskState.COMPLETED]
-        for batch in self._due_batches(completed, self.now_s, self.policy.janitor_batch_size):
-            for task_id in batch:
-                store.hashes.pop(task_id, None)
-            count += len(batch)
-        return count
+        batch = self._due(store.index[TaskState.COMPLETED], self.now_s,
+                          self.policy.janitor_batch_size)
+        for task_id in batch:
+            store.hashes.pop(task_id, None)
+        return len(batch)
 
     def delete_expired_archived_tasks(self, queue: str) -> int:
-        """Apply the archive cutoff (step 1 of the trim) without a new archive."""
+        """Apply the archive cutoff (step 1 of the trim) without a new archive, in batches
+        (:meth:`delete_expired_archived_batch`); return how many."""
         check_queue(queue)
-        return self._archive_cutoff(self._begin(queue), set())
+        return self._batches(self.delete_expired_archived_batch, queue)
+
+    def delete_expired_archived_batch(self, queue: str) -> int:
+        """One atomic batch of the archive cutoff: up to ``policy.janitor_batch_size`` archived
+        ids scored <= now - archive_cutoff go, hash and lock too; return how many."""
+        check_queue(queue)
+        store = self._begin(queue)
+        archived = store.index[TaskState.ARCHIVED]
+        limit = self.now_s - self.policy.archive_cutoff
+        batch = [i for i in ranked(archived) if archived[i] <= limit]
+        for task_id in batch[:self.policy.janitor_batch_size]:
+            self._drop_archived(store, task_id)
+        return min(len(batch), self.policy.janitor_batch_size)
+
+    def _batches(self, batch: Callable[[str], int], queue: str) -> int:
+        """Run ``batch`` until it comes back short of ``policy.janitor_batch_size``."""
+        total = 0
+        while True:
+            n = batch(queue)
+            total += n
+            if n < self.policy.janitor_batch_size:
+                return total
 
     def list_lease_expired(self, queue: str, cutoff: int) -> list[TaskMessage]:
         """T18: messages of lease ids scored <= cutoff, in (score, id) order."""
@@ -448,11 +485,7 @@ class ReferenceModel:
         lease and active: with no message they could never be recovered. Not counted.
         """
         cutoff = self.now_s - self.policy.recover_skew
-        store = self._begin(queue)
-        for task_id in [i for i in ranked(store.lease)
-                        if store.lease[i] <= cutoff and i not in store.hashes]:
-            del store.lease[task_id]
-            _lrem(store.active, task_id)
+        self.drop_dangling_leases(queue, cutoff)
         moved = 0
         for msg in self.list_lease_expired(queue, cutoff):
             call = self.finishing(msg, Ending.FAILURE, LEASE_EXPIRED)
@@ -462,6 +495,18 @@ class ReferenceModel:
                 continue
             moved += 1
         return moved
+
+    def drop_dangling_leases(self, queue: str, cutoff: int) -> int:
+        """Part of T19 (reference): lease ids scored <= cutoff whose hash is gone leave lease
+        and active (with no message they could never be recovered); return how many."""
+        check_queue(queue)
+        check_int("cutoff", cutoff)
+        store = self._begin(queue)
+        gone = [i for i in ranked(store.lease) if store.lease[i] <= cutoff and i not in store.hashes]
+        for task_id in gone:
+            del store.lease[task_id]
+            _lrem(store.active, task_id)
+        return len(gone)
 
     def extend_lease(self, queue: str, *task_ids: str) -> int:
         """T20: ZADD XX lease now + lease_duration; return how many ids had a lease."""
