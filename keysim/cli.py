@@ -459,12 +459,22 @@ def _add_matrix(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                         help="seeds hunted per release (default: 2)")
     parser.add_argument("--out", type=Path, default=Path("docs/asynq-versions.md"),
                         metavar="FILE.md", help="default: docs/asynq-versions.md")
+    parser.add_argument("--from-results", action="store_true",
+                        help="run nothing: write --out again from its saved .json")
     parser.set_defaults(handler=_run_matrix)
 
 
 def _run_matrix(args: argparse.Namespace) -> int:
     from harness import matrix
 
+    data = args.out.with_suffix(".json")
+    if args.from_results:
+        if not data.exists():
+            print(f"keysim matrix: no saved results at {data}", file=sys.stderr)
+            return 2
+        args.out.write_text(matrix.render(*matrix.load(data)))
+        print(f"wrote {args.out} from {data}")
+        return 0
     try:
         names = matrix.expand_versions(args.versions)
     except ValueError as err:
@@ -473,9 +483,9 @@ def _run_matrix(args: argparse.Namespace) -> int:
     runs = matrix.run_with_progress(names, matrix.Budget(seeds=args.seeds))
     meta = matrix.meta_now(f"keysim matrix --versions {args.versions} --seeds {args.seeds}",
                            args.seeds)
-    matrix.save(args.out.with_suffix(".json"), runs, meta)
+    matrix.save(data, runs, meta)
     args.out.write_text(matrix.render(runs, meta))
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    print(f"wrote {args.out} and {data}")
     return 0
 
 

@@ -115,3 +115,13 @@ def test_budget_figures_must_be_positive() -> None:
 def test_cli_refuses_a_bad_version_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["matrix", "--versions", "v0.26"]) == 2
     assert "a version looks like v0.26.0" in capsys.readouterr().err
+
+
+def test_cli_rewrites_the_document_from_saved_results(tmp_path: Path) -> None:
+    out = tmp_path / "m.md"
+    assert main(["matrix", "--from-results", "--out", str(out)]) == 2  # nothing saved yet
+    runs = [_driven("v0.26.0", hits={"BZ-2": _hit("BZ-2")}), ReleaseRun("master", reason="403")]
+    meta = {"command": "keysim matrix", "date": "2026-12-06"}
+    matrix.save(out.with_suffix(".json"), runs, meta)
+    assert main(["matrix", "--from-results", "--out", str(out)]) == 0
+    assert out.read_text() == matrix.render(runs, meta)
