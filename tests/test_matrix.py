@@ -84,9 +84,12 @@ def test_the_document_is_generated_from_the_results_alone() -> None:
             for line in text.splitlines() if line.startswith("| BZ-") or
             line.startswith("| pause")}
     assert set(rows) == set(matrix.DEFECTS)
-    assert rows["BZ-12"][2:5] == ["**found** 2/2 (I1, 3 st.)", "not present", "not run"]
-    assert rows["BZ-2"][2:5] == ["not present", "**found** 1/2 (I1, 2 st.)", "not run"]
-    assert rows["BZ-10"][2:5] == ["n/a", "not present", "not run"]
+    assert rows["BZ-12"][2:5] == ["**found** 2/2 (I1, 3 st.)", "not present †", "not run"]
+    # the spec says both releases have BZ-2 and v0.26.0 has BZ-10: † where not found
+    assert rows["BZ-2"][2:5] == ["not present †", "**found** 1/2 (I1, 2 st.)", "not run"]
+    assert rows["BZ-10"][2:5] == ["n/a", "not present †", "not run"]
+    assert rows["BZ-8"][2:5] == ["n/a", "not present", "not run"]  # never released
+    assert "  - BZ-10 (v0.26.0): " in text and "  - BZ-8" not in text
     assert rows["BZ-1"][-1] == "v0.25.0 (0dc670d, PR #743) |"
     assert "not driven: the Go module proxy does not serve it (403)" in text
     assert "| v0.22.1 | v0.22.1 | asynq-v0.26.0 | no | 1.5 | 80.2 | 2 | 1,234 | 5,678 | 80/93" \
@@ -105,6 +108,18 @@ def test_the_committed_matrix_is_what_the_generator_writes_from_its_data() -> No
     for run in runs:  # "not present" is only ever claimed with a budget behind it
         assert run.driven == (run.examples > 0 and run.budget.get("seeds", 0) >= 1), run.name
         assert run.driven or run.reason
+
+
+def test_the_spec_history_says_which_releases_have_a_defect() -> None:
+    bz1, bz20 = matrix.SPEC["BZ-1"], matrix.SPEC["BZ-20"]
+    assert [bz1.present_in(v) for v in ("v0.24.1", "v0.25.0", "master")] == [True, False, False]
+    assert [matrix.SPEC["BZ-2"].present_in(v) for v in ("v0.17.9", "v0.26.0", "master")] == [
+        False, True, True]
+    found = _driven("v0.26.0", hits={"BZ-20": _hit("BZ-20"), "BZ-2": _hit("BZ-2")})
+    assert matrix.disagrees(found, "BZ-20", bz20)  # the spec says fixed in v0.24.0
+    assert not matrix.disagrees(found, "BZ-2", matrix.SPEC["BZ-2"])
+    assert not matrix.disagrees(found, "pause_unregistered", None)  # not in the spec
+    assert set(matrix.SPEC) == set(matrix.DEFECTS) - {"pause_unregistered"}
 
 
 def test_budget_figures_must_be_positive() -> None:
