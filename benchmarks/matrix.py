@@ -64,6 +64,11 @@ def _release_figures(runs: list[matrix.ReleaseRun], name: str
     return None, None
 
 
+def _figure(value: float | None, width: int, digits: int) -> str:
+    """``value`` right-aligned in ``width``, or a dash for none."""
+    return f"{value:{width}.{digits}f}" if value is not None else f"{'—':>{width}}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, measure, print one line per release."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.matrix", description=__doc__,
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure the matrix's hunt now instead of reading --results")
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
                         help="with --hunt: seeds per release (default: 1)")
+    parser.add_argument("--no-builds", action="store_true",
+                        help="skip the builds (print the matrix's times alone)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, metavar="FILE.json",
                         help="a keysim matrix run's results (default: docs/asynq-versions.json)")
     args = parser.parse_args(argv)
@@ -87,14 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'release':9} {'cold build s':>12} {'cached s':>9} {'hunt s':>8}  ({source})",
           flush=True)
     for name in names:
-        cold, cached = build_seconds(name, cold=True), build_seconds(name, cold=False)
+        cold = cached = None
+        if not args.no_builds and name != matrix.DEFAULT_BRANCH:
+            cold, cached = build_seconds(name, cold=True), build_seconds(name, cold=False)
+        hunt: float | None
         if args.hunt:
-            hunt: float | None = matrix.drive_release(
+            hunt = matrix.drive_release(
                 name, matrix.Budget(seeds=args.seeds)).hunt_seconds
         else:
             hunt = _release_figures(saved, name)[1]
-        shown = f"{hunt:8.1f}" if hunt is not None else f"{'—':>8}"
-        print(f"{name:9} {cold:12.1f} {cached:9.2f} {shown}", flush=True)
+        print(f"{name:9} {_figure(cold, 12, 1)} {_figure(cached, 9, 2)} {_figure(hunt, 8, 1)}",
+              flush=True)
     return 0
 
 
