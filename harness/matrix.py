@@ -207,7 +207,7 @@ class Budget:
     """How hard each release is searched: per seed, up to ``rounds`` rounds with every rule
     (``max_examples`` examples of up to ``steps`` steps each) until one finds nothing new,
     then (``focused``) the rounds of each zoo case with a focus or faults (its own size; up
-    to :data:`FOCUS_ROUNDS` while it finds other defects than its own), and (``flood``)
+    to ``focus_rounds`` while it finds other defects than its own), and (``flood``)
     BZ-15's 8000-task flood."""
 
     seeds: int = 2
@@ -216,6 +216,9 @@ class Budget:
     steps: int = 15
     focused: bool = True
     flood: bool = True
+    #: Rounds a focus plan may run while it finds other defects than its own (each then
+    #: ignored): BZ-15's flood, for one, first meets BZ-2's zombies.
+    focus_rounds: int = 3
 
     def __post_init__(self) -> None:
         if min(self.seeds, self.rounds, self.max_examples, self.steps) < 1:
@@ -276,10 +279,6 @@ class ReleaseRun:
             return "not present"
         return "found?" if hit.attributed_as else "found"
 
-
-#: Rounds a focus plan may run while it finds other defects than its own (each then
-#: ignored): BZ-15's flood, for one, first meets BZ-2's zombies.
-FOCUS_ROUNDS = 3
 
 #: Called after each round: (release, seed, plan name, the round's result or None if skipped).
 Progress = Callable[[str, int, str, CheckResult | None], None]
@@ -345,7 +344,7 @@ def _hunt_seed(base: MachineConfig, plans: Sequence[ZooCase | None], seed: int,
     """One seed's rounds (see :class:`Budget`), each ignoring the defects found before."""
     known: set[str] = set()
     for plan in plans:
-        for _ in range(budget.rounds if plan is None else FOCUS_ROUNDS):
+        for _ in range(budget.rounds if plan is None else budget.focus_rounds):
             result = _round(base, plan, known, seed, budget)
             if progress is not None:
                 progress(run.name, seed, plan.bug if plan else "all rules", result)
@@ -554,8 +553,7 @@ def _release_section(runs: Sequence[ReleaseRun]) -> list[str]:
     out = ["## Releases and search budgets", "",
            "*not present* is claimed only within these budgets: per seed, rounds with every "
            "rule until one finds nothing new, then the rounds of each zoo case that needs a "
-           f"focus, a fault or BZ-15's flood (up to {FOCUS_ROUNDS} while it finds other "
-           "defects than its own; examples of each focus listed). *pairs "
+           "focus, a fault or BZ-15's flood (examples of each focus listed). *pairs "
            "reached*: (transition, outcome) pairs run at least once, of those the variant's "
            "coverage goal requires (less the group pairs, without groups). *build s* is the "
            "driver build as this run met it (cached or not; `python -m benchmarks.matrix` "
@@ -574,14 +572,20 @@ def _release_section(runs: Sequence[ReleaseRun]) -> list[str]:
             f"{'yes' if r.features.get('groups', True) else 'no'} | {r.build_seconds:.1f} | "
             f"{r.hunt_seconds:.1f} | {b.get('seeds')} | {r.examples:,} | {r.steps:,} | "
             f"{r.pairs_reached}/{r.pairs_required} | ≤ {b.get('rounds')} rounds × "
-            f"{b.get('max_examples')} examples × ≤ {b.get('steps')} steps; focus: "
-            f"{focus or 'none'} |")
+            f"{b.get('max_examples')} examples × ≤ {b.get('steps')} steps; focus"
+            f"{_focus_rounds(b)}: {focus or 'none'} |")
     unnamed = [(r.name, p) for r in runs for p in r.unattributed]
     if unnamed:
         out += ["", f"Failures no defect was recognised in: {len(unnamed)} "
                     f"({', '.join(sorted({name for name, _ in unnamed}))}); their programs "
                     f"are in the JSON."]
     return [*out, ""]
+
+
+def _focus_rounds(budget: Mapping[str, Any]) -> str:
+    """How many rounds a focus plan had, when the run recorded it."""
+    rounds = budget.get("focus_rounds")
+    return f" (≤ {rounds} rounds each while finding other defects)" if rounds else ""
 
 
 def _programs_section(runs: Sequence[ReleaseRun]) -> list[str]:
