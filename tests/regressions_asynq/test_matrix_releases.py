@@ -73,3 +73,10 @@ def test_committed_program_fails_alike_on_v0_26_0(asynq_server: RedisServer, bug
     failure = replay_program("\n".join(hit.program))
     assert failure is not None, f"{bug}'s program passes on v0.26.0"
     assert (failure.invariant, failure.bug) == (hit.invariant, hit.attributed_as or bug)
+
+
+def test_a_release_before_the_task_lease_is_listed_with_its_reason() -> None:
+    driver_or_skip("v0.26.0")  # Go and the module proxy are there
+    [run] = matrix.run_matrix(["v0.21.0"], SMALL)
+    assert not run.driven and "no task lease" in run.reason and run.module_version == "v0.21.0"
+    assert {run.cell(bug) for bug in matrix.DEFECTS} == {"not run"}
