@@ -131,6 +131,17 @@ class DriverError(RuntimeError):
     """The driver answered a request it could not understand (a bug on our side), or died."""
 
 
+class UnsupportedOperation(DriverError):
+    """The Asynq release has no such operation (task groups before v0.23.0): see
+    :meth:`AsynqGoBroker.lacks`, which tells beforehand."""
+
+
+#: The operations that exist only with task groups (Asynq v0.23.0 and later).
+GROUP_OPERATIONS = frozenset({"add_to_group", "add_to_group_unique", "aggregation_check",
+                              "read_aggregation_set", "delete_aggregation_set",
+                              "reclaim_stale_aggregation_sets"})
+
+
 def build_driver(version: str = DEFAULT_VERSION) -> Path:
     """Build (or reuse) the driver for Asynq ``version``; return the binary's path.
 
@@ -149,7 +160,10 @@ def build_driver(version: str = DEFAULT_VERSION) -> Path:
 
 
 def _check_version(version: object) -> str:
-    if not isinstance(version, str) or not re.fullmatch(r"v\d+\.\d+\.\d+", version):
+    """A release (``v0.26.0``) or a Go pseudo-version of a commit after one
+    (``v0.26.1-0.20260514123454-785bb7208cb0``)."""
+    if not isinstance(version, str) or not re.fullmatch(r"v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?",
+                                                        version):
         raise ValueError(f"version must look like 'v0.26.0', got {version!r}")
     return version
 
@@ -255,11 +269,28 @@ class AsynqGoBroker(BrokerBase):
         self.url = url
         self._driver = DriverProcess(build_driver(version), url)
         self._check_alive()
+        #: What the release has, as the driver built for it reports (``{"groups": bool}``).
+        self.features: dict[str, bool] = dict(self._send("features", None))
 
     @staticmethod
     def variant_for(version: str) -> str:
-        """Our variant that claims to behave like Asynq ``version``."""
-        return "asynq-v0.24.0" if version.startswith("v0.24.") else "asynq-v0.26.0"
+        """Our variant nearest to Asynq ``version``: ``asynq-v0.24.0`` before v0.25.0 (the
+        server archive trim still leaks, BZ-1), ``asynq-v0.26.0`` from it.
+
+        >>> AsynqGoBroker.variant_for("v0.25.1")
+        'asynq-v0.26.0'
+        """
+        return "asynq-v0.24.0" if _version_tuple(_check_version(version)) < (0, 25, 0) \
+            else "asynq-v0.26.0"
+
+    def lacks(self, operation: str, args: tuple[Any, ...] = ()) -> bool:
+        """True when this release has no ``operation`` for these arguments (a group operation,
+        a bulk operation on a group, or a message with a group, before v0.23.0): the stateful
+        machine does not run it."""
+        if self.features.get("groups", True):
+            return False
+        grouped = any(isinstance(a, TaskMessage) and a.group_key for a in args)
+        return operation in GROUP_OPERATIONS or TaskState.AGGREGATING in args or grouped
 
     def __enter__(self) -> AsynqGoBroker:
         return self
@@ -312,6 +343,8 @@ class AsynqGoBroker(BrokerBase):
             raise DriverError(f"{op}: driver refused the request: {text}")
         if kind == "misrouted":
             raise ClusterRoutingError(f"{op}: Asynq's call was misrouted: {text}")
+        if kind == "unsupported":
+            raise UnsupportedOperation(f"Asynq {self.version}: {text}")
         raise ERROR_FOR[Outcome(kind)](f"{op}: {text}")
 
     def _component(self, op: str, queue: str, args: dict[str, Any] | None = None,
@@ -705,7 +738,13 @@ def _check_policy(policy: Policy, version: str) -> None:
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version[1:].split("."))
+    """(major, minor, patch); a pseudo-version counts as its base release's (close enough
+    for the API generation it has).
+
+    >>> _version_tuple("v0.26.1-0.20260514123454-785bb7208cb0")
+    (0, 26, 1)
+    """
+    return tuple(int(part) for part in version[1:].split("-")[0].split("."))
 
 
 def go_available() -> bool:
@@ -719,5 +758,6 @@ def require_asynq() -> bool:
     return os.environ.get("KEYSIM_REQUIRE_ASYNQ", "") not in ("", "0")
 
 
-__all__ = ["CLUSTER_SCHEME", "AsynqGoBroker", "DriverError", "DriverUnavailable", "KeysimError",
-           "build_driver", "client_for", "go_available", "require_asynq"]
+__all__ = ["CLUSTER_SCHEME", "GROUP_OPERATIONS", "AsynqGoBroker", "DriverError",
+           "DriverUnavailable", "KeysimError", "UnsupportedOperation", "build_driver",
+           "client_for", "go_available", "require_asynq"]

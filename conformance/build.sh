@@ -13,14 +13,15 @@
 # The load generator needs only Asynq's public API; it is built the same way, so that it uses
 # exactly that version's dependencies and no go.mod of ours has to pin them.
 #
-# The binary goes to conformance/bin/VERSION/keysim<program> (git-ignored) with a stamp holding
+# Exit codes: 2 usage, 3 no Go, 4 the module cannot be downloaded, 5 the release cannot be driven
+# (the reason on stderr). The binary goes to conformance/bin/VERSION/keysim<program> (git-ignored) with a stamp holding
 # the hash of the version, the Go version, this script and the program's sources: a matching
 # stamp skips the build.
 set -euo pipefail
 
 VERSION=${1:-v0.26.0}
 PROGRAM=${2:-driver}
-if [[ ! $VERSION =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+if [[ ! $VERSION =~ ^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$ ]]; then  # a release or pseudo-version
     echo "build.sh: version must look like v0.26.0, got '$VERSION'" >&2
     exit 2
 fi
@@ -69,11 +70,22 @@ MOD=$WORK/asynq
 cp -R "$DIR" "$MOD"
 chmod -R u+w "$MOD"
 
+# Before v0.22.0 active tasks were tracked by a `deadlines` zset, not a lease: a key layout the
+# model does not describe, so the driver is not built (exit 5, the reason on stderr).
+if [[ $PROGRAM == driver ]] && ! grep -q 'func (r \*RDB) ListLeaseExpired(' "$DIR/internal/rdb/rdb.go"; then
+    echo "build.sh: github.com/hibiken/asynq@$VERSION has no task lease (RDB.ListLeaseExpired;" \
+         "active tasks tracked by the deadlines zset): the model describes the lease layout of v0.22.0+" >&2
+    exit 5
+fi
+
 # The API generation decides which compatibility files take part (build tags in driver/*.go).
 TAGS=()
 if grep -q 'github.com/go-redis/redis/v8' "$DIR/go.mod"; then TAGS+=(keysim_redis_v8); fi
 if grep -q 'DeleteExpiredCompletedTasks(qname string) error' "$DIR/internal/rdb/rdb.go"; then
     TAGS+=(keysim_janitor_nobatch)
+fi
+if ! grep -q 'func (r \*RDB) AddToGroup(' "$DIR/internal/rdb/rdb.go"; then
+    TAGS+=(keysim_nogroups)  # task groups and aggregation arrived in v0.23.0
 fi
 
 {

@@ -80,18 +80,20 @@ def make_broker(config: MachineConfig, clock: VirtualClock) -> Any:
     if config.broker_factory is not None:
         return config.broker_factory(clock, config.policy)
     if config.backend == ASYNQ_BACKEND:
-        return _asynq_broker(config.variant, clock, config.policy)
+        return _asynq_broker(config.asynq_version or config.variant, clock, config.policy)
     # Judged against the model: also stage keys written after remove_queue's SCAN.
     kind = LateWritesBroker if config.oracle else Broker
     return kind(make_client(config.backend), config.variant, config.policy, clock)
 
 
-def _asynq_broker(variant: str, clock: VirtualClock, policy: Policy) -> Any:
+def _asynq_broker(release: str, clock: VirtualClock, policy: Policy) -> Any:
+    """The Go-backed broker of Asynq ``release`` (``v0.23.0``, or an ``asynq-vX.Y.Z``
+    variant's name)."""
     from urllib.parse import urlsplit, urlunsplit
 
     from broker.asynq_go import AsynqGoBroker, version_of
 
-    version = version_of(variant)
+    version = release if release.startswith("v") else version_of(release)
     if version not in _GO_BROKERS:  # each version its own database of the private server
         url = urlsplit(_server_url())._replace(path=f"/{1 + len(_GO_BROKERS)}")
         _GO_BROKERS[version] = AsynqGoBroker(urlunsplit(url), version, policy, clock)

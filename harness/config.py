@@ -97,6 +97,10 @@ class MachineConfig:
     #: end, archive cutoff, lease expiry, due time, unique TTL, aggregation grace and timeout),
     #: one second before it or one after.
     deadlines: bool = False
+    #: On the ``asynq`` backend: the Asynq release whose Go code runs (``v0.23.0``); None: the
+    #: variant's own version. The variant then only names the nearest behaviour (``keysim
+    #: matrix`` runs every release with its nearest ``asynq-v*`` variant, without the oracle).
+    asynq_version: str | None = None
 
     @property
     def strict(self) -> bool:

@@ -538,6 +538,55 @@ def _run_zoo(args: argparse.Namespace) -> int:
     return 1 if missed else 0
 
 
+def _add_matrix(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keysim matrix``: defect x Asynq release (harness.matrix)."""
+    from harness.matrix import DEFAULT_VERSIONS
+
+    parser = subparsers.add_parser(
+        "matrix", help="which Asynq release has which defect: writes docs/asynq-versions.md",
+        description="For every release (and Asynq's default branch, if the Go module proxy "
+                    "serves it): build the conformance driver against it, hunt defects on its "
+                    "own Go code with the stateful machine (as zoo --asynq) and write the "
+                    "matrix defect x release, with each hit's minimal program, to --out and "
+                    "its data to the same name with .json. Needs Go and Redis >= 7.0; the "
+                    "full run takes minutes per release.")
+    parser.add_argument("--versions", default=DEFAULT_VERSIONS, metavar="LIST",
+                        help="comma-separated: vX.Y.Z, vA..vB (the latest patch of each minor "
+                             f"release between), master (default: {DEFAULT_VERSIONS})")
+    parser.add_argument("--seeds", type=_positive(1), default=2, metavar="N",
+                        help="seeds hunted per release (default: 2)")
+    parser.add_argument("--out", type=Path, default=Path("docs/asynq-versions.md"),
+                        metavar="FILE.md", help="default: docs/asynq-versions.md")
+    parser.add_argument("--from-results", action="store_true",
+                        help="run nothing: write --out again from its saved .json")
+    parser.set_defaults(handler=_run_matrix)
+
+
+def _run_matrix(args: argparse.Namespace) -> int:
+    from harness import matrix
+
+    data = args.out.with_suffix(".json")
+    if args.from_results:
+        if not data.exists():
+            print(f"keysim matrix: no saved results at {data}", file=sys.stderr)
+            return 2
+        args.out.write_text(matrix.render(*matrix.load(data)))
+        print(f"wrote {args.out} from {data}")
+        return 0
+    try:
+        names = matrix.expand_versions(args.versions)
+    except ValueError as err:
+        print(f"keysim matrix: {err}", file=sys.stderr)
+        return 2
+    runs = matrix.run_with_progress(names, matrix.Budget(seeds=args.seeds))
+    meta = matrix.meta_now(f"keysim matrix --versions {args.versions} --seeds {args.seeds}",
+                           args.seeds)
+    matrix.save(data, runs, meta)
+    args.out.write_text(matrix.render(runs, meta))
+    print(f"wrote {args.out} and {data}")
+    return 0
+
+
 def _add_mutate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``keysim mutate``: the check's mutation score (harness.mutate)."""
     parser = subparsers.add_parser(
@@ -731,6 +780,7 @@ def _run_soak(args: argparse.Namespace) -> int:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_check,
     _add_zoo,
+    _add_matrix,
     _add_mutate,
     _add_diagram,
     _add_explore,

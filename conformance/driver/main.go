@@ -21,12 +21,12 @@
 // Every request carries the virtual time; the driver sets Asynq's simulated clock to it (in UTC)
 // before calling rdb.RDB. "kind" is one of asynq-keysim's outcomes (model/transitions.py:
 // not_found, conflict, duplicate, task_active, already, queue_not_empty, queue_not_found), or
-// "script_error" for any other Asynq error (a script that failed part-way), or "bad_request".
+// "script_error" for any other Asynq error (a script that failed part-way), "bad_request", or
+// "unsupported" for an operation the release does not have ("features" says which it has).
 package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,7 +35,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/hibiken/asynq/internal/base"
 	"github.com/hibiken/asynq/internal/errors"
 	"github.com/hibiken/asynq/internal/rdb"
@@ -188,6 +187,11 @@ type badRequest struct{ text string }
 
 func (b badRequest) Error() string { return b.text }
 
+// unsupported: an operation this Asynq release does not have (see nogroups.go).
+type unsupported struct{ text string }
+
+func (u unsupported) Error() string { return u.text }
+
 func decode(data []byte) (*base.TaskMessage, error) {
 	if data == nil {
 		return nil, badRequest{"msg is required"}
@@ -215,10 +219,6 @@ var clientOps = map[string]func(*driver, *request, *base.TaskMessage) error{
 	"schedule_unique": func(d *driver, q *request, m *base.TaskMessage) error {
 		return d.r.ScheduleUnique(ctx(), m, time.Unix(q.ProcessAt, 0), seconds(q.TTL))
 	},
-	"add_to_group": func(d *driver, q *request, m *base.TaskMessage) error { return d.r.AddToGroup(ctx(), m, q.Group) },
-	"add_to_group_unique": func(d *driver, q *request, m *base.TaskMessage) error {
-		return d.r.AddToGroupUnique(ctx(), m, q.Group, seconds(q.TTL))
-	},
 	"done":             func(d *driver, _ *request, m *base.TaskMessage) error { return d.r.Done(ctx(), m) },
 	"mark_as_complete": func(d *driver, _ *request, m *base.TaskMessage) error { return d.r.MarkAsComplete(ctx(), m) },
 	"requeue":          func(d *driver, _ *request, m *base.TaskMessage) error { return d.r.Requeue(ctx(), m) },
@@ -231,18 +231,13 @@ var clientOps = map[string]func(*driver, *request, *base.TaskMessage) error{
 // otherOps take names and numbers; each returns its JSON result.
 var otherOps = map[string]func(*driver, *request) (interface{}, error){
 	"ping":                           func(*driver, *request) (interface{}, error) { return "pong", nil },
+	"features":                       func(*driver, *request) (interface{}, error) { return releaseFeatures, nil },
 	"reset":                          func(d *driver, _ *request) (interface{}, error) { d.reset(); return nil, nil },
 	"dequeue":                        (*driver).dequeue,
 	"forward_if_ready":               (*driver).forward,
 	"delete_expired_completed_tasks": (*driver).janitor,
 	"list_lease_expired":             (*driver).listLeaseExpired,
 	"extend_lease":                   (*driver).extendLease,
-	"aggregation_check":              (*driver).aggregationCheck,
-	"read_aggregation_set":           (*driver).readAggregationSet,
-	"delete_aggregation_set": func(d *driver, q *request) (interface{}, error) {
-		return nil, d.r.DeleteAggregationSet(ctx(), q.Queue, q.Group, q.SetID)
-	},
-	"reclaim_stale_aggregation_sets": (*driver).reclaim,
 	"write_result": func(d *driver, q *request) (interface{}, error) {
 		return d.r.WriteResult(q.Queue, q.ID, q.Data)
 	},
@@ -307,14 +302,6 @@ func (d *driver) janitor(q *request) (interface{}, error) {
 	return n, deleteExpiredCompleted(d.r, q.Queue, q.Batch)
 }
 
-func (d *driver) reclaim(q *request) (interface{}, error) {
-	n, err := d.due(base.AllAggregationSets(q.Queue))
-	if err != nil {
-		return nil, err
-	}
-	return n, d.r.ReclaimStaleAggregationSets(q.Queue)
-}
-
 func (d *driver) listLeaseExpired(q *request) (interface{}, error) {
 	msgs, err := d.r.ListLeaseExpired(time.Unix(q.Cutoff, 0), q.Queue)
 	if err != nil {
@@ -354,40 +341,6 @@ func (d *driver) extendLease(q *request) (interface{}, error) {
 	return n, err
 }
 
-// aggregationCheck: Asynq names the set with uuid.NewString(); a requested set id (a UUID) is
-// fed to the uuid package as its random source so that Asynq picks exactly that name.
-func (d *driver) aggregationCheck(q *request) (interface{}, error) {
-	if q.SetID != "" {
-		id, err := uuid.Parse(q.SetID)
-		if err != nil || id.String() != q.SetID || id.Version() != 4 || id.Variant() != uuid.RFC4122 {
-			return nil, badRequest{fmt.Sprintf("set_id %q is not a canonical random (v4) UUID", q.SetID)}
-		}
-		uuid.SetRand(bytes.NewReader(id[:]))
-		defer uuid.SetRand(nil)
-	}
-	setID, err := d.r.AggregationCheck(q.Queue, q.Group, d.clock.Now(), seconds(q.Grace),
-		seconds(q.MaxDelay), q.MaxSize)
-	if err != nil || setID == "" {
-		return nil, err
-	}
-	if q.SetID != "" && setID != q.SetID {
-		return nil, fmt.Errorf("asynq named the set %q, not the requested %q", setID, q.SetID)
-	}
-	return setID, nil
-}
-
-func (d *driver) readAggregationSet(q *request) (interface{}, error) {
-	msgs, deadline, err := d.r.ReadAggregationSet(q.Queue, q.Group, q.SetID)
-	if err != nil {
-		return nil, err
-	}
-	data, err := encodeAll(msgs)
-	if err != nil {
-		return nil, err
-	}
-	return aggregationSet{Msgs: data, Deadline: deadline.Unix()}, nil
-}
-
 func (d *driver) deleteAll(q *request) (interface{}, error) {
 	switch q.State {
 	case "pending":
@@ -401,7 +354,7 @@ func (d *driver) deleteAll(q *request) (interface{}, error) {
 	case "completed":
 		return d.r.DeleteAllCompletedTasks(q.Queue)
 	case "aggregating":
-		return d.r.DeleteAllAggregatingTasks(q.Queue, q.Group)
+		return deleteAllAggregating(d, q)
 	}
 	return nil, badRequest{fmt.Sprintf("delete_all_tasks: no state %q", q.State)}
 }
@@ -415,7 +368,7 @@ func (d *driver) archiveAll(q *request) (interface{}, error) {
 	case "retry":
 		return d.r.ArchiveAllRetryTasks(q.Queue)
 	case "aggregating":
-		return d.r.ArchiveAllAggregatingTasks(q.Queue, q.Group)
+		return archiveAllAggregating(d, q)
 	}
 	return nil, badRequest{fmt.Sprintf("archive_all_tasks: no state %q", q.State)}
 }
@@ -429,7 +382,7 @@ func (d *driver) runAll(q *request) (interface{}, error) {
 	case "archived":
 		return d.r.RunAllArchivedTasks(q.Queue)
 	case "aggregating":
-		return d.r.RunAllAggregatingTasks(q.Queue, q.Group)
+		return runAllAggregating(d, q)
 	}
 	return nil, badRequest{fmt.Sprintf("run_all_tasks: no state %q", q.State)}
 }
@@ -439,6 +392,10 @@ func (d *driver) classify(err error) string {
 	var bad badRequest
 	if errors.As(err, &bad) {
 		return "bad_request"
+	}
+	var missing unsupported
+	if errors.As(err, &missing) {
+		return "unsupported"
 	}
 	text := err.Error()
 	switch {
