@@ -269,8 +269,12 @@ class AsynqGoBroker(BrokerBase):
         self.url = url
         self._driver = DriverProcess(build_driver(version), url)
         self._check_alive()
-        #: What the release has, as the driver built for it reports (``{"groups": bool}``).
+        #: What the release has, as the driver built for it reports (``{"groups": bool,
+        #: "components": bool}``).
         self.features: dict[str, bool] = dict(self._send("features", None))
+        # A release without the components the shim drives (before v0.23.0) runs our Python
+        # composites over its single RDB calls.
+        self.components = components and self.features.get("components", False)
 
     @staticmethod
     def variant_for(version: str) -> str:

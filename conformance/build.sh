@@ -95,9 +95,13 @@ fi
         printf '%s"%s": "%s"' "$sep" "$MOD/cmd/$NAME/$(basename "$src")" "$src"
         sep=", "
     done
-    for src in "${SHIM[@]}"; do
-        printf '%s"%s": "%s"' "$sep" "$MOD/$(basename "$src")" "$src"
-    done
+    # The components shim needs the server components of v0.23.0 on (task groups arrived with
+    # them); older releases build without it (driver/components.go has the matching tag).
+    if [[ ! " ${TAGS[*]:-} " == *" keysim_nogroups "* ]]; then
+        for src in "${SHIM[@]}"; do
+            printf '%s"%s": "%s"' "$sep" "$MOD/$(basename "$src")" "$src"
+        done
+    fi
     printf '}}\n'
 } >"$WORK/overlay.json"
 

@@ -1,3 +1,5 @@
+//go:build !keysim_nogroups
+
 // Driver ops that run Asynq's own server components (recoverer, forwarder, janitor, aggregator,
 // processor's finish path, syncer) one pass at a time, through the entry points that
 // conformance/components/*.go adds to package asynq. They register themselves in otherOps.
@@ -26,9 +28,6 @@ import (
 	"github.com/hibiken/asynq/internal/base"
 	"github.com/hibiken/asynq/internal/timeutil"
 )
-
-// rawArgs is a request's "args": the fields of a component op, decoded by parseArgs.
-type rawArgs = json.RawMessage
 
 // componentArgs are the fields of a component op's "args" object.
 type componentArgs struct {

@@ -11,8 +11,9 @@ import (
 	"github.com/hibiken/asynq/internal/base"
 )
 
-// releaseFeatures: what the "features" op reports (this release has groups).
-var releaseFeatures = map[string]bool{"groups": true}
+// releaseFeatures: what the "features" op reports (this release has groups, and the server
+// components the conformance/components shim drives, which arrived with them in v0.23.0).
+var releaseFeatures = map[string]bool{"groups": true, "components": true}
 
 func init() {
 	clientOps["add_to_group"] = func(d *driver, q *request, m *base.TaskMessage) error {

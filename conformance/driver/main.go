@@ -49,28 +49,28 @@ const ttlShiftSeconds = 2_000_000_000
 const statsTTL = 90 * 24 * time.Hour
 
 type request struct {
-	Op        string   `json:"op"`
-	Now       int64    `json:"now"`
-	Queue     string   `json:"queue"`
-	Msg       []byte   `json:"msg"`
-	TTL       int64    `json:"ttl"`
-	ProcessAt int64    `json:"process_at"`
-	Group     string   `json:"group"`
-	RetryAt   int64    `json:"retry_at"`
-	Error     string   `json:"error"`
-	IsFailure bool     `json:"is_failure"`
-	Cutoff    int64    `json:"cutoff"`
-	IDs       []string `json:"ids"`
-	ID        string   `json:"id"`
-	SetID     string   `json:"set_id"`
-	Grace     int64    `json:"grace"`
-	MaxDelay  int64    `json:"max_delay"`
-	MaxSize   int      `json:"max_size"`
-	Batch     int      `json:"batch"`
-	Data      []byte   `json:"data"`
-	State     string   `json:"state"`
-	Force     bool     `json:"force"`
-	Args      rawArgs  `json:"args"` // component ops (components.go)
+	Op        string          `json:"op"`
+	Now       int64           `json:"now"`
+	Queue     string          `json:"queue"`
+	Msg       []byte          `json:"msg"`
+	TTL       int64           `json:"ttl"`
+	ProcessAt int64           `json:"process_at"`
+	Group     string          `json:"group"`
+	RetryAt   int64           `json:"retry_at"`
+	Error     string          `json:"error"`
+	IsFailure bool            `json:"is_failure"`
+	Cutoff    int64           `json:"cutoff"`
+	IDs       []string        `json:"ids"`
+	ID        string          `json:"id"`
+	SetID     string          `json:"set_id"`
+	Grace     int64           `json:"grace"`
+	MaxDelay  int64           `json:"max_delay"`
+	MaxSize   int             `json:"max_size"`
+	Batch     int             `json:"batch"`
+	Data      []byte          `json:"data"`
+	State     string          `json:"state"`
+	Force     bool            `json:"force"`
+	Args      json.RawMessage `json:"args"` // component ops (components.go), decoded by parseArgs
 }
 
 type response struct {

@@ -10,8 +10,10 @@ import (
 	"github.com/hibiken/asynq/internal/base"
 )
 
-// releaseFeatures: what the "features" op reports (this release has no groups).
-var releaseFeatures = map[string]bool{"groups": false}
+// releaseFeatures: what the "features" op reports (this release has no groups, and its server
+// components differ from those the conformance/components shim drives: the shim and
+// components.go are left out of its build).
+var releaseFeatures = map[string]bool{"groups": false, "components": false}
 
 func init() {
 	for _, op := range []string{"add_to_group", "add_to_group_unique"} {

@@ -49,7 +49,8 @@ def test_a_release_without_groups(asynq_server: RedisServer) -> None:
     url = db_url(asynq_server, "unit")
     with AsynqGoBroker(url, "v0.22.1", clock=VirtualClock()) as broker:
         broker.reset()
-        assert broker.features == {"groups": False}
+        assert broker.features == {"groups": False, "components": False}
+        assert not broker.components  # our Python composites over its single RDB calls
         msg = TaskMessage(type="t", payload=b"x", id="t1", queue="q")
         with pytest.raises(UnsupportedOperation, match="no task groups"):
             broker.add_to_group(msg, "g")
@@ -60,7 +61,7 @@ def test_a_release_without_groups(asynq_server: RedisServer) -> None:
         assert broker.delete_all_tasks("q", TaskState.PENDING) == 1
     [run] = matrix.run_matrix(["v0.22.1"], matrix.Budget(seeds=1, rounds=1, max_examples=10,
                                                          focused=False, flood=False))
-    assert run.driven and run.features == {"groups": False} and run.examples > 0
+    assert run.driven and run.features == {"groups": False, "components": False} and run.examples > 0
     assert {run.cell(bug) for bug in matrix.GROUP_DEFECTS} == {"n/a"}
 
 
