@@ -16,7 +16,9 @@ import fakeredis
 import pytest
 import redis
 from redis.cluster import RedisCluster
+from support import db_url, driver_or_skip, go_backend_or_skip, private_server
 
+from broker.asynq_go import AsynqGoBroker
 from broker.cluster import ClusterUnsupported, LocalCluster
 from broker.servers import (
     AUDIT_MIN_VERSION,
@@ -27,6 +29,7 @@ from broker.servers import (
     start_server,
 )
 from harness.backends import private_cluster
+from model.clock import VirtualClock
 
 BACKENDS = ("fakeredis", "redis")
 #: Fixtures that reach a real server; a test using one (or the ``redis`` case of
@@ -139,3 +142,22 @@ def redis62_server() -> Iterator[RedisServer]:
         if not server.version.startswith("6.2."):
             pytest.fail(f"{REDIS62_ENV}={path} is Redis {server.version}, not 6.2")
         yield server
+
+
+# --- Asynq's own code (the Go backend): see tests/support.py for the skip/fail rules ----------
+@pytest.fixture(scope="session")
+def asynq_server() -> Iterator[RedisServer]:
+    """A private real Redis for the Go backend's tests, shared by the whole run (each test
+    picks its own database, ``support.db_url``)."""
+    with private_server() as server:
+        yield go_backend_or_skip(server)
+
+
+@pytest.fixture
+def go_broker(asynq_server: RedisServer) -> Iterator[AsynqGoBroker]:
+    """Real Asynq v0.26.0 on an empty database, with a fresh virtual clock."""
+    driver_or_skip("v0.26.0")
+    with AsynqGoBroker(db_url(asynq_server, "findings"), "v0.26.0", clock=VirtualClock()) as b:
+        b.reset()
+        yield b
+        b.client.flushdb()

@@ -230,3 +230,10 @@ def db_url(server: RedisServer, name: str) -> str:
     """URL of the named database on ``server``."""
     parts = urlsplit(server.url)
     return urlunsplit(parts._replace(path=f"/{DATABASES[name]}"))
+
+
+def conform_examples() -> int:
+    """How many generated sequences each differential test runs (200 under
+    ``KEYSIM_REQUIRE_ASYNQ=1``, else 30; ``KEYSIM_CONFORM_EXAMPLES`` overrides)."""
+    default = 200 if require_asynq() else 30
+    return int(os.environ.get("KEYSIM_CONFORM_EXAMPLES", default))

@@ -9,7 +9,6 @@ The number of generated sequences is ``KEYSIM_CONFORM_EXAMPLES`` (default: 200 u
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -18,7 +17,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
-from support import db_url, driver_or_skip, go_backend_or_skip, private_server
+from support import conform_examples, db_url, driver_or_skip
 
 from broker import Broker
 from broker.asynq_go import (
@@ -29,7 +28,6 @@ from broker.asynq_go import (
     DriverProcess,
     DriverUnavailable,
     build_driver,
-    require_asynq,
 )
 from broker.cluster import LocalCluster, start_cluster
 from broker.scripting import encode_deadline
@@ -46,43 +44,21 @@ from harness.conform import (
 )
 from harness.observe import Observer
 from model import keys
-from model.clock import VirtualClock
 from model.message import TaskMessage
 from model.policy import DAY, Policy
 
 Q = "default"
 
 
-def examples() -> int:
-    """How many generated sequences each differential test runs."""
-    default = 200 if require_asynq() else 30
-    return int(os.environ.get("KEYSIM_CONFORM_EXAMPLES", default))
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with private_server() as s:
-        yield go_backend_or_skip(s)
-
-
-@pytest.fixture
-def go(server: RedisServer) -> Iterator[AsynqGoBroker]:
-    driver_or_skip("v0.26.0")
-    with AsynqGoBroker(db_url(server, "unit"), "v0.26.0", clock=VirtualClock()) as b:
-        b.reset()
-        yield b
-        b.client.flushdb()
-
-
 @pytest.mark.parametrize("version", ["v0.26.0", "v0.24.0"])
-def test_differential(version: str, server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_differential(version: str, asynq_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     """Our asynq-<version> variant and real Asynq agree on every answer and every keyspace."""
     driver_or_skip(version)
-    diff = conform(db_url(server, f"ours:{version}"), db_url(server, f"asynq:{version}"), version,
-                   examples())
+    diff = conform(db_url(asynq_server, f"ours:{version}"),
+                   db_url(asynq_server, f"asynq:{version}"), version, conform_examples())
     with capsys.disabled():
         print(f"\n[{version}] {diff.report()}")
-    assert diff.sequences == examples() + len(SCENARIOS)
+    assert diff.sequences == conform_examples() + len(SCENARIOS)
     assert diff.missing() == []
 
 
@@ -112,10 +88,10 @@ def test_differential_on_a_cluster(version: str, real_cluster: LocalCluster,
         assert _port_of(client, keys.ALL_QUEUES) != _port_of(client, keys.pending(Q))
         client.close()
     diff = conform(cluster_url(real_cluster), cluster_url(asynq_cluster), version,
-                   examples())
+                   conform_examples())
     with capsys.disabled():
         print(f"\n[{version} on Redis Cluster] {diff.report()}")
-    assert diff.sequences == examples() + len(SCENARIOS)
+    assert diff.sequences == conform_examples() + len(SCENARIOS)
     assert diff.missing() == []
 
 
@@ -169,16 +145,16 @@ def test_cluster_url_names_database_0_only() -> None:
         AsynqGoBroker(f"{CLUSTER_SCHEME}://127.0.0.1:1/2")
 
 
-def test_differential_detects_a_divergence(go: AsynqGoBroker, server: RedisServer) -> None:
+def test_differential_detects_a_divergence(go_broker: AsynqGoBroker, asynq_server: RedisServer) -> None:
     """The comparison can fail: the leak-free reference design is not Asynq (BZ-5 here)."""
-    client = redis.Redis.from_url(db_url(server, "ours:v0.26.0"))
-    ours = Broker(client, "reference", CONFORM_POLICY, go.clock)
+    client = redis.Redis.from_url(db_url(asynq_server, "ours:v0.26.0"))
+    ours = Broker(client, "reference", CONFORM_POLICY, go_broker.clock)
 
     def reset() -> None:
         client.flushdb()
-        go.reset()
+        go_broker.reset()
 
-    diff = Differential(ours, go, go.clock, reset)
+    diff = Differential(ours, go_broker, go_broker.clock, reset)
     plain = TaskMessage(type="a", payload=b"x", id="t0", queue=Q)
     with pytest.raises(Divergence, match=r"keyspaces differ after enqueue_unique") as err:
         diff.check([Op("enqueue", (plain,)), Op("enqueue_unique", (plain, 30))])
@@ -186,55 +162,55 @@ def test_differential_detects_a_divergence(go: AsynqGoBroker, server: RedisServe
     client.close()
 
 
-def test_lock_ttl_moves_to_the_virtual_clock(go: AsynqGoBroker) -> None:
+def test_lock_ttl_moves_to_the_virtual_clock(go_broker: AsynqGoBroker) -> None:
     """Asynq's SET NX EX ttl (real clock) becomes the virtual deadline now + ttl, which the
     sweep before each call enforces as the virtual clock passes it."""
-    go.enqueue_unique(TaskMessage(type="a", payload=b"x", id="t0", queue=Q), ttl=30)
+    go_broker.enqueue_unique(TaskMessage(type="a", payload=b"x", id="t0", queue=Q), ttl=30)
     lock = keys.unique(Q, "a", b"x")
-    entry = go.snapshot(Q).get(lock)
-    assert entry is not None and entry.expire_at_ms == go.now_ms + 30_000
-    assert go.client.pexpiretime(lock) == encode_deadline(go.now_ms + 30_000)
-    go.clock.advance(30)
-    assert go.expire_due(Q) == 1
-    assert go.client.exists(lock) == 0
+    entry = go_broker.snapshot(Q).get(lock)
+    assert entry is not None and entry.expire_at_ms == go_broker.now_ms + 30_000
+    assert go_broker.client.pexpiretime(lock) == encode_deadline(go_broker.now_ms + 30_000)
+    go_broker.clock.advance(30)
+    assert go_broker.expire_due(Q) == 1
+    assert go_broker.client.exists(lock) == 0
 
 
-def test_daily_counter_expiry_is_shifted_by_the_driver(go: AsynqGoBroker) -> None:
+def test_daily_counter_expiry_is_shifted_by_the_driver(go_broker: AsynqGoBroker) -> None:
     """EXPIREAT(now + 90 days) reaches Redis as the shifted virtual deadline."""
-    go.enqueue(TaskMessage(type="a", payload=b"x", id="t0", queue=Q))
-    taken = go.dequeue(Q)
+    go_broker.enqueue(TaskMessage(type="a", payload=b"x", id="t0", queue=Q))
+    taken = go_broker.dequeue(Q)
     assert taken is not None
-    go.done(taken)
-    daily = keys.processed_daily(Q, go.clock.utc_date())
-    entry = go.snapshot(Q).get(daily)
-    assert entry is not None and entry.expire_at_ms == (go.now_s + 90 * DAY) * 1000
-    go.clock.advance(90 * DAY)
-    assert go.snapshot(Q).get(daily) is None
+    go_broker.done(taken)
+    daily = keys.processed_daily(Q, go_broker.clock.utc_date())
+    entry = go_broker.snapshot(Q).get(daily)
+    assert entry is not None and entry.expire_at_ms == (go_broker.now_s + 90 * DAY) * 1000
+    go_broker.clock.advance(90 * DAY)
+    assert go_broker.snapshot(Q).get(daily) is None
 
 
-def test_observing_is_refused_and_snapshots_stay_fresh(go: AsynqGoBroker) -> None:
+def test_observing_is_refused_and_snapshots_stay_fresh(go_broker: AsynqGoBroker) -> None:
     with pytest.raises(TypeError, match="cannot be observed"):
-        Observer(go, Q)
-    go.enqueue(TaskMessage(type="t", payload=b"x", id="t1", queue=Q))
-    assert keys.task(Q, "t1") in go.snapshot(Q).entries  # written by Asynq, read afresh
+        Observer(go_broker, Q)
+    go_broker.enqueue(TaskMessage(type="t", payload=b"x", id="t1", queue=Q))
+    assert keys.task(Q, "t1") in go_broker.snapshot(Q).entries  # written by Asynq, read afresh
 
 
-def test_reset_gives_a_fresh_queue_cache(go: AsynqGoBroker) -> None:
+def test_reset_gives_a_fresh_queue_cache(go_broker: AsynqGoBroker) -> None:
     """After reset Asynq registers the queue again (its queuesPublished cache is per RDB)."""
-    go.enqueue(TaskMessage(type="a", payload=b"x", id="t0", queue=Q))
-    go.reset()
-    go.enqueue(TaskMessage(type="a", payload=b"x", id="t0", queue=Q))
-    assert go.queues() == {Q}
+    go_broker.enqueue(TaskMessage(type="a", payload=b"x", id="t0", queue=Q))
+    go_broker.reset()
+    go_broker.enqueue(TaskMessage(type="a", payload=b"x", id="t0", queue=Q))
+    assert go_broker.queues() == {Q}
 
 
-def test_bad_input_is_refused_before_the_driver(go: AsynqGoBroker) -> None:
+def test_bad_input_is_refused_before_the_driver(go_broker: AsynqGoBroker) -> None:
     with pytest.raises(ValueError, match="set_id must be a canonical random UUID"):
-        go.aggregation_check(Q, "g", "not-a-uuid")
+        go_broker.aggregation_check(Q, "g", "not-a-uuid")
     with pytest.raises(ValueError, match="unique ttl"):
-        go.enqueue_unique(TaskMessage(type="a", payload=b"x", id="t0", queue=Q), ttl=0)
+        go_broker.enqueue_unique(TaskMessage(type="a", payload=b"x", id="t0", queue=Q), ttl=0)
     with pytest.raises(ValueError, match="state 'active' is not accepted by run_all_tasks"):
-        go.run_all_tasks(Q, "active")  # type: ignore[arg-type]
-    assert go.snapshot(Q).entries == {} and go.queues() == frozenset()
+        go_broker.run_all_tasks(Q, "active")  # type: ignore[arg-type]
+    assert go_broker.snapshot(Q).entries == {} and go_broker.queues() == frozenset()
 
 
 def test_constructor_validates_before_starting_anything() -> None:
@@ -261,9 +237,9 @@ def test_every_operation_is_in_a_scenario() -> None:
     assert set(EVENTS) <= covered
 
 
-def test_cli_conform_runs_and_prints_coverage(server: RedisServer,
+def test_cli_conform_runs_and_prints_coverage(asynq_server: RedisServer,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    """(``server``: skips where the Go backend cannot run; the command starts its own.)"""
+    """(``asynq_server``: skips where the Go backend cannot run; the command starts its own.)"""
     from keysim.cli import main
 
     driver_or_skip("v0.26.0")

@@ -32,7 +32,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
-from support import db_url, driver_or_skip, go_backend_or_skip, private_server
+from support import db_url, driver_or_skip
 
 from broker import Broker
 from broker.asynq_go import AsynqGoBroker
@@ -188,11 +188,6 @@ def bulk_delete(b: Side, state: TaskState) -> tuple[str, Any]:
 
 
 # --- on Asynq's own code and on our variant, side by side ---------------------------------------
-@pytest.fixture(scope="module")
-def asynq_server() -> Iterator[RedisServer]:
-    """A private real Redis for this module (the fixture's name marks its tests real_redis)."""
-    with private_server() as s:
-        yield go_backend_or_skip(s)
 
 
 @pytest.fixture(params=VERSIONS)
