@@ -143,6 +143,10 @@ def expand_versions(text: str) -> list[str]:
 
     >>> expand_versions("v0.26.0,v0.24.0")
     ['v0.26.0', 'v0.24.0']
+    >>> expand_versions("v9.9.9")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: v9.9.9 is not an Asynq release (known: v0.20.0, ..., v0.26.0, or master)
     >>> expand_versions("v0.30.0..v0.31.0")
     Traceback (most recent call last):
     ...
@@ -160,6 +164,9 @@ def expand_versions(text: str) -> list[str]:
                                  f"(known: {ASYNQ_TAGS[0]} ... {ASYNQ_TAGS[-1]})")
         else:
             _minor(item)
+            if item not in ASYNQ_TAGS:
+                raise ValueError(f"{item} is not an Asynq release (known: "
+                                 f"{', '.join(ASYNQ_TAGS)}, or {DEFAULT_BRANCH})")
             found = [item]
         chosen += [v for v in found if v not in chosen]
     if not chosen:

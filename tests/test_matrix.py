@@ -132,6 +132,15 @@ def test_cli_refuses_a_bad_version_list(capsys: pytest.CaptureFixture[str]) -> N
     assert "a version looks like v0.26.0" in capsys.readouterr().err
 
 
+
+def test_cli_refuses_an_unknown_release_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.md"
+    assert main(["matrix", "--versions", "v9.9.9", "--out", str(out)]) == 2
+    assert "v9.9.9 is not an Asynq release" in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
 def test_cli_rewrites_the_document_from_saved_results(tmp_path: Path) -> None:
     out = tmp_path / "m.md"
     assert main(["matrix", "--from-results", "--out", str(out)]) == 2  # nothing saved yet
