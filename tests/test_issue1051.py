@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import fakeredis
 import pytest
 import redis as redis_py
 
 from broker import Broker
 from broker.servers import RedisServer, find_path_binary, launch
 from harness.config import MACHINE_POLICY
+from harness.search_1051 import CHECK_EVERY, OPERATIONS, VARIANTS, eviction_traffic, search
 from model import keys
 from model.clock import VirtualClock
 from model.invariants import Kind, check_all
@@ -25,11 +27,15 @@ from model.message import TaskMessage
 
 Q = "default"
 TASKS = ("t0", "t1", "t2")
-#: Small values: each write goes over the limit by less than one evicted key frees, so Redis
-#: evicts one key at a time and the first loss is seen alone.
-FILLER_BYTES = 64
+#: Small filler values, written to database 1: each write goes over the limit by less than
+#: one evicted key frees, so Redis evicts one key at a time, and the queue's few keys in
+#: database 0 are all sampled each time (maxmemory-samples) while the fillers are not in
+#: their way. The first loss is then the idlest key's, alone. PREFILLED keys are written
+#: before the limit, so that no hash-table resize (a jump of kilobytes) happens under it.
+FILLER_BYTES = 8
+PREFILLED = 2100
 HEADROOM_BYTES = 64 * 1024
-MAX_FILLERS = 5000
+MAX_FILLERS = 1800
 
 
 @pytest.fixture
@@ -42,16 +48,17 @@ def server() -> Iterator[RedisServer]:
         yield started
 
 
-def in_flight(server: RedisServer) -> Broker:
-    """Asynq v0.26.0's scripts, three tasks dequeued: each in active and in lease."""
-    broker = Broker(redis_py.Redis.from_url(server.url), "asynq-v0.26.0", MACHINE_POLICY,
-                    VirtualClock())
+def in_flight(server: RedisServer) -> tuple[Broker, redis_py.Redis]:
+    """Asynq v0.26.0's scripts, three tasks dequeued: each in active and in lease; the broker
+    and a client of its database."""
+    client = redis_py.Redis.from_url(server.url)
+    broker = Broker(client, "asynq-v0.26.0", MACHINE_POLICY, VirtualClock())
     for task_id in TASKS:
         broker.enqueue(TaskMessage(type="job", payload=b"x", id=task_id, queue=Q))
     for _ in TASKS:
         assert broker.dequeue(Q) is not None
     assert check_all(broker.snapshot(Q), MACHINE_POLICY) == []
-    return broker
+    return broker, client
 
 
 def make_idlest(client: redis_py.Redis, key: str) -> None:
@@ -67,15 +74,19 @@ def memory_pressure(client: redis_py.Redis, policy: str) -> int:
     """Set ``maxmemory`` just above what is used under ``policy``, then write filler values
     (another application's cache) until one of the queue's keys is gone or MAX_FILLERS were
     written; lift the limit again. Returns how many writes Redis refused (OOM)."""
+    kwargs = client.connection_pool.connection_kwargs
+    filler = redis_py.Redis(host=kwargs["host"], port=kwargs["port"], db=1)
+    filler.mset({f"cache:{n}": b"c" * FILLER_BYTES for n in range(PREFILLED)})
     used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory-samples", 64)
     client.config_set("maxmemory-policy", policy)
     client.config_set("maxmemory", used + HEADROOM_BYTES)
     refused = 0
     watched = (keys.lease(Q), keys.active(Q))
     try:
-        for n in range(MAX_FILLERS):
+        for n in range(PREFILLED, PREFILLED + MAX_FILLERS):
             try:
-                client.set(f"cache:{n}", b"c" * FILLER_BYTES)
+                filler.set(f"cache:{n}", b"c" * FILLER_BYTES)
             except redis_py.exceptions.OutOfMemoryError:
                 refused += 1
             if client.exists(*watched) < len(watched):
@@ -87,11 +98,11 @@ def memory_pressure(client: redis_py.Redis, policy: str) -> int:
 
 def test_allkeys_lru_evicts_the_lease_and_leaves_every_task_active_without_one(
         server: RedisServer) -> None:
-    broker = in_flight(server)
-    make_idlest(broker.client, keys.lease(Q))
-    memory_pressure(broker.client, "allkeys-lru")
-    assert broker.client.exists(keys.lease(Q)) == 0
-    assert [v.decode() for v in broker.client.lrange(keys.active(Q), 0, -1)] == list(TASKS)[::-1]
+    broker, client = in_flight(server)
+    make_idlest(client, keys.lease(Q))
+    memory_pressure(client, "allkeys-lru")
+    assert client.exists(keys.lease(Q)) == 0
+    assert client.lrange(keys.active(Q), 0, -1) == [t.encode() for t in reversed(TASKS)]
     kinds = {(v.kind, v.task_id) for v in check_all(broker.snapshot(Q), MACHINE_POLICY)}
     assert {(Kind.ACTIVE_WITHOUT_LEASE, t) for t in TASKS} <= kinds
     # Stuck: the heartbeat renews only leases that exist, and the recoverer, long after every
@@ -99,15 +110,43 @@ def test_allkeys_lru_evicts_the_lease_and_leaves_every_task_active_without_one(
     assert broker.extend_lease(Q, *TASKS) == 0
     broker.clock.advance(10 * MACHINE_POLICY.lease_duration)
     assert broker.recover(Q) == 0
-    assert broker.client.llen(keys.active(Q)) == len(TASKS)
-    assert broker.client.exists(keys.lease(Q)) == 0
+    assert client.llen(keys.active(Q)) == len(TASKS)
+    assert client.exists(keys.lease(Q)) == 0
 
 
 def test_volatile_lru_refuses_writes_instead_and_active_keeps_its_lease(
         server: RedisServer) -> None:
-    broker = in_flight(server)
-    make_idlest(broker.client, keys.lease(Q))
-    refused = memory_pressure(broker.client, "volatile-lru")
+    broker, client = in_flight(server)
+    make_idlest(client, keys.lease(Q))
+    refused = memory_pressure(client, "volatile-lru")
     assert refused > 0  # the overload shows as OOM errors, not as lost keys
-    assert broker.client.exists(keys.lease(Q), keys.active(Q)) == 2
+    assert client.exists(keys.lease(Q), keys.active(Q)) == 2
     assert check_all(broker.snapshot(Q), MACHINE_POLICY) == []
+
+
+def test_a_cut_script_leaves_a_task_active_without_a_lease_only_inside_the_dequeue() -> None:
+    """Every cut point of every script that writes active or lease (harness.search_1051):
+    only a dequeue stopped after its push to active, at HSET, HDEL or ZADD of the lease,
+    leaves a task active without a lease. A report stopped after its LREM leaves the
+    opposite (a lease without active); no other cut breaks I3."""
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    for variant in VARIANTS:
+        cuts = [cut for cut in search(client) if cut.variant == variant]
+        without_lease = {(c.operation, c.command) for c in cuts
+                         if Kind.ACTIVE_WITHOUT_LEASE.value in c.i3}
+        assert without_lease == {("dequeue", "HSET"), ("dequeue", "HDEL"), ("dequeue", "ZADD")}
+        without_active = {(c.operation, c.kept) for c in cuts
+                          if Kind.LEASE_WITHOUT_ACTIVE.value in c.i3}
+        assert without_active == {(op, 1) for op in OPERATIONS if op != "dequeue"}
+        assert all(c.command is None for c in cuts if c.kept == max(
+            d.kept for d in cuts if d.operation == c.operation))  # each ran whole at the end
+
+
+def test_volatile_lru_traffic_never_breaks_i3(server: RedisServer) -> None:
+    """Asynq-like traffic past maxmemory under volatile-lru: Asynq's keys have no TTL, so
+    nothing of the queue is evicted; writes are refused and I3 holds at every check."""
+    counts = eviction_traffic(redis_py.Redis.from_url(server.url), "volatile-lru", 1500, 0)
+    assert counts["checks"] == 1500 // CHECK_EVERY
+    assert counts["refused"] + counts["oom"] > 0
+    assert not {Kind.ACTIVE_WITHOUT_LEASE.value, Kind.LEASE_WITHOUT_ACTIVE.value,
+                Kind.DUPLICATE_IN_ACTIVE.value} & set(counts)
