@@ -11,7 +11,7 @@ result. Run: ``python -m harness.search_1051 [REDIS_URL]`` (fakeredis without a 
 :func:`eviction_traffic` is the other candidate, measured on a real Redis: Asynq-like traffic
 (enqueue, dequeue, heartbeats, completion with retention, the recoverer) under ``maxmemory``
 and an eviction policy, with I3 checked every few ticks. Run:
-``python -m harness.search_1051 --evict REDIS_URL POLICY [TICKS [SEED]]`` (it changes that
+``python -m harness.search_1051 --evict REDIS_URL POLICY [TICKS [SEED [VARIANT]]]`` (it changes that
 server's memory settings, and restores them).
 
 :func:`machine_search` runs the stateful machine (``keysim check``'s, with every fault of
@@ -119,7 +119,8 @@ RETENTION_S = 3600
 CHECK_EVERY = 50
 
 
-def eviction_traffic(client: redis_py.Redis, policy: str, ticks: int, seed: int) -> Counter[str]:
+def eviction_traffic(client: redis_py.Redis, policy: str, ticks: int, seed: int,
+                     variant: str = "asynq-v0.26.0") -> Counter[str]:
     """Asynq-like traffic for ``ticks`` ticks of 0.2 s under ``maxmemory`` and ``policy``:
     2 enqueues a tick (512-byte payloads, kept 1 h once complete), dequeues up to WORKERS in
     flight, the oldest finished each tick, heartbeats every 5 s, the recoverer every 60 s.
@@ -129,7 +130,7 @@ def eviction_traffic(client: redis_py.Redis, policy: str, ticks: int, seed: int)
     ``oom`` (writes Redis refused)."""
     rng = random.Random(seed)
     client.flushdb()
-    broker = Broker(client, "asynq-v0.26.0", MACHINE_POLICY, VirtualClock())
+    broker = Broker(client, variant, MACHINE_POLICY, VirtualClock())
     counts: Counter[str] = Counter()
     held: list[TaskMessage] = []
     client.config_set("maxmemory-policy", policy)
@@ -226,8 +227,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--evict"]:
         url, policy, *rest = argv[1:]
         ticks, seed = (int(rest[0]) if rest else 3000), (int(rest[1]) if len(rest) > 1 else 0)
-        counts = eviction_traffic(redis_py.Redis.from_url(url), policy, ticks, seed)
-        print(f"{policy}, {ticks} ticks, seed {seed}: {dict(sorted(counts.items()))}")
+        variant = rest[2] if len(rest) > 2 else "asynq-v0.26.0"
+        counts = eviction_traffic(redis_py.Redis.from_url(url), policy, ticks, seed, variant)
+        print(f"{variant}, {policy}, {ticks} ticks, seed {seed}: {dict(sorted(counts.items()))}")
         return 1 if counts[Kind.ACTIVE_WITHOUT_LEASE.value] else 0
     client = (redis_py.Redis.from_url(argv[0]) if argv
               else fakeredis.FakeRedis(server=fakeredis.FakeServer()))
