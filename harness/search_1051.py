@@ -12,7 +12,7 @@ result. Run: ``python -m harness.search_1051 [REDIS_URL]`` (fakeredis without a 
 (enqueue, dequeue, heartbeats, completion with retention, the recoverer) under ``maxmemory``
 and an eviction policy, with I3 checked every few ticks. Run:
 ``python -m harness.search_1051 --evict REDIS_URL POLICY [TICKS [SEED [VARIANT]]]`` (it changes that
-server's memory settings, and restores them).
+server's memory settings, and restores them; VARIANT ``asynq`` runs Asynq's own Go code).
 
 :func:`machine_search` runs the stateful machine (``keysim check``'s, with every fault of
 ``--faults all`` and the ``evict`` rule) on an Asynq variant, looking past every known defect
@@ -119,6 +119,10 @@ RETENTION_S = 3600
 CHECK_EVERY = 50
 
 
+#: ``eviction_traffic``'s variant that runs Asynq v0.26.0's own Go code (the driver).
+ASYNQ_CODE = "asynq"
+
+
 def eviction_traffic(client: redis_py.Redis, policy: str, ticks: int, seed: int,
                      variant: str = "asynq-v0.26.0") -> Counter[str]:
     """Asynq-like traffic for ``ticks`` ticks of 0.2 s under ``maxmemory`` and ``policy``:
@@ -130,7 +134,7 @@ def eviction_traffic(client: redis_py.Redis, policy: str, ticks: int, seed: int,
     ``oom`` (writes Redis refused)."""
     rng = random.Random(seed)
     client.flushdb()
-    broker = Broker(client, variant, MACHINE_POLICY, VirtualClock())
+    broker = _traffic_broker(client, variant)
     counts: Counter[str] = Counter()
     held: list[TaskMessage] = []
     client.config_set("maxmemory-policy", policy)
@@ -144,10 +148,24 @@ def eviction_traffic(client: redis_py.Redis, policy: str, ticks: int, seed: int,
     finally:
         client.config_set("maxmemory", 0)
         client.config_set("maxmemory-policy", "noeviction")
+        if variant == ASYNQ_CODE:
+            broker.close()
     return counts
 
 
-def _traffic_tick(broker: Broker, held: list[TaskMessage], rng: random.Random, tick: int,
+def _traffic_broker(client: redis_py.Redis, variant: str) -> Any:
+    """Our scripts of ``variant`` on ``client``'s database, or (``ASYNQ_CODE``) Asynq v0.26.0's
+    own ``RDB`` and components through the Go driver, on the same database."""
+    if variant != ASYNQ_CODE:
+        return Broker(client, variant, MACHINE_POLICY, VirtualClock())
+    from broker.asynq_go import AsynqGoBroker
+
+    kwargs = client.connection_pool.connection_kwargs
+    url = f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+    return AsynqGoBroker(url, "v0.26.0", clock=VirtualClock())
+
+
+def _traffic_tick(broker: Any, held: list[TaskMessage], rng: random.Random, tick: int,
                   counts: Counter[str]) -> None:
     """One tick of the traffic (see :func:`eviction_traffic`); refusals are counted."""
     def enqueue(n: int) -> None:
@@ -181,7 +199,7 @@ def _counted(step: Callable[[], Any], counts: Counter[str]) -> Any:
     return None
 
 
-def _check_i3(broker: Broker, counts: Counter[str]) -> None:
+def _check_i3(broker: Any, counts: Counter[str]) -> None:
     """Count the I3 violations of one snapshot (one script: one instant), and whether the
     lease or the active key was missing in it while the other held tasks."""
     counts["checks"] += 1

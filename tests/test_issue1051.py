@@ -1,6 +1,7 @@
 """Asynq #1051 (spec BZ-25): tasks left active without a lease, measured on real Redis.
 
-An ``allkeys-*`` maxmemory policy may evict any key, the lease zset of a queue included, while
+On our ``asynq-v0.26.0`` scripts and on Asynq v0.26.0's own code (the Go driver): an
+``allkeys-*`` maxmemory policy may evict any key, the lease zset of a queue included, while
 its active list stays. Every task of that queue in flight is then active without a lease (I3),
 and the recoverer, which finds abandoned tasks through the lease only, never takes them back.
 Under ``volatile-*`` (or ``noeviction``) the same memory pressure evicts no task key: Asynq's
@@ -11,12 +12,15 @@ docs/findings.md, section "#1051: tasks active without a lease", has the whole s
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import fakeredis
 import pytest
 import redis as redis_py
+from support import driver_or_skip
 
 from broker import Broker
+from broker.asynq_go import AsynqGoBroker
 from broker.servers import RedisServer, find_path_binary, launch
 from harness.config import MACHINE_POLICY
 from harness.search_1051 import CHECK_EVERY, OPERATIONS, VARIANTS, eviction_traffic, search
@@ -48,11 +52,21 @@ def server() -> Iterator[RedisServer]:
         yield started
 
 
-def in_flight(server: RedisServer) -> tuple[Broker, redis_py.Redis]:
-    """Asynq v0.26.0's scripts, three tasks dequeued: each in active and in lease; the broker
-    and a client of its database."""
+@pytest.fixture(params=["asynq-v0.26.0", "asynq"])
+def code(request: pytest.FixtureRequest) -> str:
+    """Whose code runs the queue: our ``asynq-v0.26.0`` scripts, or (``asynq``) Asynq v0.26.0's
+    own ``RDB`` and components through the Go driver."""
+    if request.param == "asynq":
+        driver_or_skip("v0.26.0")
+    return str(request.param)
+
+
+def in_flight(server: RedisServer, code: str = "asynq-v0.26.0") -> tuple[Any, redis_py.Redis]:
+    """Three tasks dequeued by ``code``: each in active and in lease; the broker and a client
+    of its database."""
     client = redis_py.Redis.from_url(server.url)
-    broker = Broker(client, "asynq-v0.26.0", MACHINE_POLICY, VirtualClock())
+    broker: Any = (AsynqGoBroker(server.url, "v0.26.0", clock=VirtualClock()) if code == "asynq"
+                   else Broker(client, code, MACHINE_POLICY, VirtualClock()))
     for task_id in TASKS:
         broker.enqueue(TaskMessage(type="job", payload=b"x", id=task_id, queue=Q))
     for _ in TASKS:
@@ -96,9 +110,18 @@ def memory_pressure(client: redis_py.Redis, policy: str) -> int:
     return refused
 
 
+@pytest.fixture
+def evictable(server: RedisServer, code: str) -> Iterator[tuple[Any, redis_py.Redis]]:
+    """:func:`in_flight` by ``code``; the Go driver is stopped afterwards."""
+    broker, client = in_flight(server, code)
+    yield broker, client
+    if code == "asynq":
+        broker.close()
+
+
 def test_allkeys_lru_evicts_the_lease_and_leaves_every_task_active_without_one(
-        server: RedisServer) -> None:
-    broker, client = in_flight(server)
+        evictable: tuple[Any, redis_py.Redis]) -> None:
+    broker, client = evictable
     make_idlest(client, keys.lease(Q))
     memory_pressure(client, "allkeys-lru")
     assert client.exists(keys.lease(Q)) == 0
