@@ -424,7 +424,7 @@ def cut_source(source: str, writes: int) -> str:
         "  return function(cmd, ...)",
         "    if KEYSIM_WRITES[string.upper(cmd)] then",
         "      if keysim_writes_left <= 0 then",
-        f"        error('keysim: script cut after {writes} writes')",
+        f"        error('keysim: script cut after {writes} writes, at ' .. string.upper(cmd))",
         "      end",
         "      keysim_writes_left = keysim_writes_left - 1",
         "    end",
