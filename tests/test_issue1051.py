@@ -11,17 +11,18 @@ docs/findings.md, section "#1051: tasks active without a lease", has the whole s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
 import pytest
 import redis as redis_py
-from support import driver_or_skip
+from support import driver_or_skip, go_backend_or_skip
 
 from broker import Broker
 from broker.asynq_go import AsynqGoBroker
-from broker.servers import RedisServer, find_path_binary, launch
+from broker.servers import RedisServer, ServerUnavailable, start_server
 from harness.config import MACHINE_POLICY
 from harness.search_1051 import CHECK_EVERY, OPERATIONS, VARIANTS, eviction_traffic, search
 from model import keys
@@ -44,11 +45,16 @@ MAX_FILLERS = 1800
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
-    """A private Redis 7 (its memory settings are changed, so it is never the shared one)."""
-    binary = find_path_binary()
-    if binary is None:
-        pytest.skip("needs redis-server on PATH")
-    with launch(binary, "redis-server") as started:
+    """A private server of the run's launcher (its memory settings are changed, so it is never
+    ``REDIS_URL``'s); skipped without one, failed instead under ``KEYSIM_REQUIRE_REDIS=1``."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    try:
+        started = start_server(env)
+    except ServerUnavailable as err:
+        if os.environ.get("KEYSIM_REQUIRE_REDIS") == "1":
+            pytest.fail(f"KEYSIM_REQUIRE_REDIS=1 but {err}")
+        pytest.skip(str(err))
+    with started:
         yield started
 
 
@@ -113,6 +119,13 @@ def memory_pressure(client: redis_py.Redis, policy: str) -> int:
 @pytest.fixture
 def evictable(server: RedisServer, code: str) -> Iterator[tuple[Any, redis_py.Redis]]:
     """:func:`in_flight` by ``code``; the Go driver is stopped afterwards."""
+    if code == "asynq":
+        go_backend_or_skip(server)  # Asynq's Go backend needs PEXPIRETIME (Redis >= 7.0)
+        if "valkey" in redis_py.Redis.from_url(server.url).info("server").get("server_name", ""):
+            # Measured on Valkey 9.1.2: with the Go driver connected, 1,800 fillers evicted one
+            # another and neither lease nor active (our variant's case does evict the lease).
+            pytest.skip("on Valkey the fillers evict each other first with the Go driver "
+                        "connected; the eviction is shown on Redis")
     broker, client = in_flight(server, code)
     yield broker, client
     if code == "asynq":
