@@ -1,74 +1,30 @@
 //go:build !keysim_redis_v8
 
-// go-redis v9 plumbing (Asynq v0.24.1 and later).
+// go-redis v9 (Asynq v0.24.1 and later): its names for redis_client.go, and its hooks.
 package main
 
 import (
 	"context"
-	"errors"
 
-	"github.com/hibiken/asynq/internal/rdb"
 	"github.com/hibiken/asynq/internal/timeutil"
 	"github.com/redis/go-redis/v9"
 )
 
-type v9Client struct{ c redis.UniversalClient }
+// The go-redis v9 names redis_client.go is written against.
+type (
+	universalClient     = redis.UniversalClient
+	redisOptions        = redis.Options
+	redisClusterOptions = redis.ClusterOptions
+	redisClient         = redis.Client
+	redisClusterClient  = redis.ClusterClient
+)
 
-// openClient connects to one server, or (misrouted non-nil) to the cluster the URL's node
-// belongs to. Either way the stats hook sees every command before it is sent.
-func openClient(url string, clock *timeutil.SimulatedClock, misrouted *misroutes) (rawClient, error) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, err
-	}
-	var c redis.UniversalClient
-	if misrouted == nil {
-		c = redis.NewClient(opts)
-	} else {
-		if err := checkClusterDB(opts.DB); err != nil {
-			return nil, err
-		}
-		c = newClusterClient(opts, misrouted)
-	}
-	c.AddHook(statsHook{clock})
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		return nil, err
-	}
-	return v9Client{c}, nil
-}
-
-// newClusterClient: a ClusterClient seeded with the URL's node. It follows no redirection
-// (MaxRedirects -1): every node's client notes a misrouting reply, which fails the call.
-func newClusterClient(seed *redis.Options, misrouted *misroutes) *redis.ClusterClient {
-	return redis.NewClusterClient(&redis.ClusterOptions{
-		Addrs:        []string{seed.Addr},
-		Username:     seed.Username,
-		Password:     seed.Password,
-		TLSConfig:    seed.TLSConfig,
-		MaxRedirects: -1,
-		NewClient: func(opt *redis.Options) *redis.Client {
-			node := redis.NewClient(opt)
-			node.AddHook(routeHook{misrouted})
-			return node
-		},
-	})
-}
-
-func (v v9Client) rdbClient() *rdb.RDB { return rdb.NewRDB(v.c) }
-
-func (v v9Client) zcount(key, min, max string) (int64, error) {
-	return v.c.ZCount(context.Background(), key, min, max).Result()
-}
-
-func (v v9Client) hasScore(key, member string) (bool, error) {
-	err := v.c.ZScore(context.Background(), key, member).Err()
-	if err == redis.Nil {
-		return false, nil
-	}
-	return err == nil, err
-}
-
-func (v v9Client) isNil(err error) bool { return errors.Is(err, redis.Nil) }
+var (
+	parseRedisURL         = redis.ParseURL
+	newRedisClient        = redis.NewClient
+	newRedisClusterClient = redis.NewClusterClient
+	redisNil              = redis.Nil
+)
 
 // statsHook applies shiftStatsExpiry to every command before it is sent.
 type statsHook struct{ clock *timeutil.SimulatedClock }
