@@ -11,7 +11,10 @@ import "github.com/redis/go-redis/v9"
 
 // archiveTrimLua defines trim_archive(archived, task_prefix, cutoff, max_size):
 // drop the entries scored at or before cutoff, then every entry beyond the
-// newest max_size-1, deleting each dropped task's hash.
+// newest max_size-1, deleting each dropped task's hash; and archive_all(ids),
+// the bulk archive of the three ArchiveAll scripts (KEYS[1] the source, KEYS[2]
+// archived; ARGV: now, cutoff, max size, task key prefix), which returns how
+// many ids it archived.
 const archiveTrimLua = `
 local function drop_archived(archived, task_prefix, ids)
 	for _, id in ipairs(ids) do
@@ -22,6 +25,15 @@ end
 local function trim_archive(archived, task_prefix, cutoff, max_size)
 	drop_archived(archived, task_prefix, redis.call("ZRANGEBYSCORE", archived, "-inf", cutoff))
 	drop_archived(archived, task_prefix, redis.call("ZRANGE", archived, 0, -tonumber(max_size)))
+end
+local function archive_all(ids)
+	for _, id in ipairs(ids) do
+		redis.call("ZADD", KEYS[2], ARGV[1], id)
+		redis.call("HSET", ARGV[4] .. id, "state", "archived")
+	end
+	trim_archive(KEYS[2], ARGV[4], ARGV[2], ARGV[3])
+	redis.call("DEL", KEYS[1])
+	return #ids
 end
 `
 
@@ -69,40 +81,20 @@ return 1
 	// KEYS: source zset (scheduled or retry), archived.
 	// ARGV: now, cutoff, max size, task key prefix.
 	archiveAllCmd = redis.NewScript(archiveTrimLua + `
-local ids = redis.call("ZRANGE", KEYS[1], 0, -1)
-for _, id in ipairs(ids) do
-	redis.call("ZADD", KEYS[2], ARGV[1], id)
-	redis.call("HSET", ARGV[4] .. id, "state", "archived")
-end
-trim_archive(KEYS[2], ARGV[4], ARGV[2], ARGV[3])
-redis.call("DEL", KEYS[1])
-return #ids
+return archive_all(redis.call("ZRANGE", KEYS[1], 0, -1))
 `)
 
 	// KEYS: pending list, archived.
 	// ARGV: now, cutoff, max size, task key prefix.
 	archiveAllPendingCmd = redis.NewScript(archiveTrimLua + `
-local ids = redis.call("LRANGE", KEYS[1], 0, -1)
-for _, id in ipairs(ids) do
-	redis.call("ZADD", KEYS[2], ARGV[1], id)
-	redis.call("HSET", ARGV[4] .. id, "state", "archived")
-end
-trim_archive(KEYS[2], ARGV[4], ARGV[2], ARGV[3])
-redis.call("DEL", KEYS[1])
-return #ids
+return archive_all(redis.call("LRANGE", KEYS[1], 0, -1))
 `)
 
 	// KEYS: group zset, archived, groups.
 	// ARGV: now, cutoff, max size, task key prefix, group name.
 	archiveAllAggregatingCmd = redis.NewScript(archiveTrimLua + `
-local ids = redis.call("ZRANGE", KEYS[1], 0, -1)
-for _, id in ipairs(ids) do
-	redis.call("ZADD", KEYS[2], ARGV[1], id)
-	redis.call("HSET", ARGV[4] .. id, "state", "archived")
-end
-trim_archive(KEYS[2], ARGV[4], ARGV[2], ARGV[3])
-redis.call("DEL", KEYS[1])
+local n = archive_all(redis.call("ZRANGE", KEYS[1], 0, -1))
 redis.call("SREM", KEYS[3], ARGV[5])
-return #ids
+return n
 `)
 }
